@@ -1,0 +1,87 @@
+//! The `codexd` command line: `rpc`, and the hidden `worker` the rpc handler spawns.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use super::{Daemon, DaemonConfig};
+use crate::error::{Result, exit};
+use crate::jobs::{sys, worker};
+
+#[derive(Debug, Parser)]
+#[command(name = "codexd", version, about = "Runs jobs for codex-remote on this machine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Answer JSON request lines from stdin on stdout until EOF (run by `ssh HOST codexd rpc`).
+    Rpc {
+        /// Job store directory [default: ~/.codexd; env CODEXD_DATA_DIR].
+        #[arg(long)]
+        data_dir: Option<String>,
+        /// Config file [default: ~/.codexd/config.yaml when present].
+        #[arg(long, env = "CODEXD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run one job (started by `rpc`; not for people).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// Runs `codexd` with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Rpc { data_dir, config } => rpc(config, data_dir),
+        Command::Worker { data_dir, id } => worker::run_worker(&data_dir, &id).map(|c| c as u8),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("codexd: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn rpc(config: Option<PathBuf>, data_dir: Option<String>) -> Result<u8> {
+    sys::ignore_hangups();
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let daemon = match DaemonConfig::load(config.as_deref(), data_dir.as_deref())
+        .and_then(Daemon::new)
+    {
+        Ok(d) => d,
+        Err(e) => {
+            // Still speak the protocol: the client reads this line as the answer.
+            let line = crate::protocol::ResponseLine {
+                id: None,
+                response: crate::protocol::Response::Error(e.clone().into()),
+            };
+            let _ = crate::wire::write_line(&mut out, &line);
+            return Err(e);
+        }
+    };
+    match super::rpc::serve(&daemon, &mut stdin.lock(), &mut out) {
+        Ok(()) => {}
+        // The client went away (closed pipe): not an error of ours.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("codexd rpc: {e}");
+            return Ok(exit::TRANSPORT);
+        }
+    }
+    Ok(exit::OK)
+}

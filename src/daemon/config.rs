@@ -1,0 +1,82 @@
+//! `codexd`'s settings: `~/.codexd/config.yaml` (YAML or JSON), then `CODEXD_DATA_DIR`, then flags.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorCode, Result};
+
+/// Finished jobs kept when a job ends (the newest ones).
+pub const DEFAULT_RETENTION: usize = 200;
+pub const DEFAULT_SHELL: &str = "bash -lc";
+
+/// The config file as written by the user; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+struct ConfigFile {
+    data_dir: Option<String>,
+    retention_count: Option<usize>,
+    shell: Option<String>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    pub retention_count: usize,
+    /// How a string `cmd` is run: these words, then the command as one argument.
+    pub shell: String,
+}
+
+impl DaemonConfig {
+    /// Loads the config file (`config` or `~/.codexd/config.yaml` if present), then applies
+    /// `CODEXD_DATA_DIR` and the `--data-dir` flag, which win in that order.
+    pub fn load(config: Option<&Path>, data_dir_flag: Option<&str>) -> Result<Self> {
+        let home = super::home_dir();
+        let default_path = home.join(".codexd").join("config.yaml");
+        let file = match config {
+            Some(p) => parse_file(p)?,
+            None if default_path.is_file() => parse_file(&default_path)?,
+            None => ConfigFile::default(),
+        };
+        let data_dir = data_dir_flag
+            .map(String::from)
+            .or_else(|| std::env::var("CODEXD_DATA_DIR").ok().filter(|s| !s.is_empty()))
+            .or(file.data_dir)
+            .map(|d| expand_home(&d, &home))
+            .unwrap_or_else(|| home.join(".codexd"));
+        Ok(DaemonConfig {
+            data_dir,
+            retention_count: file.retention_count.unwrap_or(DEFAULT_RETENTION),
+            shell: file.shell.unwrap_or_else(|| DEFAULT_SHELL.to_string()),
+        })
+    }
+}
+
+/// `~` and `~/x` name the home directory.
+pub fn expand_home(path: &str, home: &Path) -> PathBuf {
+    match path.strip_prefix('~') {
+        Some("") => home.to_path_buf(),
+        Some(rest) if rest.starts_with('/') => home.join(&rest[1..]),
+        _ => PathBuf::from(path),
+    }
+}
+
+fn parse_file(path: &Path) -> Result<ConfigFile> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::new(ErrorCode::ConfigError, format!("reading {}: {e}", path.display()))
+    })?;
+    parse_yaml_or_json(&text, path)
+}
+
+/// Parses a config text: JSON for `.json` files, YAML otherwise.
+pub fn parse_yaml_or_json<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    let is_json = path.extension().is_some_and(|e| e == "json");
+    let parsed = if is_json {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    } else if text.trim().is_empty() {
+        serde_saphyr::from_str("{}").map_err(|e| e.to_string())
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|e| Error::new(ErrorCode::ConfigError, format!("{}: {e}", path.display())))
+}

@@ -1,0 +1,287 @@
+//! Reading a job's logs by byte offset: tails, pages from an offset, and follow.
+//!
+//! Every `log` line carries the byte offset of its first byte and the answer ends with the next
+//! offset per stream, so a poller that passes it back as `since` never loses or repeats a byte.
+//! Memory stays O(chunk): files are read in blocks, never whole.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+use super::Sink;
+use crate::error::{Context, Error, Result};
+use crate::jobs::store::JobStore;
+use crate::protocol::{
+    LogChunk, LogLine, LogsEnd, LogsRequest, Response, RunStatus, Stream, StreamOffsets,
+};
+
+/// `tail` when the request gives no `since`, `tail` or `tail_lines` (as the original tool).
+pub const DEFAULT_TAIL_BYTES: u64 = 2000;
+/// At most this much per stream in one non-follow answer unless `max_bytes` says otherwise.
+pub const DEFAULT_PAGE_BYTES: u64 = 4 * 1024 * 1024;
+/// Read block, and the longest piece of a line sent as one `log` line.
+const BLOCK: usize = 64 * 1024;
+/// How often `follow` looks for new output.
+const FOLLOW_TICK: Duration = Duration::from_millis(50);
+
+/// One log being read from `pos`.
+struct Cursor {
+    stream: Stream,
+    path: PathBuf,
+    pos: u64,
+    /// Size seen at the last follow tick, to flush a partial line that stopped growing.
+    last_size: u64,
+}
+
+pub fn exec_logs(store: &JobStore, req: &LogsRequest, sink: &mut dyn Sink) -> Result<LogsEnd> {
+    if req.tail.is_some() && req.tail_lines.is_some() {
+        return Err(Error::invalid("give tail (bytes) or tail_lines, not both"));
+    }
+    store.existing_job_dir(&req.exec_id)?;
+    let max = req.max_bytes.unwrap_or(DEFAULT_PAGE_BYTES).max(1);
+    let mut cursors = Vec::new();
+    let mut sizes = StreamOffsets::default();
+    for &stream in req.stream.streams() {
+        let path = store.log_path(&req.exec_id, stream)?;
+        let size = file_len(&path)?;
+        sizes.set(stream, size);
+        let pos = start_offset(req, stream, &path, size)?;
+        cursors.push(Cursor { stream, path, pos, last_size: size });
+    }
+
+    let mut more = false;
+    if req.follow {
+        follow(store, req, sink, &mut cursors)?;
+    } else {
+        for c in &mut cursors {
+            let size = sizes.get(c.stream).unwrap_or(0);
+            let end = size.min(c.pos.saturating_add(max));
+            more |= end < size;
+            send_range(c, end, true, req.raw, sink)?;
+        }
+    }
+
+    let job = store.status(&req.exec_id)?;
+    let mut next_offset = StreamOffsets::default();
+    for c in &cursors {
+        next_offset.set(c.stream, c.pos);
+        if req.follow {
+            sizes.set(c.stream, file_len(&c.path)?);
+        }
+    }
+    Ok(LogsEnd {
+        exec_id: req.exec_id.clone(),
+        next_offset,
+        size: sizes,
+        more,
+        status: job.status,
+        state: job.state,
+        exit_code: job.exit_code,
+        job,
+    })
+}
+
+/// Streams new output until the job has finished and everything it wrote is sent.
+fn follow(
+    store: &JobStore,
+    req: &LogsRequest,
+    sink: &mut dyn Sink,
+    cursors: &mut [Cursor],
+) -> Result<()> {
+    loop {
+        // Read the status before the logs: once it says finished, one more pass sends all.
+        let finished = store.status(&req.exec_id)?.status == RunStatus::Finished;
+        for c in cursors.iter_mut() {
+            let size = file_len(&c.path)?;
+            // A partial last line is held back while it grows, and sent once it stops.
+            let flush = finished || size == c.last_size;
+            c.last_size = size;
+            send_range(c, size, flush, req.raw, sink)?;
+        }
+        if finished {
+            return Ok(());
+        }
+        if sink.closed() {
+            return Err(Error::internal("follow", "the client went away"));
+        }
+        std::thread::sleep(FOLLOW_TICK);
+    }
+}
+
+fn file_len(path: &PathBuf) -> Result<u64> {
+    Ok(std::fs::metadata(path).context(|| format!("reading {}", path.display()))?.len())
+}
+
+/// Where reading starts for one stream.
+fn start_offset(req: &LogsRequest, stream: Stream, path: &PathBuf, size: u64) -> Result<u64> {
+    let since = req.since.and_then(|s| s.get(stream));
+    if let Some(since) = since {
+        if since > size {
+            return Err(Error::invalid(format!(
+                "{} offset {since} is past the end of the log ({size} bytes)",
+                stream.as_str()
+            )));
+        }
+    }
+    let base = since.unwrap_or(0);
+    let tail = match (req.tail, req.tail_lines, since) {
+        (Some(bytes), _, _) => Some(size.saturating_sub(bytes)),
+        (None, Some(lines), _) => Some(tail_lines_start(path, size, lines)?),
+        (None, None, None) => Some(size.saturating_sub(DEFAULT_TAIL_BYTES)),
+        (None, None, Some(_)) => None,
+    };
+    Ok(tail.map_or(base, |t| t.max(base)))
+}
+
+/// The offset where the last `lines` lines of the first `size` bytes begin (a last line without
+/// a newline counts). Scans backwards block by block: memory does not grow with the log.
+pub fn tail_lines_start(path: &PathBuf, size: u64, lines: u64) -> Result<u64> {
+    if lines == 0 || size == 0 {
+        return Ok(size);
+    }
+    let mut file = File::open(path).context(|| format!("opening {}", path.display()))?;
+    let mut buf = vec![0u8; BLOCK];
+    let mut end = size;
+    // The newline that ends the last line does not start a line.
+    let mut newlines_needed = lines + 1;
+    let mut first_block = true;
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start)).context(|| "seeking".into())?;
+        file.read_exact(&mut buf[..n]).context(|| format!("reading {}", path.display()))?;
+        let mut slice = &buf[..n];
+        if first_block {
+            first_block = false;
+            if slice.last() != Some(&b'\n') {
+                // An unterminated last line is a line: count as if it had its newline.
+                newlines_needed -= 1;
+            } else {
+                slice = &slice[..n - 1];
+                newlines_needed -= 1;
+            }
+        }
+        for (i, &b) in slice.iter().enumerate().rev() {
+            if b == b'\n' {
+                newlines_needed -= 1;
+                if newlines_needed == 0 {
+                    return Ok(start + i as u64 + 1);
+                }
+            }
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// Sends the bytes of `c` from `c.pos` up to `end` and advances `c.pos`. Without `flush`, a
+/// last piece with no newline is held back (not sent, `pos` stays before it).
+fn send_range(c: &mut Cursor, end: u64, flush: bool, raw: bool, sink: &mut dyn Sink) -> Result<()> {
+    if c.pos >= end {
+        return Ok(());
+    }
+    let mut file = File::open(&c.path).context(|| format!("opening {}", c.path.display()))?;
+    file.seek(SeekFrom::Start(c.pos)).context(|| "seeking".into())?;
+    let mut reader = file.take(end - c.pos);
+    let mut buf = vec![0u8; BLOCK];
+    if raw {
+        loop {
+            let n = reader.read(&mut buf).context(|| "reading log".into())?;
+            if n == 0 {
+                return Ok(());
+            }
+            let data_b64 = base64::engine::general_purpose::STANDARD.encode(&buf[..n]);
+            sink.send(Response::Chunk(LogChunk { stream: c.stream, offset: c.pos, data_b64 }))?;
+            c.pos += n as u64;
+        }
+    }
+    // `pending` holds the start of a line not yet ended; it never exceeds BLOCK.
+    let mut pending: Vec<u8> = Vec::with_capacity(BLOCK);
+    loop {
+        let n = reader.read(&mut buf).context(|| "reading log".into())?;
+        if n == 0 {
+            break;
+        }
+        let mut rest = &buf[..n];
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            pending.extend_from_slice(&rest[..i]);
+            send_line(c, &pending, false, sink)?;
+            c.pos += 1;
+            pending.clear();
+            rest = &rest[i + 1..];
+        }
+        pending.extend_from_slice(rest);
+        if pending.len() >= BLOCK {
+            // A very long line goes out in pieces, each marked partial.
+            send_line(c, &pending, true, sink)?;
+            pending.clear();
+        }
+    }
+    if flush && !pending.is_empty() {
+        send_line(c, &pending, true, sink)?;
+    }
+    Ok(())
+}
+
+/// Sends one line (or piece) starting at `c.pos` and advances `c.pos` past its bytes.
+fn send_line(c: &mut Cursor, bytes: &[u8], partial: bool, sink: &mut dyn Sink) -> Result<()> {
+    let line = String::from_utf8_lossy(bytes).into_owned();
+    sink.send(Response::Log(LogLine { stream: c.stream, offset: c.pos, line, partial }))?;
+    c.pos += bytes.len() as u64;
+    Ok(())
+}
+
+/// Waits up to `timeout` for `cond`, polling with a growing interval.
+pub fn poll_until(timeout: Option<Duration>, mut cond: impl FnMut() -> Result<bool>) -> Result<bool> {
+    let start = Instant::now();
+    let mut interval = Duration::from_millis(5);
+    loop {
+        if cond()? {
+            return Ok(true);
+        }
+        if timeout.is_some_and(|t| start.elapsed() >= t) {
+            return Ok(false);
+        }
+        std::thread::sleep(interval);
+        interval = (interval * 2).min(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp_log(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, content).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn tail_lines_counts_from_the_end() {
+        let (_d, p) = tmp_log(b"a\nb\nc\n");
+        assert_eq!(tail_lines_start(&p, 6, 1).unwrap(), 4);
+        assert_eq!(tail_lines_start(&p, 6, 2).unwrap(), 2);
+        assert_eq!(tail_lines_start(&p, 6, 9).unwrap(), 0);
+        let (_d, p) = tmp_log(b"a\nb\nc");
+        assert_eq!(tail_lines_start(&p, 5, 1).unwrap(), 4);
+        assert_eq!(tail_lines_start(&p, 5, 2).unwrap(), 2);
+    }
+
+    #[test]
+    fn tail_lines_crosses_blocks() {
+        let mut content = Vec::new();
+        for i in 0..50_000 {
+            content.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        let (_d, p) = tmp_log(&content);
+        let start = tail_lines_start(&p, content.len() as u64, 20_000).unwrap() as usize;
+        let tail = std::str::from_utf8(&content[start..]).unwrap();
+        assert_eq!(tail.lines().count(), 20_000);
+        assert!(tail.starts_with("line 30000\n"));
+    }
+}

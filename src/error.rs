@@ -1,0 +1,154 @@
+//! The one error type of the library, its stable `code` strings and the exit-code table.
+//!
+//! Codes cross the wire (`{"type":"error","code":"job_not_found",...}`) and are documented in the
+//! README: they are never renamed. Exit codes are the process contract for scripts.
+
+use serde::{Deserialize, Serialize};
+
+/// Process exit codes, shared by both binaries (README "Exit codes").
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// `exec run`: the job itself failed without an exit code of its own (lost).
+    pub const JOB_FAILED: u8 = 1;
+    /// Bad command line or configuration (including an unknown machine).
+    pub const USAGE: u8 = 2;
+    /// ssh or the transport failed, or the remote `codexd` is missing or spoke garbage.
+    pub const TRANSPORT: u8 = 3;
+    /// The remote side refused the request (not found, invalid, start failed, ...).
+    pub const REMOTE: u8 = 4;
+    /// `exec wait --timeout` ran out while the job was still running.
+    pub const TIMED_OUT: u8 = 124;
+    /// `exec run` was detached with Ctrl-C; the job goes on.
+    pub const DETACHED: u8 = 130;
+}
+
+/// The stable error codes. Unknown codes from a newer peer deserialize as `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request line is not valid JSON, or a field has the wrong type.
+    BadRequest,
+    /// The request line is longer than the cap.
+    RequestTooLarge,
+    /// The request `type` is not one this codexd knows.
+    UnknownType,
+    /// The job id is not a valid id (never used as a path).
+    InvalidId,
+    /// A field has a value that cannot be used (empty cmd, bad env name, ...).
+    InvalidArgument,
+    /// No job with that id.
+    JobNotFound,
+    /// The operation needs a finished job.
+    JobRunning,
+    /// The job could not start (bad cwd, shell missing).
+    StartFailed,
+    /// An I/O or other failure on the server.
+    Internal,
+    /// `--machine` names no configured machine.
+    UnknownMachine,
+    /// The config file cannot be read or parsed.
+    ConfigError,
+    /// The command line is wrong.
+    Usage,
+    /// ssh itself failed (connection, auth, refused destination).
+    SshFailed,
+    /// ssh worked but the remote `codexd` command is missing.
+    CodexdNotFound,
+    /// The peer answered something that is not the protocol.
+    ProtocolError,
+    /// A wait ran out of time.
+    Timeout,
+    /// A code this version does not know (sent by a newer peer).
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorCode {
+    /// The exit code a command ends with when it fails with this code.
+    pub fn exit_code(self) -> u8 {
+        use ErrorCode::*;
+        match self {
+            UnknownMachine | ConfigError | Usage => exit::USAGE,
+            SshFailed | CodexdNotFound | ProtocolError => exit::TRANSPORT,
+            Timeout => exit::TIMED_OUT,
+            BadRequest | RequestTooLarge | UnknownType | InvalidId | InvalidArgument
+            | JobNotFound | JobRunning | StartFailed | Internal | Other => exit::REMOTE,
+        }
+    }
+
+    /// The wire string of this code.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            BadRequest => "bad_request",
+            RequestTooLarge => "request_too_large",
+            UnknownType => "unknown_type",
+            InvalidId => "invalid_id",
+            InvalidArgument => "invalid_argument",
+            JobNotFound => "job_not_found",
+            JobRunning => "job_running",
+            StartFailed => "start_failed",
+            Internal => "internal",
+            UnknownMachine => "unknown_machine",
+            ConfigError => "config_error",
+            Usage => "usage",
+            SshFailed => "ssh_failed",
+            CodexdNotFound => "codexd_not_found",
+            ProtocolError => "protocol_error",
+            Timeout => "timeout",
+            Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error with a stable code, a human message and an optional hint on what to do next.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{code}: {message}")]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error { code, message: message.into(), hint: None }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn internal(context: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
+        Error::new(ErrorCode::Internal, format!("{context}: {err}"))
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::new(ErrorCode::InvalidArgument, message)
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.code.exit_code()
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds a "what were we doing" context to I/O errors, turning them into `internal` errors.
+pub trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for std::io::Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::internal(what(), e))
+    }
+}

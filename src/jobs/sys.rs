@@ -1,0 +1,189 @@
+//! The few OS calls the job store needs: /proc, sessions, signals, reaping. All `unsafe` of the
+//! crate lives here.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use rustix::process::{Pid, Signal};
+
+/// What /proc/<pid>/stat says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: i32,
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub session: i32,
+    /// Clock ticks after boot when the process started: with the pid, it names one process.
+    pub start_time: u64,
+}
+
+impl ProcStat {
+    /// A zombie or dead process holds no resources and runs no code.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Parses the text of /proc/<pid>/stat (the command name may hold spaces and parentheses).
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    let mut rest = text[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    let session = rest.next()?.parse().ok()?;
+    // Fields 7..=21 lie between session (6) and starttime (22).
+    let start_time = rest.nth(15)?.parse().ok()?;
+    Some(ProcStat { pid, state, ppid, pgrp, session, start_time })
+}
+
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Every process visible in /proc.
+pub fn all_processes() -> Vec<ProcStat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(proc_stat)
+        .collect()
+}
+
+/// Whether the process `pid` that started at `start_time` is still alive (not a zombie).
+pub fn is_alive(pid: i32, start_time: u64) -> bool {
+    proc_stat(pid).is_some_and(|s| s.start_time == start_time && s.is_live())
+}
+
+/// This boot's id: a reboot changes it, so a pid recorded before it means nothing now.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
+}
+
+pub fn hostname() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+pub fn current_pid() -> i32 {
+    rustix::process::getpid().as_raw_nonzero().get()
+}
+
+/// The user's name, from the environment or else the uid.
+pub fn user_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| rustix::process::getuid().as_raw().to_string())
+}
+
+/// Makes `cmd` start in a new session (and so a new process group) of its own.
+pub fn start_new_session(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| rustix::process::setsid().map(|_| ()).map_err(io::Error::from));
+    }
+}
+
+/// Orphaned descendants are re-parented to this process instead of init, so it can find them.
+pub fn become_subreaper() -> io::Result<()> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).map_err(io::Error::from)
+}
+
+fn pid(raw: i32) -> Option<Pid> {
+    Pid::from_raw(raw)
+}
+
+/// Sends `sig` to one process; a process that is already gone is not an error.
+pub fn signal_process(raw: i32, sig: Signal) {
+    if let Some(p) = pid(raw) {
+        let _ = rustix::process::kill_process(p, sig);
+    }
+}
+
+/// Sends `sig` to a whole process group.
+pub fn signal_group(raw: i32, sig: Signal) {
+    if let Some(p) = pid(raw) {
+        let _ = rustix::process::kill_process_group(p, sig);
+    }
+}
+
+/// The outcome of a reaped child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Waits for any child; `block` false returns `None` at once when none has ended.
+/// `Err` with `ECHILD` means there are no children left.
+pub fn reap_any(block: bool) -> io::Result<Option<(i32, Exit)>> {
+    use rustix::process::WaitOptions;
+    let opts = if block { WaitOptions::empty() } else { WaitOptions::NOHANG };
+    loop {
+        match rustix::process::wait(opts) {
+            Ok(Some((p, status))) => {
+                let exit = match (status.exit_status(), status.terminating_signal()) {
+                    (Some(code), _) => Exit::Code(code),
+                    (None, Some(sig)) => Exit::Signal(sig),
+                    // Stopped/continued children are not ends; wait again.
+                    _ => continue,
+                };
+                return Ok(Some((p.as_raw_nonzero().get(), exit)));
+            }
+            Ok(None) => return Ok(None),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Points this process's stdout at /dev/null (the worker's ready-pipe is done with).
+pub fn stdout_to_devnull() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    rustix::stdio::dup2_stdout(&null).map_err(io::Error::from)
+}
+
+/// Whether the reader of our stdout has gone away (a closed pipe or socket).
+pub fn stdout_closed() -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let stdout = std::io::stdout();
+    let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
+    match poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 })) {
+        Ok(_) => fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP),
+        Err(_) => false,
+    }
+}
+
+/// Ignores SIGHUP and SIGINT: an `rpc` call that is half done (creating a job) must finish even
+/// when the ssh session or a terminal goes away; a gone reader is noticed by [`stdout_closed`].
+pub fn ignore_hangups() {
+    for sig in [signal_hook::consts::SIGHUP, signal_hook::consts::SIGINT] {
+        // A no-op handler (not SIG_IGN) so that children spawned from here get default handlers.
+        // SAFETY: the handler does nothing, which is async-signal-safe.
+        let _ = unsafe { signal_hook::low_level::register(sig, || {}) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let text = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
+        let s = parse_stat(text).unwrap();
+        assert_eq!((s.pid, s.state, s.ppid, s.pgrp, s.session), (1234, 'S', 1, 1234, 1234));
+        assert_eq!(s.start_time, 987654);
+    }
+
+    #[test]
+    fn own_process_is_alive() {
+        let me = proc_stat(current_pid()).unwrap();
+        assert!(is_alive(me.pid, me.start_time));
+        assert!(!is_alive(me.pid, me.start_time + 1));
+    }
+}

@@ -1,0 +1,233 @@
+//! The detached worker: one per job, started as `codexd worker --data-dir D --id ID`.
+//!
+//! The worker runs in a session of its own (so neither the ssh call nor a terminal can signal
+//! it), starts the job with its stdout/stderr going straight into the log files, records pid,
+//! start time and boot id, waits for the job, cleans up what the job left behind and records the
+//! end. It tells the `rpc` process that spawned it "the job is recorded" through a pipe on its
+//! stdout, then points stdout at /dev/null so that nothing holds the ssh channel open.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+use super::kill::JobTree;
+use super::store::{JobStore, now_rfc3339};
+use super::sys::{self, Exit};
+use crate::error::{Context, Error, Result};
+use crate::protocol::{JobState, RunStatus};
+
+/// How long `exec_start` waits for the worker to record the job before answering anyway.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Spawns the worker for job `id` and waits until it has recorded the job's start (or its
+/// failure to start).
+pub fn spawn_worker(store: &JobStore, id: &str) -> Result<()> {
+    let exe = std::env::current_exe().context(|| "finding the codexd executable".into())?;
+    let log = super::store::open_log_for_append(&store.job_dir(id)?.join("worker.log"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("worker").arg("--data-dir").arg(store.root()).arg("--id").arg(id);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+    sys::start_new_session(&mut cmd);
+    let mut child = cmd.spawn().context(|| "starting the job's worker".into())?;
+    let mut ready = child.stdout.take().expect("stdout is piped");
+    // Read in a thread so a stuck worker cannot hang the call past the deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8];
+        let _ = tx.send(ready.read(&mut buf).unwrap_or(0));
+    });
+    let _ = rx.recv_timeout(READY_TIMEOUT);
+    // The worker lives on in its own session; dropping `child` neither kills nor waits for it.
+    // It is reaped by init (or our parent) once this short-lived process is gone.
+    drop(child);
+    Ok(())
+}
+
+/// The body of `codexd worker`. Returns the worker's exit code.
+pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
+    let store = JobStore::open(data_dir)?;
+    let spec = store.read_spec(id)?;
+    let dir = store.job_dir(id)?;
+    let me = sys::current_pid();
+    let me_stat = sys::proc_stat(me).ok_or_else(|| Error::internal("reading /proc/self", "gone"))?;
+    if let Err(e) = sys::become_subreaper() {
+        eprintln!("codexd worker: cannot become a child subreaper: {e}");
+    }
+
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicI32::new(0));
+    spawn_signal_thread(&store, id, me, &cancelled, &started, spec.grace_ms)?;
+
+    let mut status = store.read_status_raw(id)?;
+    status.worker_pid = Some(me);
+    status.worker_start_time = Some(me_stat.start_time);
+    status.boot_id = sys::boot_id();
+    status.host = Some(sys::hostname());
+
+    let spawned = prepare_and_spawn(&store, id, &dir, &spec);
+    let child_pid = match spawned {
+        Ok(pid) => pid,
+        Err(message) => {
+            let now = now_rfc3339();
+            status.state = JobState::StartFailed;
+            status.status = RunStatus::Finished;
+            status.error = Some(message);
+            status.started_at = Some(now.clone());
+            status.finished_at = Some(now);
+            status.duration_ms = Some(0);
+            store.write_status(&status)?;
+            notify_ready();
+            store.prune(spec.retention)?;
+            return Ok(0);
+        }
+    };
+    status.pid = Some(child_pid);
+    status.pid_start_time = sys::proc_stat(child_pid).map(|s| s.start_time);
+    status.started_at = Some(now_rfc3339());
+    {
+        let _lock = store.lock_job(id)?;
+        store.write_status(&status)?;
+    }
+    started.store(child_pid, Ordering::SeqCst);
+    notify_ready();
+
+    let exit = wait_for(child_pid);
+    let was_cancelled = cancelled.load(Ordering::SeqCst);
+    // Whatever the job left running ends with it (as a Slurm step does).
+    let tree = JobTree { worker_pid: me, worker_alive: true };
+    tree.terminate(Duration::from_millis(spec.grace_ms), true);
+
+    let _lock = store.lock_job(id)?;
+    let mut status = store.read_status_raw(id)?;
+    let now = now_rfc3339();
+    let (code, signal) = match exit {
+        Exit::Code(c) => (Some(c), None),
+        Exit::Signal(s) => (None, Some(s)),
+    };
+    status.exit_code = code;
+    status.signal = signal;
+    status.state = match (was_cancelled, code) {
+        (true, _) => JobState::Cancelled,
+        (false, Some(0)) => JobState::Succeeded,
+        _ => JobState::Failed,
+    };
+    status.status = RunStatus::Finished;
+    status.duration_ms =
+        status.started_at.as_deref().and_then(|s| super::store::millis_between(s, Some(&now)));
+    status.finished_at = Some(now);
+    store.write_status(&status)?;
+    drop(_lock);
+    store.prune(spec.retention)?;
+    Ok(0)
+}
+
+/// Opens the logs, checks the cwd and spawns the job in a process group of its own.
+/// Returns the job's pid, or the one-line reason it could not start.
+fn prepare_and_spawn(
+    store: &JobStore,
+    id: &str,
+    dir: &Path,
+    spec: &super::store::JobSpec,
+) -> std::result::Result<i32, String> {
+    use std::os::unix::process::CommandExt;
+    let cwd = Path::new(&spec.cwd);
+    if !cwd.is_dir() {
+        return Err(format!("cwd {} does not exist or is not a directory", spec.cwd));
+    }
+    if let Some(script) = &spec.script {
+        write_script(&dir.join("script"), script).map_err(|e| e.message)?;
+    }
+    let open = |stream| {
+        let path = store.log_path(id, stream).map_err(|e| e.message)?;
+        super::store::open_log_for_append(&path).map_err(|e| e.message)
+    };
+    let stdout = open(crate::protocol::Stream::Stdout)?;
+    let stderr = open(crate::protocol::Stream::Stderr)?;
+    let (program, args) = spec.argv.split_first().ok_or("empty command")?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(cwd)
+        .envs(&spec.env)
+        .env("CODEXD_EXEC_ID", id)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0);
+    match cmd.spawn() {
+        Ok(child) => Ok(child.id() as i32),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("{program}: command not found"))
+        }
+        Err(e) => Err(format!("{program}: {e}")),
+    }
+}
+
+fn write_script(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o700)
+        .open(path)
+        .context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes()).context(|| format!("writing {}", path.display()))
+}
+
+/// Reaps children (orphans included: we are their subreaper) until `pid` has ended.
+fn wait_for(pid: i32) -> Exit {
+    loop {
+        match sys::reap_any(true) {
+            Ok(Some((p, exit))) if p == pid => return exit,
+            Ok(_) => continue,
+            // No children at all: cannot happen while `pid` is ours; treat as lost output.
+            Err(_) => return Exit::Signal(libc_sigkill()),
+        }
+    }
+}
+
+fn libc_sigkill() -> i32 {
+    signal_hook::consts::SIGKILL
+}
+
+/// Tells the spawning `rpc` process that the job is recorded, then lets go of its pipe.
+fn notify_ready() {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(b"ok\n").and_then(|()| out.flush());
+    drop(out);
+    let _ = sys::stdout_to_devnull();
+}
+
+/// TERM, INT, HUP or USR1 to the worker cancels the job: TERM to every process of it, the
+/// grace period from the cancel request, then KILL.
+fn spawn_signal_thread(
+    store: &JobStore,
+    id: &str,
+    me: i32,
+    cancelled: &Arc<AtomicBool>,
+    started: &Arc<AtomicI32>,
+    default_grace_ms: u64,
+) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context(|| "installing signal handlers".into())?;
+    let (store, id) = (store.clone(), id.to_string());
+    let (cancelled, started) = (cancelled.clone(), started.clone());
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            if cancelled.swap(true, Ordering::SeqCst) {
+                continue;
+            }
+            let grace = store.read_cancel(&id).map_or(default_grace_ms, |c| c.grace_ms);
+            // The job may not be spawned yet; the main thread records `started` right after.
+            while started.load(Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let tree = JobTree { worker_pid: me, worker_alive: true };
+            tree.terminate(Duration::from_millis(grace), false);
+        }
+    });
+    Ok(())
+}

@@ -1,1 +1,124 @@
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! The `codex-remote` command line. JSON (or NDJSON) goes to stdout for agents and `jq`; human
+//! text goes to stderr. A failure prints `{"type":"error","code":...,"message":...}` on stdout,
+//! the message on stderr, and exits with the code's exit status (README "Exit codes").
+
+pub mod exec;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::error::{Error, ErrorCode, Result, exit};
+use crate::protocol::ErrorBody;
+use crate::remote::config::RemoteConfig;
+use crate::remote::transport::Machine;
+
+#[derive(Debug, Parser)]
+#[command(name = "codex-remote", version, about = "Start, watch and cancel jobs on remote machines over ssh")]
+struct Cli {
+    /// Config file [default: ~/.config/codex-remote/config.yaml].
+    #[arg(long, global = true, env = "CODEX_REMOTE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start, watch, tail and cancel jobs.
+    #[command(subcommand)]
+    Exec(exec::ExecCommand),
+}
+
+/// Everything a command needs: the config and where its output goes.
+pub struct Ctx {
+    pub config: RemoteConfig,
+}
+
+impl Ctx {
+    /// The machine `--machine` names (or the default one).
+    pub fn machine(&self, name: Option<&str>) -> Result<Machine> {
+        Machine::from_config(&self.config.machine(name)?)
+    }
+}
+
+/// Runs `codex-remote` with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = RemoteConfig::load(cli.config.as_deref()).and_then(|config| {
+        let ctx = Ctx { config };
+        match cli.command {
+            Command::Exec(cmd) => exec::run(&ctx, cmd),
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report_error(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Prints the error object on stdout and the message (and hint) on stderr.
+pub fn report_error(e: &Error) {
+    #[derive(Serialize)]
+    struct ErrorLine<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        body: &'a ErrorBody,
+    }
+    let body = ErrorBody::from(e.clone());
+    emit(&ErrorLine { kind: "error", body: &body });
+    let hint = e.hint.as_deref().map(|h| format!("\n  hint: {h}")).unwrap_or_default();
+    eprintln!("codex-remote: {}: {}{hint}", e.code, e.message);
+}
+
+/// Writes one JSON line to stdout. A closed stdout (`| head`) ends the process quietly.
+pub fn emit(value: &impl Serialize) {
+    let mut out = std::io::stdout().lock();
+    if crate::wire::write_line(&mut out, value).is_err() {
+        std::process::exit(exit::OK as i32);
+    }
+}
+
+/// Writes raw bytes to stdout or stderr; a closed pipe ends the process quietly.
+pub fn emit_raw(to_stderr: bool, bytes: &[u8]) {
+    let ok = if to_stderr {
+        let mut e = std::io::stderr().lock();
+        e.write_all(bytes).and_then(|()| e.flush())
+    } else {
+        let mut o = std::io::stdout().lock();
+        o.write_all(bytes).and_then(|()| o.flush())
+    };
+    if ok.is_err() {
+        std::process::exit(exit::OK as i32);
+    }
+}
+
+/// Parses `KEY=VALUE`.
+pub fn parse_key_value(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Parses a duration: `30s`, `5m`, `1h 30m`, `250ms`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(std::time::Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e} (e.g. 30s, 5m, 250ms)"))
+}
+
+/// A usage error found after argument parsing.
+pub fn usage(message: impl Into<String>) -> Error {
+    Error::new(ErrorCode::Usage, message)
+}

@@ -1,0 +1,474 @@
+//! `codex-remote exec start|result|logs|cancel|wait|list|rm|prune|run`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use base64::Engine;
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use super::{Ctx, emit, emit_raw, parse_duration, parse_key_value, usage};
+use crate::error::{Error, ErrorCode, Result, exit};
+use crate::protocol::{
+    CancelRequest, CommandSpec, ExecStartRequest, JobRef, JobState, JobStatus, ListRequest,
+    LogsEnd, LogsRequest, PruneRequest, Request, Response, StatusResponse, Stream, StreamOffsets,
+    StreamSel, WaitRequest,
+};
+use crate::remote::transport::{CURRENT_CHILD, Machine};
+
+#[derive(Debug, Subcommand)]
+pub enum ExecCommand {
+    /// Start a job and print its status at once (`exec_id`, `status: running`, ...).
+    Start(StartArgs),
+    /// Print a job's status object.
+    Result(IdArgs),
+    /// Print a job's output as NDJSON `log` lines, then a `logs_end` line with the next offsets.
+    Logs(LogsArgs),
+    /// Cancel a job: TERM to all its processes, a grace period, then KILL.
+    Cancel(CancelArgs),
+    /// Wait until a job ends and print its status (exit 124 on --timeout).
+    Wait(WaitArgs),
+    /// List jobs, newest first.
+    List(ListArgs),
+    /// Remove a finished job and its logs.
+    Rm(IdArgs),
+    /// Remove old finished jobs, keeping the newest ones.
+    Prune(PruneArgs),
+    /// Start a job, stream its output as NDJSON events and exit with its exit code.
+    Run(StartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MachineArg {
+    /// The machine (a name from the config; default: `default_machine` or `local`).
+    #[arg(long, short = 'm', env = "CODEX_REMOTE_MACHINE")]
+    pub machine: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    machine: MachineArg,
+    /// The job's exec_id.
+    #[arg(long)]
+    id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    machine: MachineArg,
+    /// A shell command, run by the shell (default `bash -lc`).
+    #[arg(long, conflicts_with = "script")]
+    cmd: Option<String>,
+    /// A local script file whose text is sent and run with the shell.
+    #[arg(long, value_name = "FILE")]
+    script: Option<PathBuf>,
+    /// Working directory on the machine (`~` is the remote home; the default).
+    #[arg(long)]
+    cwd: Option<String>,
+    /// Environment variable for the job (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    env: Vec<(String, String)>,
+    /// The shell for --cmd and --script, as words (default `bash -lc`).
+    #[arg(long)]
+    shell: Option<String>,
+    /// A name for the job.
+    #[arg(long)]
+    name: Option<String>,
+    /// A label for the job (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    labels: Vec<(String, String)>,
+    /// A retried start with the same key returns the first job instead of running it again.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// The command as an argv list, run without a shell: `exec start -- python train.py`.
+    #[arg(last = true, value_name = "ARGV")]
+    argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StreamArg {
+    Stdout,
+    Stderr,
+    Both,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    machine: MachineArg,
+    #[arg(long)]
+    id: String,
+    /// Which output to read.
+    #[arg(long, value_enum, default_value = "stdout")]
+    stream: StreamArg,
+    /// The last BYTES bytes (default 2000 when no --since/--tail-lines).
+    #[arg(long, value_name = "BYTES")]
+    tail: Option<u64>,
+    /// The last N lines.
+    #[arg(long, value_name = "N", conflicts_with = "tail")]
+    tail_lines: Option<u64>,
+    /// Start at this byte offset (a `next_offset` printed before); with `--stream both` it is
+    /// stdout's offset.
+    #[arg(long, value_name = "OFFSET")]
+    since: Option<u64>,
+    /// With `--stream both`: stderr's offset.
+    #[arg(long, value_name = "OFFSET")]
+    since_stderr: Option<u64>,
+    /// Keep streaming until the job ends.
+    #[arg(long)]
+    follow: bool,
+    /// Write the bytes themselves (stderr's to stderr) instead of NDJSON.
+    #[arg(long)]
+    raw: bool,
+    /// Read at most this many bytes per stream, then stop (`more: true` says there is more).
+    #[arg(long, value_name = "BYTES")]
+    max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    machine: MachineArg,
+    #[arg(long)]
+    id: String,
+    /// Time between TERM and KILL.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    grace: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    machine: MachineArg,
+    #[arg(long)]
+    id: String,
+    /// Give up after this long (e.g. 30s); exit 124 with the running status.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    machine: MachineArg,
+    /// Only jobs in this state.
+    #[arg(long)]
+    state: Option<JobState>,
+    /// At most this many jobs.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    machine: MachineArg,
+    /// Finished jobs to keep (default: codexd's retention, 200).
+    #[arg(long)]
+    keep: Option<usize>,
+}
+
+pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
+    match cmd {
+        ExecCommand::Start(args) => start(ctx, args),
+        ExecCommand::Result(args) => {
+            let m = ctx.machine(args.machine.machine.as_deref())?;
+            let answer = call_status(&m, Request::ExecStatus(JobRef { exec_id: args.id }))?;
+            emit(&with_machine(&answer, &m.name, None));
+            Ok(exit::OK)
+        }
+        ExecCommand::Logs(args) => logs(ctx, args),
+        ExecCommand::Cancel(args) => {
+            let m = ctx.machine(args.machine.machine.as_deref())?;
+            let grace_ms = Some(args.grace.as_millis() as u64);
+            let req = Request::ExecCancel(CancelRequest { exec_id: args.id, grace_ms });
+            let answer = call_status(&m, req)?;
+            emit(&with_machine(&answer, &m.name, None));
+            Ok(exit::OK)
+        }
+        ExecCommand::Wait(args) => {
+            let m = ctx.machine(args.machine.machine.as_deref())?;
+            let timeout_ms = args.timeout.map(|t| t.as_millis() as u64);
+            let answer =
+                call_status(&m, Request::ExecWait(WaitRequest { exec_id: args.id, timeout_ms }))?;
+            emit(&with_machine(&answer, &m.name, None));
+            Ok(if answer.timed_out == Some(true) { exit::TIMED_OUT } else { exit::OK })
+        }
+        ExecCommand::List(args) => {
+            let m = ctx.machine(args.machine.machine.as_deref())?;
+            let req = Request::ExecList(ListRequest { state: args.state, limit: Some(args.limit) });
+            match m.call(&req, &mut |_| Ok(()))? {
+                Response::List(list) => {
+                    #[derive(Serialize)]
+                    struct Out<'a> {
+                        machine: &'a str,
+                        jobs: Vec<serde_json::Value>,
+                    }
+                    let jobs = list.jobs.iter().map(|j| with_machine(j, &m.name, None)).collect();
+                    emit(&Out { machine: &m.name, jobs });
+                    Ok(exit::OK)
+                }
+                other => Err(unexpected(&other)),
+            }
+        }
+        ExecCommand::Rm(args) => {
+            let m = ctx.machine(args.machine.machine.as_deref())?;
+            let answer = m.call(&Request::ExecRm(JobRef { exec_id: args.id }), &mut |_| Ok(()))?;
+            emit(&with_machine(&answer, &m.name, None));
+            Ok(exit::OK)
+        }
+        ExecCommand::Prune(args) => {
+            let m = ctx.machine(args.machine.machine.as_deref())?;
+            let req = Request::ExecPrune(PruneRequest { keep: args.keep });
+            let answer = m.call(&req, &mut |_| Ok(()))?;
+            emit(&with_machine(&answer, &m.name, None));
+            Ok(exit::OK)
+        }
+        ExecCommand::Run(args) => run_job(ctx, args),
+    }
+}
+
+/// A serialized value with `machine` added (and `type` first, for `exec run` events).
+fn with_machine(value: &impl Serialize, machine: &str, kind: Option<&str>) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    if let Some(kind) = kind {
+        map.insert("type".into(), kind.into());
+    }
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(value) {
+        for (k, v) in fields {
+            if kind.is_none() || k != "type" {
+                map.insert(k, v);
+            }
+        }
+    }
+    map.insert("machine".into(), machine.into());
+    serde_json::Value::Object(map)
+}
+
+fn unexpected(answer: &Response) -> Error {
+    let kind = serde_json::to_value(answer)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(String::from))
+        .unwrap_or_default();
+    Error::new(ErrorCode::ProtocolError, format!("unexpected answer of type {kind:?}"))
+}
+
+fn call_status(m: &Machine, req: Request) -> Result<StatusResponse> {
+    match m.call(&req, &mut |_| Ok(()))? {
+        Response::Status(s) => Ok(s),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn start_request(args: &StartArgs) -> Result<ExecStartRequest> {
+    let cmd = match (&args.cmd, args.argv.is_empty()) {
+        (Some(_), false) => return Err(usage("give --cmd or an argv after --, not both")),
+        (Some(c), true) => Some(CommandSpec::Shell(c.clone())),
+        (None, false) => Some(CommandSpec::Argv(args.argv.clone())),
+        (None, true) => None,
+    };
+    let script = match &args.script {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            usage(format!("reading --script {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    if cmd.is_none() && script.is_none() {
+        return Err(usage("what to run: --cmd 'CMD', --script FILE, or -- ARGV..."));
+    }
+    Ok(ExecStartRequest {
+        cmd,
+        script,
+        shell: args.shell.clone(),
+        cwd: args.cwd.clone(),
+        env: args.env.iter().cloned().collect::<BTreeMap<_, _>>(),
+        name: args.name.clone(),
+        labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        // Always a key: a start retried after a dropped connection must not run twice.
+        idempotency_key: Some(
+            args.idempotency_key.clone().unwrap_or_else(|| format!("auto-{}", uuid::Uuid::now_v7().simple())),
+        ),
+    })
+}
+
+/// The exit code for a job that ended `job`.
+fn job_exit_code(job: &JobStatus) -> u8 {
+    match (job.state, job.exit_code, job.signal) {
+        (JobState::StartFailed, _, _) => exit::REMOTE,
+        (_, Some(code), _) => (code & 0xff) as u8,
+        (_, None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+        (JobState::Succeeded, None, None) => exit::OK,
+        _ => exit::JOB_FAILED,
+    }
+}
+
+fn start(ctx: &Ctx, args: StartArgs) -> Result<u8> {
+    let m = ctx.machine(args.machine.machine.as_deref())?;
+    let req = start_request(&args)?;
+    let answer = call_status(&m, Request::ExecStart(req))?;
+    emit(&with_machine(&answer, &m.name, None));
+    if answer.job.state == JobState::StartFailed {
+        let message = answer.job.error.clone().unwrap_or_else(|| "the job could not start".into());
+        eprintln!("codex-remote: start_failed: {message}");
+        return Ok(exit::REMOTE);
+    }
+    Ok(exit::OK)
+}
+
+fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
+    let m = ctx.machine(args.machine.machine.as_deref())?;
+    let stream = match args.stream {
+        StreamArg::Stdout => StreamSel::Stdout,
+        StreamArg::Stderr => StreamSel::Stderr,
+        StreamArg::Both => StreamSel::Both,
+    };
+    if args.since_stderr.is_some() && stream != StreamSel::Both {
+        return Err(usage("--since-stderr goes with --stream both"));
+    }
+    let since = match (args.since, args.since_stderr, stream) {
+        (None, None, _) => None,
+        (a, b, StreamSel::Both) => Some(StreamOffsets { stdout: a, stderr: b }),
+        (a, _, StreamSel::Stderr) => Some(StreamOffsets { stdout: None, stderr: a }),
+        (a, _, _) => Some(StreamOffsets { stdout: a, stderr: None }),
+    };
+    let mut req = LogsRequest {
+        exec_id: args.id,
+        stream,
+        tail: args.tail,
+        tail_lines: args.tail_lines,
+        since,
+        follow: args.follow,
+        raw: args.raw,
+        max_bytes: args.max_bytes,
+    };
+    loop {
+        let end = read_logs(&m, &req, None)?;
+        // Without an explicit --max-bytes, page through to the end of the log.
+        if end.more && args.max_bytes.is_none() {
+            req.since = Some(end.next_offset);
+            req.tail = None;
+            req.tail_lines = None;
+            continue;
+        }
+        if !args.raw {
+            emit(&with_machine(&end, &m.name, None));
+        }
+        return Ok(exit::OK);
+    }
+}
+
+/// Runs one `exec_logs` call, printing each line as it arrives. With `offsets`, lines at or
+/// before the offsets already seen are skipped and the offsets are updated.
+fn read_logs(m: &Machine, req: &LogsRequest, offsets: Option<&mut StreamOffsets>) -> Result<LogsEnd> {
+    let mut seen = offsets;
+    let mut on_line = |r: Response| -> Result<()> {
+        match r {
+            Response::Log(line) => {
+                if let Some(seen) = seen.as_deref_mut() {
+                    // Resuming after a dropped connection repeats the last line: skip it.
+                    if seen.get(line.stream).is_some_and(|o| line.offset <= o) {
+                        return Ok(());
+                    }
+                    seen.set(line.stream, line.offset);
+                }
+                emit(&Response::Log(line));
+            }
+            Response::Chunk(chunk) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(chunk.data_b64.as_bytes())
+                    .map_err(|e| Error::new(ErrorCode::ProtocolError, format!("bad chunk: {e}")))?;
+                emit_raw(chunk.stream == Stream::Stderr, &bytes);
+            }
+            _ => {}
+        }
+        Ok(())
+    };
+    match m.call(&Request::ExecLogs(req.clone()), &mut on_line)? {
+        Response::LogsEnd(end) => Ok(end),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `exec run`: start, follow both streams as NDJSON, exit with the job's code. Ctrl-C detaches.
+fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
+    let m = ctx.machine(args.machine.machine.as_deref())?;
+    let req = start_request(&args)?;
+    let started = call_status(&m, Request::ExecStart(req))?;
+    // From here on Ctrl-C detaches; before, it simply stops us (the start completes remotely).
+    let detached = Arc::new(AtomicBool::new(false));
+    watch_interrupts(&detached)?;
+    let id = started.job.exec_id.clone();
+    emit(&with_machine(&started, &m.name, Some("started")));
+    if started.job.state == JobState::StartFailed {
+        emit(&with_machine(&started.job, &m.name, Some("finished")));
+        return Ok(job_exit_code(&started.job));
+    }
+    let mut seen = StreamOffsets::default();
+    let mut failures = 0;
+    loop {
+        let since = StreamOffsets { stdout: Some(seen.stdout.unwrap_or(0)), stderr: Some(seen.stderr.unwrap_or(0)) };
+        let req = LogsRequest {
+            exec_id: id.clone(),
+            stream: StreamSel::Both,
+            tail: None,
+            tail_lines: None,
+            since: Some(since),
+            follow: true,
+            raw: false,
+            max_bytes: None,
+        };
+        let result = read_logs(&m, &req, Some(&mut seen));
+        if detached.load(Ordering::SeqCst) {
+            let hint = format!(
+                "codex-remote exec logs --machine {} --id {id} --stream both --follow",
+                m.name
+            );
+            #[derive(Serialize)]
+            struct Detached<'a> {
+                #[serde(rename = "type")]
+                kind: &'a str,
+                exec_id: &'a str,
+                machine: &'a str,
+                hint: &'a str,
+            }
+            emit(&Detached { kind: "detached", exec_id: &id, machine: &m.name, hint: &hint });
+            eprintln!("codex-remote: detached; the job goes on. Reattach with:\n  {hint}");
+            return Ok(exit::DETACHED);
+        }
+        match result {
+            Ok(end) => {
+                emit(&with_machine(&end.job, &m.name, Some("finished")));
+                return Ok(job_exit_code(&end.job));
+            }
+            // The connection dropped (laptop asleep, network gone): follow again from where we were.
+            Err(e) if matches!(e.code, ErrorCode::SshFailed | ErrorCode::ProtocolError) && failures < 5 => {
+                failures += 1;
+                eprintln!("codex-remote: {e}; following again ({failures}/5)");
+                std::thread::sleep(std::time::Duration::from_secs(failures));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// On SIGINT/SIGTERM: mark detached and end the transport child, so the read loop returns.
+fn watch_interrupts(detached: &Arc<AtomicBool>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Error::internal("installing signal handlers", e))?;
+    let detached = detached.clone();
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            detached.store(true, Ordering::SeqCst);
+            let pid = CURRENT_CHILD.load(Ordering::SeqCst);
+            if pid != 0 {
+                crate::jobs::sys::signal_process(pid as i32, rustix::process::Signal::TERM);
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! `codex-remote`'s config: `~/.config/codex-remote/config.yaml` (YAML, or JSON for `.json`).
+//!
+//! Machine keys of the original tool (`name`, `ssh`, `addr`, `token`, `daemon_port`,
+//! `daemon_cmd`, `use_direct_addr`) keep their meaning; `ssh_args`, `codexd`, `data_dir` and
+//! `ssh_control` are new. A machine called `local` is built in: it runs `codexd rpc` as a child
+//! process, with no ssh.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::config::parse_yaml_or_json;
+use crate::error::{Error, ErrorCode, Result};
+
+/// The name of the built-in machine.
+pub const LOCAL: &str = "local";
+
+/// The commented template written on first run.
+pub const TEMPLATE: &str = r#"# codex-remote machines. Each needs a name and an ssh destination (a host of ~/.ssh/config,
+# user@host, or ssh://user@host:port). The machine "local" is built in and needs no entry.
+#
+# machines:
+#   - name: gpu1
+#     ssh: gpu1                 # as you would type it after `ssh`
+#     # ssh_args: ["-F", "/path/to/ssh_config"]   # extra ssh arguments
+#     # codexd: ~/.local/bin/codexd               # the remote command (default: codexd)
+#     # data_dir: ~/.codexd                       # remote job store (default: codexd's own)
+#     # ssh_control: true                         # reuse one connection (ControlMaster)
+#
+# default_machine: local
+machines: []
+"#;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RemoteConfig {
+    #[serde(default)]
+    pub machines: Vec<MachineConfig>,
+    /// The machine used when `--machine` is not given (default `local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_machine: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MachineConfig {
+    pub name: String,
+    /// An ssh destination: a `~/.ssh/config` host, `user@host` or `ssh://user@host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<String>,
+    /// `host:port` of a `codexd serve` listener (HTTP mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_cmd: Option<String>,
+    #[serde(default)]
+    pub use_direct_addr: bool,
+    /// Extra ssh arguments, e.g. `["-F", "file"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_args: Vec<String>,
+    /// The remote command that runs codexd (default `codexd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codexd: Option<String>,
+    /// The remote job store (default: codexd's own, `~/.codexd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// Reuse one ssh connection per machine (ControlMaster); default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_control: Option<bool>,
+}
+
+impl RemoteConfig {
+    /// The config file path: `--config`, else `CODEX_REMOTE_CONFIG`, else the default.
+    pub fn path(flag: Option<&Path>) -> (PathBuf, bool) {
+        if let Some(p) = flag {
+            return (p.to_path_buf(), false);
+        }
+        if let Some(p) = std::env::var_os("CODEX_REMOTE_CONFIG").filter(|p| !p.is_empty()) {
+            return (PathBuf::from(p), false);
+        }
+        (default_path(), true)
+    }
+
+    /// Loads the config. At the default path a missing file is created from the template
+    /// (0600); a named file that is missing is an error.
+    pub fn load(flag: Option<&Path>) -> Result<Self> {
+        let (path, is_default) = Self::path(flag);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && is_default => {
+                write_template(&path)?;
+                TEMPLATE.to_string()
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    ErrorCode::ConfigError,
+                    format!("reading {}: {e}", path.display()),
+                ));
+            }
+        };
+        let config: RemoteConfig = parse_yaml_or_json(&text, &path)?;
+        config.validate(&path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for m in &self.machines {
+            if m.name.trim().is_empty() {
+                return Err(config_error(path, "a machine has an empty name"));
+            }
+            if !seen.insert(m.name.as_str()) {
+                return Err(config_error(path, &format!("machine {:?} is listed twice", m.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The machine called `name` (`None`: the default machine).
+    pub fn machine(&self, name: Option<&str>) -> Result<MachineConfig> {
+        let name = name.or(self.default_machine.as_deref()).unwrap_or(LOCAL);
+        if let Some(m) = self.machines.iter().find(|m| m.name == name) {
+            return Ok(m.clone());
+        }
+        if name == LOCAL {
+            return Ok(MachineConfig { name: LOCAL.to_string(), ..Default::default() });
+        }
+        let mut known: Vec<&str> = self.machines.iter().map(|m| m.name.as_str()).collect();
+        known.push(LOCAL);
+        Err(Error::new(ErrorCode::UnknownMachine, format!("no machine named {name:?}"))
+            .with_hint(format!("configured machines: {}", known.join(", "))))
+    }
+}
+
+fn config_error(path: &Path, message: &str) -> Error {
+    Error::new(ErrorCode::ConfigError, format!("{}: {message}", path.display()))
+}
+
+/// `$XDG_CONFIG_HOME/codex-remote/config.yaml`, else `~/.config/codex-remote/config.yaml`.
+pub fn default_path() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::daemon::home_dir().join(".config"));
+    base.join("codex-remote").join("config.yaml")
+}
+
+fn write_template(path: &Path) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| {
+        Error::new(ErrorCode::ConfigError, format!("creating {}: {e}", path.display()))
+    };
+    if let Some(dir) = path.parent() {
+        crate::jobs::store::create_private_dir(dir)
+            .map_err(|e| Error::new(ErrorCode::ConfigError, e.message))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    f.write_all(TEMPLATE.as_bytes()).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_and_local_is_built_in() {
+        let c: RemoteConfig = parse_yaml_or_json(TEMPLATE, Path::new("c.yaml")).unwrap();
+        assert!(c.machines.is_empty());
+        assert_eq!(c.machine(None).unwrap().name, LOCAL);
+        assert_eq!(c.machine(Some("gpu9")).unwrap_err().code, ErrorCode::UnknownMachine);
+    }
+
+    #[test]
+    fn original_keys_parse() {
+        let text = "machines:\n  - name: g\n    ssh: g1\n    addr: 10.0.0.1:7337\n    token: t\n    \
+                    daemon_port: 7337\n    daemon_cmd: codexd serve\n    use_direct_addr: true\n";
+        let c: RemoteConfig = parse_yaml_or_json(text, Path::new("c.yaml")).unwrap();
+        let m = c.machine(Some("g")).unwrap();
+        assert_eq!((m.ssh.as_deref(), m.daemon_port, m.use_direct_addr), (Some("g1"), Some(7337), true));
+    }
+}

@@ -1,0 +1,172 @@
+//! Spawning the system OpenSSH client, so `~/.ssh/config`, agents, ProxyJump and keys just work.
+//!
+//! The request travels on ssh's stdin, never in the remote command line (no quoting bugs, no
+//! secrets in `ps`). Connections are reused with ControlMaster/ControlPersist, the sockets in a
+//! private 0700 directory.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::daemon::shell_quote;
+use crate::error::{Error, ErrorCode, Result};
+
+/// How long an idle master connection stays up.
+const CONTROL_PERSIST: &str = "10m";
+
+/// One ssh machine as the transport needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    pub destination: String,
+    pub ssh_args: Vec<String>,
+    /// The remote command that runs codexd.
+    pub codexd: String,
+    pub data_dir: Option<String>,
+    /// Reuse one connection (ControlMaster).
+    pub control: bool,
+}
+
+impl SshTarget {
+    /// Checks the destination: one starting with `-` would be read by ssh as an option
+    /// (`-oProxyCommand=...` runs a local command), so it is refused.
+    pub fn validate(&self) -> Result<()> {
+        let d = &self.destination;
+        if d.is_empty() || d.starts_with('-') || d.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::new(
+                ErrorCode::ConfigError,
+                format!("ssh destination {d:?} refused: it is empty, starts with '-' or holds spaces"),
+            )
+            .with_hint("use a host name from ~/.ssh/config or user@host"));
+        }
+        Ok(())
+    }
+
+    /// The remote command line: `codexd rpc [--data-dir DIR]`.
+    pub fn remote_command(&self) -> String {
+        let mut cmd = format!("{} rpc", self.codexd);
+        if let Some(dir) = &self.data_dir {
+            cmd.push_str(" --data-dir ");
+            cmd.push_str(&shell_quote(dir));
+        }
+        cmd
+    }
+
+    /// `ssh -T -o BatchMode=yes [control options] [ssh_args] -- DEST REMOTE_CMD`.
+    pub fn command(&self, remote: &str) -> Result<Command> {
+        self.validate()?;
+        let mut cmd = Command::new(ssh_program());
+        // The user's own ssh_args come first: for ssh, the first value given for an option wins.
+        cmd.args(&self.ssh_args);
+        cmd.args(["-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15"]);
+        cmd.args(["-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=15"]);
+        if self.control {
+            if let Some(dir) = control_dir() {
+                cmd.arg("-o").arg("ControlMaster=auto");
+                cmd.arg("-o").arg(format!("ControlPath={}/%C", dir.display()));
+                cmd.arg("-o").arg(format!("ControlPersist={CONTROL_PERSIST}"));
+            }
+        }
+        cmd.arg("--").arg(&self.destination).arg(remote);
+        Ok(cmd)
+    }
+}
+
+/// The ssh binary: `CODEX_REMOTE_SSH` (for odd installs), else `ssh` from PATH.
+pub fn ssh_program() -> String {
+    std::env::var("CODEX_REMOTE_SSH").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "ssh".into())
+}
+
+/// The private directory for ControlMaster sockets; `None` turns reuse off (no safe place).
+///
+/// Unix socket paths are short (about 104 bytes), so a long home falls back to /tmp.
+pub fn control_dir() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("CODEX_REMOTE_CONTROL_DIR").map(PathBuf::from),
+        std::env::var_os("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("codex-remote")),
+        Some(crate::daemon::home_dir().join(".cache").join("codex-remote").join("cm")),
+        Some(PathBuf::from(format!("/tmp/codex-remote-{}", rustix::process::getuid().as_raw()))),
+    ];
+    // %C expands to 40 hex characters.
+    candidates.into_iter().flatten().find(|dir| {
+        dir.as_os_str().len() + 41 < 100 && private_dir_ok(dir)
+    })
+}
+
+/// Creates `dir` 0700 if needed and checks that it is ours and private.
+fn private_dir_ok(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if crate::jobs::store::create_private_dir(dir).is_err() {
+        return false;
+    }
+    std::fs::symlink_metadata(dir).is_ok_and(|m| {
+        m.is_dir() && m.uid() == rustix::process::getuid().as_raw() && m.mode() & 0o077 == 0
+    })
+}
+
+/// What a failed ssh call means, from its exit status and stderr.
+pub fn classify_failure(exit: Option<i32>, stderr: &str) -> (Error, bool) {
+    let text = stderr.trim();
+    let short: String = text.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let not_found = exit == Some(127)
+        || text.contains("command not found")
+        || (text.contains("No such file or directory") && exit != Some(255));
+    if not_found {
+        let err = Error::new(
+            ErrorCode::CodexdNotFound,
+            format!("the remote codexd command is missing: {short}"),
+        )
+        .with_hint(
+            "install codexd on the machine (into a directory on the PATH of `ssh HOST cmd`), or \
+             set `codexd: /path/to/codexd` for the machine in the config",
+        );
+        return (err, false);
+    }
+    if exit == Some(255) {
+        let fatal = ["Permission denied", "Host key verification failed", "Could not resolve"]
+            .iter()
+            .any(|p| text.contains(p));
+        let message = if short.is_empty() { "ssh failed".to_string() } else { short };
+        return (Error::new(ErrorCode::SshFailed, message), !fatal);
+    }
+    let err = Error::new(
+        ErrorCode::ProtocolError,
+        format!("codexd exited ({}) without answering: {short}", exit.map_or("signal".to_string(), |c| c.to_string())),
+    );
+    (err, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(dest: &str) -> SshTarget {
+        SshTarget {
+            destination: dest.into(),
+            ssh_args: vec![],
+            codexd: "codexd".into(),
+            data_dir: Some("~/my jobs".into()),
+            control: false,
+        }
+    }
+
+    #[test]
+    fn refuses_option_like_destinations() {
+        assert_eq!(target("-oProxyCommand=touch /tmp/x").validate().unwrap_err().code, ErrorCode::ConfigError);
+        assert!(target("gpu1").validate().is_ok());
+        assert!(target("a b").validate().is_err());
+    }
+
+    #[test]
+    fn remote_command_quotes_the_data_dir() {
+        assert_eq!(target("h").remote_command(), "codexd rpc --data-dir '~/my jobs'");
+    }
+
+    #[test]
+    fn classifies_failures() {
+        assert_eq!(classify_failure(Some(127), "bash: codexd: command not found").0.code, ErrorCode::CodexdNotFound);
+        let (e, retry) = classify_failure(Some(255), "user@h: Permission denied (publickey).");
+        assert_eq!((e.code, retry), (ErrorCode::SshFailed, false));
+        let (e, retry) = classify_failure(Some(255), "mux_client_request_session: session request failed: Session open refused by peer");
+        assert_eq!((e.code, retry), (ErrorCode::SshFailed, true));
+    }
+}

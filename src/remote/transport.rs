@@ -1,0 +1,222 @@
+//! Reaching a machine's `codexd rpc`: over ssh, or as a local child process for `local`.
+//!
+//! A call writes one request line, closes stdin and reads answer lines until the final one.
+//! Lines that are not answers to our request (login-shell noise) are skipped. A call that failed
+//! before any answer arrived is retried with backoff when ssh says the failure may pass
+//! (refused channels, dropped connections): safe, because `exec_start` always carries an
+//! idempotency key.
+
+use std::io::{BufReader, Read, Seek};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::config::{LOCAL, MachineConfig};
+use super::ssh::{SshTarget, classify_failure};
+use crate::error::{Error, ErrorCode, Result};
+use crate::protocol::{Request, RequestLine, Response, ResponseLine};
+use crate::wire::{self, Line};
+
+/// The longest answer line read (a log line of 64 KiB escaped fits many times).
+const MAX_ANSWER_LINE: usize = 16 * 1024 * 1024;
+/// Attempts for a call that failed in a way that may pass.
+const ATTEMPTS: u32 = 6;
+
+/// The pid of the transport child of the call in progress (0: none), so that a Ctrl-C handler
+/// can end it.
+pub static CURRENT_CHILD: AtomicU32 = AtomicU32::new(0);
+
+/// How a machine is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `codexd rpc` as a child process on this computer.
+    Local { codexd: PathBuf, data_dir: Option<String> },
+    Ssh(SshTarget),
+}
+
+/// A configured machine, ready for calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub name: String,
+    pub route: Route,
+}
+
+impl Machine {
+    pub fn from_config(m: &MachineConfig) -> Result<Self> {
+        let route = match (&m.ssh, &m.addr) {
+            (Some(dest), _) => {
+                let target = SshTarget {
+                    destination: dest.clone(),
+                    ssh_args: m.ssh_args.clone(),
+                    codexd: m.codexd.clone().unwrap_or_else(|| "codexd".to_string()),
+                    data_dir: m.data_dir.clone(),
+                    control: m.ssh_control.unwrap_or(true),
+                };
+                target.validate()?;
+                Route::Ssh(target)
+            }
+            (None, Some(addr)) => {
+                return Err(Error::new(
+                    ErrorCode::ConfigError,
+                    format!("machine {:?} has only `addr: {addr}`; this version reaches machines over ssh", m.name),
+                )
+                .with_hint("add `ssh: HOST` to the machine"));
+            }
+            (None, None) if m.name == LOCAL => Route::Local {
+                codexd: m.codexd.as_ref().map(PathBuf::from).unwrap_or_else(local_codexd),
+                data_dir: m.data_dir.clone(),
+            },
+            (None, None) => {
+                return Err(Error::new(
+                    ErrorCode::ConfigError,
+                    format!("machine {:?} has no `ssh:` destination", m.name),
+                ));
+            }
+        };
+        Ok(Machine { name: m.name.clone(), route })
+    }
+
+    fn command(&self) -> Result<Command> {
+        match &self.route {
+            Route::Local { codexd, data_dir } => {
+                let mut cmd = Command::new(codexd);
+                cmd.arg("rpc");
+                if let Some(dir) = data_dir {
+                    cmd.arg("--data-dir").arg(dir);
+                }
+                Ok(cmd)
+            }
+            Route::Ssh(target) => target.command(&target.remote_command()),
+        }
+    }
+
+    /// Sends `request` and returns its final answer; `log`/`chunk` lines before it go to
+    /// `on_line` as they arrive. An `error` answer becomes `Err`.
+    pub fn call(
+        &self,
+        request: &Request,
+        on_line: &mut dyn FnMut(Response) -> Result<()>,
+    ) -> Result<Response> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.call_once(request, on_line) {
+                Err(CallError::Retryable(_)) if attempt < ATTEMPTS => {
+                    // 50 ms, 150 ms, 450 ms ... with jitter, so parallel callers spread out.
+                    let base = 50u64 * 3u64.pow(attempt - 1);
+                    let jitter = u64::from(uuid::Uuid::now_v7().as_bytes()[15]) % (base / 2 + 1);
+                    std::thread::sleep(Duration::from_millis(base + jitter));
+                }
+                Err(CallError::Retryable(e) | CallError::Final(e)) => return Err(e),
+                Ok(Response::Error(body)) => return Err(body.into()),
+                Ok(answer) => return Ok(answer),
+            }
+        }
+    }
+
+    fn call_once(
+        &self,
+        request: &Request,
+        on_line: &mut dyn FnMut(Response) -> Result<()>,
+    ) -> Result<Response, CallError> {
+        let mut cmd = self.command().map_err(CallError::Final)?;
+        let stderr_file = tempfile::tempfile()
+            .map_err(|e| CallError::Final(Error::internal("creating a temp file", e)))?;
+        let stderr_copy = stderr_file
+            .try_clone()
+            .map_err(|e| CallError::Final(Error::internal("creating a temp file", e)))?;
+        // stderr goes to a file, not a pipe: a ControlPersist master may keep it open for minutes.
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr_copy);
+        let mut child = cmd.spawn().map_err(|e| CallError::Final(self.spawn_error(e)))?;
+        CURRENT_CHILD.store(child.id(), Ordering::SeqCst);
+
+        let call_id = serde_json::Value::String(uuid::Uuid::now_v7().simple().to_string());
+        let line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // A write error means the process died early; its exit status tells why, below.
+        let _ = wire::write_line(&mut stdin, &line);
+        drop(stdin);
+
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut answered_any = false;
+        let mut result = None;
+        while let Ok(Some(line)) = wire::read_line_capped(&mut reader, MAX_ANSWER_LINE) {
+            let Line::Text(bytes) = line else { continue };
+            let Ok(answer) = serde_json::from_slice::<ResponseLine>(&bytes) else { continue };
+            // An error without an id is codexd failing before it read our request.
+            let ours = answer.id.as_ref() == Some(&call_id)
+                || (answer.id.is_none() && matches!(answer.response, Response::Error(_)));
+            if !ours {
+                continue;
+            }
+            answered_any = true;
+            if answer.response.is_final() {
+                result = Some(answer.response);
+                break;
+            }
+            if let Err(e) = on_line(answer.response) {
+                let _ = child.kill();
+                let _ = child.wait();
+                CURRENT_CHILD.store(0, Ordering::SeqCst);
+                return Err(CallError::Final(e));
+            }
+        }
+        drop(reader);
+        let status = child.wait();
+        CURRENT_CHILD.store(0, Ordering::SeqCst);
+        if let Some(answer) = result {
+            return Ok(answer);
+        }
+        let stderr = read_all(stderr_file);
+        let code = status.ok().and_then(|s| s.code());
+        let (err, retryable) = match self.route {
+            Route::Ssh(_) => classify_failure(code, &stderr),
+            Route::Local { .. } => classify_failure(code.or(Some(-1)).filter(|&c| c != 255), &stderr),
+        };
+        if retryable && !answered_any {
+            Err(CallError::Retryable(err))
+        } else {
+            Err(CallError::Final(err))
+        }
+    }
+
+    fn spawn_error(&self, e: std::io::Error) -> Error {
+        match &self.route {
+            Route::Local { codexd, .. } => Error::new(
+                ErrorCode::CodexdNotFound,
+                format!("cannot run {}: {e}", codexd.display()),
+            )
+            .with_hint("build it next to codex-remote (cargo build --release) or put codexd on PATH"),
+            Route::Ssh(_) => Error::new(
+                ErrorCode::SshFailed,
+                format!("cannot run {}: {e}", super::ssh::ssh_program()),
+            )
+            .with_hint("install the OpenSSH client"),
+        }
+    }
+}
+
+enum CallError {
+    Retryable(Error),
+    Final(Error),
+}
+
+fn read_all(mut file: std::fs::File) -> String {
+    let mut text = String::new();
+    let _ = file.rewind();
+    let _ = file.read_to_string(&mut text);
+    text
+}
+
+/// The `codexd` for the `local` machine: `CODEXD_BIN`, else next to this executable, else PATH.
+pub fn local_codexd() -> PathBuf {
+    if let Some(p) = std::env::var_os("CODEXD_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let sibling = std::env::current_exe().ok().and_then(|exe| {
+        let candidate = exe.parent()?.join("codexd");
+        candidate.is_file().then_some(candidate)
+    });
+    sibling.unwrap_or_else(|| PathBuf::from("codexd"))
+}

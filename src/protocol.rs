@@ -57,25 +57,28 @@ pub struct RequestLine {
 }
 
 impl RequestLine {
-    /// Parses one request line, telling apart the three ways it can be wrong.
-    pub fn parse(line: &[u8]) -> Result<RequestLine, (Option<serde_json::Value>, Error)> {
-        let value: serde_json::Value = serde_json::from_slice(line)
-            .map_err(|e| (None, Error::new(ErrorCode::BadRequest, format!("not JSON: {e}"))))?;
+    /// Parses one request line, telling apart the three ways it can be wrong. The error carries
+    /// the request's `id` when it could be read.
+    pub fn parse(line: &[u8]) -> Result<RequestLine, Box<(Option<serde_json::Value>, Error)>> {
+        let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+            Box::new((None, Error::new(ErrorCode::BadRequest, format!("not JSON: {e}"))))
+        })?;
         let Some(obj) = value.as_object() else {
-            return Err((None, Error::new(ErrorCode::BadRequest, "a request is a JSON object")));
+            let err = Error::new(ErrorCode::BadRequest, "a request is a JSON object");
+            return Err(Box::new((None, err)));
         };
         let id = obj.get("id").cloned();
         let Some(kind) = obj.get("type").and_then(|t| t.as_str()).map(String::from) else {
             let err = Error::new(ErrorCode::BadRequest, "a request needs a string field `type`");
-            return Err((id, err));
+            return Err(Box::new((id, err)));
         };
         if !REQUEST_TYPES.contains(&kind.as_str()) {
             let msg = format!("unknown request type {kind:?}; known: {}", REQUEST_TYPES.join(", "));
-            return Err((id, Error::new(ErrorCode::UnknownType, msg)));
+            return Err(Box::new((id, Error::new(ErrorCode::UnknownType, msg))));
         }
         serde_json::from_value(value).map_err(|e| {
             let err = Error::new(ErrorCode::BadRequest, format!("invalid {kind} request: {e}"));
-            (id, err)
+            Box::new((id, err))
         })
     }
 }
@@ -284,7 +287,9 @@ impl std::str::FromStr for JobState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
-            format!("unknown state {s:?}: running, succeeded, failed, cancelled, lost, start_failed")
+            format!(
+                "unknown state {s:?}: running, succeeded, failed, cancelled, lost, start_failed"
+            )
         })
     }
 }

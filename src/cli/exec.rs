@@ -272,9 +272,10 @@ fn start_request(args: &StartArgs) -> Result<ExecStartRequest> {
         (None, true) => None,
     };
     let script = match &args.script {
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-            usage(format!("reading --script {}: {e}", path.display()))
-        })?),
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("reading --script {}: {e}", path.display())))?,
+        ),
         None => None,
     };
     if cmd.is_none() && script.is_none() {
@@ -290,7 +291,9 @@ fn start_request(args: &StartArgs) -> Result<ExecStartRequest> {
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         // Always a key: a start retried after a dropped connection must not run twice.
         idempotency_key: Some(
-            args.idempotency_key.clone().unwrap_or_else(|| format!("auto-{}", uuid::Uuid::now_v7().simple())),
+            args.idempotency_key
+                .clone()
+                .unwrap_or_else(|| format!("auto-{}", uuid::Uuid::now_v7().simple())),
         ),
     })
 }
@@ -355,7 +358,7 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
             continue;
         }
         if !args.raw {
-            emit(&with_machine(&end, &m.name, None));
+            emit(&with_machine(&end, &m.name, Some("logs_end")));
         }
         return Ok(exit::OK);
     }
@@ -363,7 +366,11 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
 
 /// Runs one `exec_logs` call, printing each line as it arrives. With `offsets`, lines at or
 /// before the offsets already seen are skipped and the offsets are updated.
-fn read_logs(m: &Machine, req: &LogsRequest, offsets: Option<&mut StreamOffsets>) -> Result<LogsEnd> {
+fn read_logs(
+    m: &Machine,
+    req: &LogsRequest,
+    offsets: Option<&mut StreamOffsets>,
+) -> Result<LogsEnd> {
     let mut seen = offsets;
     let mut on_line = |r: Response| -> Result<()> {
         match r {
@@ -410,7 +417,10 @@ fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
     let mut seen = StreamOffsets::default();
     let mut failures = 0;
     loop {
-        let since = StreamOffsets { stdout: Some(seen.stdout.unwrap_or(0)), stderr: Some(seen.stderr.unwrap_or(0)) };
+        let since = StreamOffsets {
+            stdout: Some(seen.stdout.unwrap_or(0)),
+            stderr: Some(seen.stderr.unwrap_or(0)),
+        };
         let req = LogsRequest {
             exec_id: id.clone(),
             stream: StreamSel::Both,
@@ -445,7 +455,10 @@ fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
                 return Ok(job_exit_code(&end.job));
             }
             // The connection dropped (laptop asleep, network gone): follow again from where we were.
-            Err(e) if matches!(e.code, ErrorCode::SshFailed | ErrorCode::ProtocolError) && failures < 5 => {
+            Err(e)
+                if matches!(e.code, ErrorCode::SshFailed | ErrorCode::ProtocolError)
+                    && failures < 5 =>
+            {
                 failures += 1;
                 eprintln!("codex-remote: {e}; following again ({failures}/5)");
                 std::thread::sleep(std::time::Duration::from_secs(failures));

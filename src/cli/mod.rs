@@ -17,7 +17,11 @@ use crate::remote::config::RemoteConfig;
 use crate::remote::transport::Machine;
 
 #[derive(Debug, Parser)]
-#[command(name = "codex-remote", version, about = "Start, watch and cancel jobs on remote machines over ssh")]
+#[command(
+    name = "codex-remote",
+    version,
+    about = "Start, watch and cancel jobs on remote machines over ssh"
+)]
 struct Cli {
     /// Config file [default: ~/.config/codex-remote/config.yaml].
     #[arg(long, global = true, env = "CODEX_REMOTE_CONFIG")]
@@ -110,10 +114,11 @@ pub fn parse_key_value(s: &str) -> std::result::Result<(String, String), String>
 
 /// Parses a duration: `30s`, `5m`, `1h 30m`, `250ms`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
-    if let Ok(secs) = s.trim().parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(std::time::Duration::from_secs_f64(secs));
-        }
+    if let Ok(secs) = s.trim().parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(std::time::Duration::from_secs_f64(secs));
     }
     humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e} (e.g. 30s, 5m, 250ms)"))
 }

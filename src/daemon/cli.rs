@@ -59,20 +59,19 @@ fn rpc(config: Option<PathBuf>, data_dir: Option<String>) -> Result<u8> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let daemon = match DaemonConfig::load(config.as_deref(), data_dir.as_deref())
-        .and_then(Daemon::new)
-    {
-        Ok(d) => d,
-        Err(e) => {
-            // Still speak the protocol: the client reads this line as the answer.
-            let line = crate::protocol::ResponseLine {
-                id: None,
-                response: crate::protocol::Response::Error(e.clone().into()),
-            };
-            let _ = crate::wire::write_line(&mut out, &line);
-            return Err(e);
-        }
-    };
+    let daemon =
+        match DaemonConfig::load(config.as_deref(), data_dir.as_deref()).and_then(Daemon::new) {
+            Ok(d) => d,
+            Err(e) => {
+                // Still speak the protocol: the client reads this line as the answer.
+                let line = crate::protocol::ResponseLine {
+                    id: None,
+                    response: crate::protocol::Response::Error(e.clone().into()),
+                };
+                let _ = crate::wire::write_line(&mut out, &line);
+                return Err(e);
+            }
+        };
     match super::rpc::serve(&daemon, &mut stdin.lock(), &mut out) {
         Ok(()) => {}
         // The client went away (closed pipe): not an error of ours.

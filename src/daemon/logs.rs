@@ -118,13 +118,13 @@ fn file_len(path: &PathBuf) -> Result<u64> {
 /// Where reading starts for one stream.
 fn start_offset(req: &LogsRequest, stream: Stream, path: &PathBuf, size: u64) -> Result<u64> {
     let since = req.since.and_then(|s| s.get(stream));
-    if let Some(since) = since {
-        if since > size {
-            return Err(Error::invalid(format!(
-                "{} offset {since} is past the end of the log ({size} bytes)",
-                stream.as_str()
-            )));
-        }
+    if let Some(since) = since
+        && since > size
+    {
+        return Err(Error::invalid(format!(
+            "{} offset {since} is past the end of the log ({size} bytes)",
+            stream.as_str()
+        )));
     }
     let base = since.unwrap_or(0);
     let tail = match (req.tail, req.tail_lines, since) {
@@ -235,7 +235,10 @@ fn send_line(c: &mut Cursor, bytes: &[u8], partial: bool, sink: &mut dyn Sink) -
 }
 
 /// Waits up to `timeout` for `cond`, polling with a growing interval.
-pub fn poll_until(timeout: Option<Duration>, mut cond: impl FnMut() -> Result<bool>) -> Result<bool> {
+pub fn poll_until(
+    timeout: Option<Duration>,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<bool> {
     let start = Instant::now();
     let mut interval = Duration::from_millis(5);
     loop {

@@ -59,7 +59,9 @@ impl Daemon {
             Request::ExecStatus(JobRef { exec_id }) => {
                 self.store.status(exec_id).map(|s| Response::Status(StatusResponse::of(s)))
             }
-            Request::ExecLogs(req) => logs::exec_logs(&self.store, req, sink).map(Response::LogsEnd),
+            Request::ExecLogs(req) => {
+                logs::exec_logs(&self.store, req, sink).map(Response::LogsEnd)
+            }
             Request::ExecCancel(req) => self.exec_cancel(req).map(Response::Status),
             Request::ExecWait(req) => self.exec_wait(req, sink).map(Response::Status),
             Request::ExecList(req) => self.exec_list(req).map(Response::List),
@@ -89,14 +91,13 @@ impl Daemon {
         }
         let id = {
             let _lock = self.store.lock_store()?;
-            if let Some(key) = &req.idempotency_key {
-                if let Some(id) = self.store.find_key(key)? {
-                    if let Ok(job) = self.store.status(&id) {
-                        let mut answer = StatusResponse::of(job);
-                        answer.replayed = Some(true);
-                        return Ok(answer);
-                    }
-                }
+            if let Some(key) = &req.idempotency_key
+                && let Some(id) = self.store.find_key(key)?
+                && let Ok(job) = self.store.status(&id)
+            {
+                let mut answer = StatusResponse::of(job);
+                answer.replayed = Some(true);
+                return Ok(answer);
             }
             let id = store::new_id();
             let dir = self.store.job_dir(&id)?;
@@ -129,8 +130,10 @@ impl Daemon {
         let status = self.store.status(id)?;
         if status.status == RunStatus::Finished {
             let mut answer = StatusResponse::of(status);
-            answer.message =
-                Some(format!("already finished ({}); nothing to cancel", answer.job.state.as_str()));
+            answer.message = Some(format!(
+                "already finished ({}); nothing to cancel",
+                answer.job.state.as_str()
+            ));
             return Ok(answer);
         }
         let grace_ms = req.grace_ms.unwrap_or(DEFAULT_GRACE_MS);
@@ -142,10 +145,10 @@ impl Daemon {
                 status.cancel_requested_at.get_or_insert_with(now_rfc3339);
                 self.store.write_status(&status)?;
             }
-            if let (Some(pid), Some(start)) = (status.worker_pid, status.worker_start_time) {
-                if sys::is_alive(pid, start) {
-                    sys::signal_process(pid, rustix::process::Signal::TERM);
-                }
+            if let (Some(pid), Some(start)) = (status.worker_pid, status.worker_start_time)
+                && sys::is_alive(pid, start)
+            {
+                sys::signal_process(pid, rustix::process::Signal::TERM);
             }
         }
         // The worker escalates to KILL after the grace; give it that and a margin.
@@ -190,7 +193,9 @@ impl Daemon {
             if jobs.len() >= limit {
                 break;
             }
-            let Ok(job) = self.store.status(&id) else { continue };
+            let Ok(job) = self.store.status(&id) else {
+                continue;
+            };
             if req.state.is_none_or(|s| s == job.state) {
                 jobs.push(job);
             }

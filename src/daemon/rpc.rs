@@ -34,20 +34,21 @@ pub fn serve(daemon: &Daemon, input: &mut impl BufRead, output: &mut impl Write)
         let request = match line {
             Line::Text(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
             Line::Text(bytes) => RequestLine::parse(&bytes),
-            Line::TooLong(n) => Err((
+            Line::TooLong(n) => Err(Box::new((
                 None,
                 Error::new(
                     ErrorCode::RequestTooLarge,
                     format!("request line of {n} bytes; the limit is {MAX_REQUEST_LINE}"),
                 ),
-            )),
+            ))),
         };
         let answer = match request {
             Ok(RequestLine { id, request }) => {
                 sink.id = id;
                 answer(daemon, &request, &mut sink)
             }
-            Err((id, err)) => {
+            Err(rejected) => {
+                let (id, err) = *rejected;
                 sink.id = id;
                 Response::Error(err.into())
             }

@@ -74,9 +74,8 @@ pub fn new_id() -> String {
 /// Checks that `id` is an id this store made; anything else (`../../etc`) is `invalid_id`.
 pub fn validate_id(id: &str) -> Result<()> {
     let ok = id.len() == 36
-        && uuid::Uuid::try_parse(id).is_ok_and(|u| {
-            u.get_version_num() == 7 && u.hyphenated().to_string() == id
-        });
+        && uuid::Uuid::try_parse(id)
+            .is_ok_and(|u| u.get_version_num() == 7 && u.hyphenated().to_string() == id);
     if ok {
         Ok(())
     } else {
@@ -215,16 +214,17 @@ impl JobStore {
         else {
             return Ok(status);
         };
-        if let Some(worker_pid) = status.worker_pid {
-            if status.boot_id == sys::boot_id() {
-                let tree = JobTree { worker_pid, worker_alive: false };
-                tree.terminate(Duration::ZERO, false);
-            }
+        if let Some(worker_pid) = status.worker_pid
+            && status.boot_id == sys::boot_id()
+        {
+            let tree = JobTree { worker_pid, worker_alive: false };
+            tree.terminate(Duration::ZERO, false);
         }
         let now = now_rfc3339();
         status.state = JobState::Lost;
         status.status = RunStatus::Finished;
-        status.duration_ms = status.started_at.as_deref().and_then(|s| millis_between(s, Some(&now)));
+        status.duration_ms =
+            status.started_at.as_deref().and_then(|s| millis_between(s, Some(&now)));
         status.finished_at = Some(now);
         status.error = Some(reason);
         self.write_status(&status)?;
@@ -287,7 +287,9 @@ impl JobStore {
         let mut finished = 0usize;
         let mut removed = Vec::new();
         for id in self.list_ids()? {
-            let Ok(status) = self.status(&id) else { continue };
+            let Ok(status) = self.status(&id) else {
+                continue;
+            };
             if status.status == RunStatus::Running {
                 continue;
             }

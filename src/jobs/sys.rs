@@ -48,7 +48,9 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
 
 /// Every process visible in /proc.
 pub fn all_processes() -> Vec<ProcStat> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(proc_stat)

@@ -52,7 +52,8 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     let spec = store.read_spec(id)?;
     let dir = store.job_dir(id)?;
     let me = sys::current_pid();
-    let me_stat = sys::proc_stat(me).ok_or_else(|| Error::internal("reading /proc/self", "gone"))?;
+    let me_stat =
+        sys::proc_stat(me).ok_or_else(|| Error::internal("reading /proc/self", "gone"))?;
     if let Err(e) = sys::become_subreaper() {
         eprintln!("codexd worker: cannot become a child subreaper: {e}");
     }

@@ -184,6 +184,9 @@ mod tests {
                     daemon_port: 7337\n    daemon_cmd: codexd serve\n    use_direct_addr: true\n";
         let c: RemoteConfig = parse_yaml_or_json(text, Path::new("c.yaml")).unwrap();
         let m = c.machine(Some("g")).unwrap();
-        assert_eq!((m.ssh.as_deref(), m.daemon_port, m.use_direct_addr), (Some("g1"), Some(7337), true));
+        assert_eq!(
+            (m.ssh.as_deref(), m.daemon_port, m.use_direct_addr),
+            (Some("g1"), Some(7337), true)
+        );
     }
 }

@@ -30,11 +30,15 @@ impl SshTarget {
     /// (`-oProxyCommand=...` runs a local command), so it is refused.
     pub fn validate(&self) -> Result<()> {
         let d = &self.destination;
-        if d.is_empty() || d.starts_with('-') || d.chars().any(|c| c.is_whitespace() || c.is_control())
+        if d.is_empty()
+            || d.starts_with('-')
+            || d.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(Error::new(
                 ErrorCode::ConfigError,
-                format!("ssh destination {d:?} refused: it is empty, starts with '-' or holds spaces"),
+                format!(
+                    "ssh destination {d:?} refused: it is empty, starts with '-' or holds spaces"
+                ),
             )
             .with_hint("use a host name from ~/.ssh/config or user@host"));
         }
@@ -59,12 +63,12 @@ impl SshTarget {
         cmd.args(&self.ssh_args);
         cmd.args(["-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15"]);
         cmd.args(["-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=15"]);
-        if self.control {
-            if let Some(dir) = control_dir() {
-                cmd.arg("-o").arg("ControlMaster=auto");
-                cmd.arg("-o").arg(format!("ControlPath={}/%C", dir.display()));
-                cmd.arg("-o").arg(format!("ControlPersist={CONTROL_PERSIST}"));
-            }
+        if self.control
+            && let Some(dir) = control_dir()
+        {
+            cmd.arg("-o").arg("ControlMaster=auto");
+            cmd.arg("-o").arg(format!("ControlPath={}/%C", dir.display()));
+            cmd.arg("-o").arg(format!("ControlPersist={CONTROL_PERSIST}"));
         }
         cmd.arg("--").arg(&self.destination).arg(remote);
         Ok(cmd)
@@ -87,9 +91,10 @@ pub fn control_dir() -> Option<PathBuf> {
         Some(PathBuf::from(format!("/tmp/codex-remote-{}", rustix::process::getuid().as_raw()))),
     ];
     // %C expands to 40 hex characters.
-    candidates.into_iter().flatten().find(|dir| {
-        dir.as_os_str().len() + 41 < 100 && private_dir_ok(dir)
-    })
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|dir| dir.as_os_str().len() + 41 < 100 && private_dir_ok(dir))
 }
 
 /// Creates `dir` 0700 if needed and checks that it is ours and private.
@@ -106,7 +111,15 @@ fn private_dir_ok(dir: &std::path::Path) -> bool {
 /// What a failed ssh call means, from its exit status and stderr.
 pub fn classify_failure(exit: Option<i32>, stderr: &str) -> (Error, bool) {
     let text = stderr.trim();
-    let short: String = text.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let short: String = text
+        .lines()
+        .rev()
+        .take(6)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
     let not_found = exit == Some(127)
         || text.contains("command not found")
         || (text.contains("No such file or directory") && exit != Some(255));
@@ -130,7 +143,10 @@ pub fn classify_failure(exit: Option<i32>, stderr: &str) -> (Error, bool) {
     }
     let err = Error::new(
         ErrorCode::ProtocolError,
-        format!("codexd exited ({}) without answering: {short}", exit.map_or("signal".to_string(), |c| c.to_string())),
+        format!(
+            "codexd exited ({}) without answering: {short}",
+            exit.map_or("signal".to_string(), |c| c.to_string())
+        ),
     );
     (err, false)
 }
@@ -151,7 +167,10 @@ mod tests {
 
     #[test]
     fn refuses_option_like_destinations() {
-        assert_eq!(target("-oProxyCommand=touch /tmp/x").validate().unwrap_err().code, ErrorCode::ConfigError);
+        assert_eq!(
+            target("-oProxyCommand=touch /tmp/x").validate().unwrap_err().code,
+            ErrorCode::ConfigError
+        );
         assert!(target("gpu1").validate().is_ok());
         assert!(target("a b").validate().is_err());
     }
@@ -163,10 +182,16 @@ mod tests {
 
     #[test]
     fn classifies_failures() {
-        assert_eq!(classify_failure(Some(127), "bash: codexd: command not found").0.code, ErrorCode::CodexdNotFound);
+        assert_eq!(
+            classify_failure(Some(127), "bash: codexd: command not found").0.code,
+            ErrorCode::CodexdNotFound
+        );
         let (e, retry) = classify_failure(Some(255), "user@h: Permission denied (publickey).");
         assert_eq!((e.code, retry), (ErrorCode::SshFailed, false));
-        let (e, retry) = classify_failure(Some(255), "mux_client_request_session: session request failed: Session open refused by peer");
+        let (e, retry) = classify_failure(
+            Some(255),
+            "mux_client_request_session: session request failed: Session open refused by peer",
+        );
         assert_eq!((e.code, retry), (ErrorCode::SshFailed, true));
     }
 }

@@ -31,7 +31,10 @@ pub static CURRENT_CHILD: AtomicU32 = AtomicU32::new(0);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `codexd rpc` as a child process on this computer.
-    Local { codexd: PathBuf, data_dir: Option<String> },
+    Local {
+        codexd: PathBuf,
+        data_dir: Option<String>,
+    },
     Ssh(SshTarget),
 }
 
@@ -143,7 +146,9 @@ impl Machine {
         let mut result = None;
         while let Ok(Some(line)) = wire::read_line_capped(&mut reader, MAX_ANSWER_LINE) {
             let Line::Text(bytes) = line else { continue };
-            let Ok(answer) = serde_json::from_slice::<ResponseLine>(&bytes) else { continue };
+            let Ok(answer) = serde_json::from_slice::<ResponseLine>(&bytes) else {
+                continue;
+            };
             // An error without an id is codexd failing before it read our request.
             let ours = answer.id.as_ref() == Some(&call_id)
                 || (answer.id.is_none() && matches!(answer.response, Response::Error(_)));
@@ -172,7 +177,9 @@ impl Machine {
         let code = status.ok().and_then(|s| s.code());
         let (err, retryable) = match self.route {
             Route::Ssh(_) => classify_failure(code, &stderr),
-            Route::Local { .. } => classify_failure(code.or(Some(-1)).filter(|&c| c != 255), &stderr),
+            Route::Local { .. } => {
+                classify_failure(code.or(Some(-1)).filter(|&c| c != 255), &stderr)
+            }
         };
         if retryable && !answered_any {
             Err(CallError::Retryable(err))
@@ -187,7 +194,9 @@ impl Machine {
                 ErrorCode::CodexdNotFound,
                 format!("cannot run {}: {e}", codexd.display()),
             )
-            .with_hint("build it next to codex-remote (cargo build --release) or put codexd on PATH"),
+            .with_hint(
+                "build it next to codex-remote (cargo build --release) or put codexd on PATH",
+            ),
             Route::Ssh(_) => Error::new(
                 ErrorCode::SshFailed,
                 format!("cannot run {}: {e}", super::ssh::ssh_program()),

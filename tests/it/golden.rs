@@ -1,0 +1,111 @@
+//! Golden wire texts: each message kind parsed and re-serialized, so a renamed field fails CI;
+//! and a status file from an earlier version that must stay readable.
+
+use codex_runner::protocol::{RequestLine, ResponseLine};
+use serde_json::{Value, json};
+
+use crate::support::TestEnv;
+
+const STATUS: &str = r#""exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096","status":"finished","state":"failed","cmd":"exit 3","cwd":"/home/u","pid":10,"started_at":"2026-11-24T15:42:36.613Z","finished_at":"2026-11-24T15:42:36.617Z","exit_code":3,"signal":null,"duration_ms":4,"error":null,"created_at":"2026-11-24T15:42:36.609Z""#;
+
+fn requests() -> Vec<String> {
+    vec![
+        r#"{"id":1,"type":"hello","protocol":1,"client_version":"0.1.0"}"#.into(),
+        r#"{"id":"a","type":"exec_start","cmd":"nvidia-smi","shell":"bash -lc","cwd":"~/w","env":{"A":"1"},"name":"n","labels":{"k":"v"},"idempotency_key":"k1"}"#.into(),
+        r#"{"type":"exec_start","cmd":["python","train.py"]}"#.into(),
+        r#"{"type":"exec_start","script":"echo hi\n"}"#.into(),
+        r#"{"type":"exec_status","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096"}"#.into(),
+        r#"{"type":"exec_logs","exec_id":"x","stream":"both","tail":2000,"since":{"stdout":10,"stderr":0},"follow":true,"raw":true,"max_bytes":100}"#.into(),
+        r#"{"type":"exec_logs","exec_id":"x","stream":"stdout","tail_lines":5}"#.into(),
+        r#"{"type":"exec_cancel","exec_id":"x","grace_ms":5000}"#.into(),
+        r#"{"type":"exec_wait","exec_id":"x","timeout_ms":30000}"#.into(),
+        r#"{"type":"exec_list","state":"running","limit":50}"#.into(),
+        r#"{"type":"exec_rm","exec_id":"x"}"#.into(),
+        r#"{"type":"exec_prune","keep":200}"#.into(),
+    ]
+}
+
+fn responses() -> Vec<String> {
+    vec![
+        r#"{"id":1,"type":"hello","protocol":1,"version":"0.1.0","capabilities":["exec"],"user":"u","host":"h","data_dir":"/d"}"#.into(),
+        format!(r#"{{"id":"a","type":"status",{STATUS}}}"#),
+        format!(r#"{{"type":"status",{STATUS},"timed_out":true,"replayed":true,"message":"m"}}"#),
+        format!(r#"{{"type":"list","jobs":[{{{STATUS}}}]}}"#),
+        r#"{"type":"log","stream":"stdout","offset":0,"line":"hi"}"#.into(),
+        r#"{"type":"log","stream":"stderr","offset":3,"line":"par","partial":true}"#.into(),
+        r#"{"type":"chunk","stream":"stdout","offset":0,"data_b64":"aGkK"}"#.into(),
+        format!(r#"{{"type":"logs_end","exec_id":"x","next_offset":{{"stdout":3,"stderr":0}},"size":{{"stdout":3,"stderr":0}},"more":true,"status":"finished","state":"failed","exit_code":3,"job":{{{STATUS}}}}}"#),
+        r#"{"type":"removed","exec_id":"x"}"#.into(),
+        r#"{"type":"pruned","removed":["x"],"kept":3}"#.into(),
+        r#"{"type":"error","code":"job_not_found","message":"no job x","hint":"h"}"#.into(),
+    ]
+}
+
+fn same_json(a: &str, b: &str) {
+    let a: Value = serde_json::from_str(a).unwrap();
+    let b: Value = serde_json::from_str(b).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn every_request_kind_round_trips() {
+    for text in requests() {
+        let parsed =
+            RequestLine::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        same_json(&serde_json::to_string(&parsed).unwrap(), &text);
+    }
+}
+
+#[test]
+fn every_response_kind_round_trips() {
+    for text in responses() {
+        let parsed: ResponseLine =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        same_json(&serde_json::to_string(&parsed).unwrap(), &text);
+    }
+}
+
+#[test]
+fn error_codes_are_the_documented_ones() {
+    use codex_runner::error::ErrorCode;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for code in [
+        ErrorCode::BadRequest,
+        ErrorCode::RequestTooLarge,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidId,
+        ErrorCode::InvalidArgument,
+        ErrorCode::JobNotFound,
+        ErrorCode::JobRunning,
+        ErrorCode::StartFailed,
+        ErrorCode::Internal,
+        ErrorCode::UnknownMachine,
+        ErrorCode::ConfigError,
+        ErrorCode::Usage,
+        ErrorCode::SshFailed,
+        ErrorCode::CodexdNotFound,
+        ErrorCode::ProtocolError,
+        ErrorCode::Timeout,
+    ] {
+        assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+        assert!(readme.contains(&format!("`{}`", code.as_str())), "{code} is not in the README");
+    }
+}
+
+#[test]
+fn a_status_file_from_version_0_1_is_still_read() {
+    let env = TestEnv::new();
+    let id = "01a20e39-2841-766b-a16c-ac422b0e3096";
+    let dir = env.data_dir().join("jobs").join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/status-v1.json");
+    std::fs::copy(fixture, dir.join("status.json")).unwrap();
+    std::fs::write(dir.join("stdout.log"), "hello\n").unwrap();
+    std::fs::write(dir.join("stderr.log"), "").unwrap();
+    let v = env.ok(&["exec", "result", "--id", id]);
+    assert_eq!((v["state"].as_str(), v["exit_code"].as_i64()), (Some("failed"), Some(3)));
+    let (_, lines) = env.run(&["exec", "logs", "--id", id]);
+    assert_eq!(lines[0]["line"], "hello");
+    assert_eq!(env.ok(&["exec", "list"])["jobs"][0]["exec_id"], id);
+}

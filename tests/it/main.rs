@@ -1,0 +1,9 @@
+//! Integration tests: the real `codex-remote` and `codexd` binaries, a private HOME per test,
+//! and a real OpenSSH `sshd` on a loopback port for the ssh path.
+
+mod bad_input;
+mod faults;
+mod golden;
+mod local_exec;
+mod ssh_exec;
+mod support;

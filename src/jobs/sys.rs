@@ -75,11 +75,18 @@ pub fn current_pid() -> i32 {
     rustix::process::getpid().as_raw_nonzero().get()
 }
 
-/// The user's name, from the environment or else the uid.
+/// The name of the user this process runs as: from /etc/passwd by uid (the environment can
+/// lie or be empty under ssh), else `$USER`, else the uid itself.
 pub fn user_name() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| rustix::process::getuid().as_raw().to_string())
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let from_passwd = std::fs::read_to_string("/etc/passwd").ok().and_then(|text| {
+        text.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)? == uid).then(|| name.to_string())
+        })
+    });
+    from_passwd.or_else(|| std::env::var("USER").ok()).unwrap_or(uid)
 }
 
 /// Makes `cmd` start in a new session (and so a new process group) of its own.

@@ -62,24 +62,26 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     let started = Arc::new(AtomicI32::new(0));
     spawn_signal_thread(&store, id, me, &cancelled, &started, spec.grace_ms)?;
 
+    let spawned = prepare_and_spawn(&store, id, &dir, &spec);
+    // Re-read under the lock: a cancel may have been recorded meanwhile.
+    let lock = store.lock_job(id)?;
     let mut status = store.read_status_raw(id)?;
     status.worker_pid = Some(me);
     status.worker_start_time = Some(me_stat.start_time);
     status.boot_id = sys::boot_id();
     status.host = Some(sys::hostname());
-
-    let spawned = prepare_and_spawn(&store, id, &dir, &spec);
+    let now = now_rfc3339();
+    status.started_at = Some(now.clone());
     let child_pid = match spawned {
         Ok(pid) => pid,
         Err(message) => {
-            let now = now_rfc3339();
             status.state = JobState::StartFailed;
             status.status = RunStatus::Finished;
             status.error = Some(message);
-            status.started_at = Some(now.clone());
             status.finished_at = Some(now);
             status.duration_ms = Some(0);
             store.write_status(&status)?;
+            drop(lock);
             notify_ready();
             store.prune(spec.retention)?;
             return Ok(0);
@@ -87,11 +89,8 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     };
     status.pid = Some(child_pid);
     status.pid_start_time = sys::proc_stat(child_pid).map(|s| s.start_time);
-    status.started_at = Some(now_rfc3339());
-    {
-        let _lock = store.lock_job(id)?;
-        store.write_status(&status)?;
-    }
+    store.write_status(&status)?;
+    drop(lock);
     started.store(child_pid, Ordering::SeqCst);
     notify_ready();
 
@@ -183,14 +182,10 @@ fn wait_for(pid: i32) -> Exit {
         match sys::reap_any(true) {
             Ok(Some((p, exit))) if p == pid => return exit,
             Ok(_) => continue,
-            // No children at all: cannot happen while `pid` is ours; treat as lost output.
-            Err(_) => return Exit::Signal(libc_sigkill()),
+            // No children at all cannot happen while `pid` is ours; if it does, the job is gone.
+            Err(_) => return Exit::Signal(signal_hook::consts::SIGKILL),
         }
     }
-}
-
-fn libc_sigkill() -> i32 {
-    signal_hook::consts::SIGKILL
 }
 
 /// Tells the spawning `rpc` process that the job is recorded, then lets go of its pipe.

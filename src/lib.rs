@@ -15,6 +15,7 @@ pub mod cli;
 pub mod daemon;
 pub mod error;
 pub mod jobs;
+pub mod lockfile;
 pub mod protocol;
 pub mod remote;
 pub mod wire;

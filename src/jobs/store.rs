@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::kill::JobTree;
 use super::sys;
 use crate::error::{Context, Error, ErrorCode, Result};
+use crate::lockfile::{self, LockGuard};
 use crate::protocol::{JobState, JobStatus, RunStatus, Stream};
 
 /// A job whose worker has not recorded itself after this long is lost.
@@ -98,15 +99,6 @@ pub fn validate_key(key: &str) -> Result<()> {
     }
 }
 
-/// An exclusive flock, released when dropped.
-pub struct LockGuard(File);
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
-    }
-}
-
 /// The job store rooted at a data dir.
 #[derive(Debug, Clone)]
 pub struct JobStore {
@@ -153,12 +145,12 @@ impl JobStore {
 
     /// Locks the whole store (job creation, keys, pruning).
     pub fn lock_store(&self) -> Result<LockGuard> {
-        lock_file(&self.root.join("store.lock"))
+        lockfile::lock(&self.root.join("store.lock"))
     }
 
     /// Locks one job's status for a read-modify-write.
     pub fn lock_job(&self, id: &str) -> Result<LockGuard> {
-        lock_file(&self.job_dir(id)?.join("lock"))
+        lockfile::lock(&self.job_dir(id)?.join("lock"))
     }
 
     /// Creates the directory, spec, first status and empty logs of a new job.
@@ -343,18 +335,6 @@ pub fn lost_reason(status: &JobStatus) -> Option<String> {
         return None;
     }
     Some(format!("the worker (pid {pid}) died without recording an end (killed, OOM or crash)"))
-}
-
-fn lock_file(path: &Path) -> Result<LockGuard> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .context(|| format!("opening lock {}", path.display()))?;
-    file.lock().context(|| format!("locking {}", path.display()))?;
-    Ok(LockGuard(file))
 }
 
 /// Creates `dir` 0700, or tightens an existing one that is ours.

@@ -4,11 +4,12 @@
 //! secrets in `ps`). Connections are reused with ControlMaster/ControlPersist, the sockets in a
 //! private 0700 directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::daemon::shell_quote;
 use crate::error::{Error, ErrorCode, Result};
+use crate::lockfile::{self, LockGuard};
 
 /// How long an idle master connection stays up.
 const CONTROL_PERSIST: &str = "10m";
@@ -55,24 +56,127 @@ impl SshTarget {
         cmd
     }
 
-    /// `ssh -T -o BatchMode=yes [control options] [ssh_args] -- DEST REMOTE_CMD`.
-    pub fn command(&self, remote: &str) -> Result<Command> {
+    /// `ssh -T -o BatchMode=yes [control options] [ssh_args] -- DEST REMOTE_CMD`, with the locks
+    /// that keep this call within sshd's limits (see [`Connection`]).
+    pub fn connect(&self, remote: &str, kind: CallKind) -> Result<Connection> {
         self.validate()?;
         let mut cmd = Command::new(ssh_program());
         // The user's own ssh_args come first: for ssh, the first value given for an option wins.
         cmd.args(&self.ssh_args);
         cmd.args(["-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15"]);
         cmd.args(["-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=15"]);
-        if self.control
-            && let Some(dir) = control_dir()
-        {
-            cmd.arg("-o").arg("ControlMaster=auto");
-            cmd.arg("-o").arg(format!("ControlPath={}/%C", dir.display()));
-            cmd.arg("-o").arg(format!("ControlPersist={CONTROL_PERSIST}"));
+        let mut conn = Connection { command: cmd, slot: None, master: None };
+        match self.control.then(control_dir).flatten() {
+            Some(dir) => self.use_master(&dir, kind, &mut conn)?,
+            None => {
+                conn.command.args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
+            }
         }
-        cmd.arg("--").arg(&self.destination).arg(remote);
-        Ok(cmd)
+        conn.command.arg("--").arg(&self.destination).arg(remote);
+        Ok(conn)
     }
+
+    /// Routes the call through the machine's master connection, waiting for a session slot.
+    fn use_master(&self, dir: &Path, kind: CallKind, conn: &mut Connection) -> Result<()> {
+        let base = dir.join(self.connection_key());
+        let slot = match kind {
+            CallKind::Short => Some(take_slot(&base, "s", SHORT_SLOTS, true)?),
+            CallKind::Long => take_slot(&base, "l", LONG_SLOTS, false).ok(),
+        };
+        let Some(slot) = slot.flatten() else {
+            // Every long slot is taken: this call gets a connection of its own.
+            conn.command.args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
+            return Ok(());
+        };
+        conn.slot = Some(slot);
+        if !base.exists() {
+            // One caller at a time creates the master; the others wait for its socket
+            // instead of all connecting at once (sshd's MaxStartups drops those).
+            let lock = lockfile::lock(&base.with_extension("master"))?;
+            if !base.exists() {
+                conn.master = Some(MasterPending { _lock: lock, socket: base.clone() });
+            }
+        }
+        conn.command.arg("-o").arg("ControlMaster=auto");
+        conn.command.arg("-o").arg(format!("ControlPath={}", base.display()));
+        conn.command.arg("-o").arg(format!("ControlPersist={CONTROL_PERSIST}"));
+        Ok(())
+    }
+
+    /// A short stable name for this machine's connection (destination and ssh arguments).
+    fn connection_key(&self) -> String {
+        // FNV-1a: stable across processes and versions, unlike std's hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let text = std::iter::once(self.destination.as_str())
+            .chain(self.ssh_args.iter().map(String::as_str));
+        for part in text {
+            for b in part.bytes().chain(std::iter::once(0)) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("{h:016x}")
+    }
+}
+
+/// Short calls answer at once; long calls (follow, wait) may hold a session for hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Short,
+    Long,
+}
+
+/// Sessions of one master used at once by short calls (sshd's default MaxSessions is 10).
+const SHORT_SLOTS: usize = 6;
+/// Sessions used at once by long calls; a long call beyond them gets its own connection.
+const LONG_SLOTS: usize = 3;
+
+/// A prepared ssh command and the locks it holds while it runs.
+pub struct Connection {
+    pub command: Command,
+    slot: Option<LockGuard>,
+    master: Option<MasterPending>,
+}
+
+/// This caller is creating the master connection; others wait on the lock.
+struct MasterPending {
+    _lock: LockGuard,
+    socket: PathBuf,
+}
+
+impl Connection {
+    /// A command that needs no locks (the local machine).
+    pub fn plain(command: Command) -> Self {
+        Connection { command, slot: None, master: None }
+    }
+
+    /// Called once ssh is running: releases the master lock as soon as the master's socket
+    /// exists (or the call has ended), so waiting callers go on through it.
+    pub fn started(&mut self) {
+        if let Some(pending) = self.master.take() {
+            std::thread::spawn(move || {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while !pending.socket.exists() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                drop(pending);
+            });
+        }
+    }
+}
+
+/// Takes a free slot lock among `n`; when none is free, waits for one if `wait`.
+fn take_slot(base: &Path, kind: &str, n: usize, wait: bool) -> Result<Option<LockGuard>> {
+    let path = |i: usize| base.with_extension(format!("{kind}{i}"));
+    for i in 0..n {
+        if let Some(guard) = lockfile::try_lock(&path(i))? {
+            return Ok(Some(guard));
+        }
+    }
+    if !wait {
+        return Ok(None);
+    }
+    let i = std::process::id() as usize % n;
+    lockfile::lock(&path(i)).map(Some)
 }
 
 /// The ssh binary: `CODEX_REMOTE_SSH` (for odd installs), else `ssh` from PATH.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::config::{LOCAL, MachineConfig};
-use super::ssh::{SshTarget, classify_failure};
+use super::ssh::{CallKind, Connection, SshTarget, classify_failure};
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{Request, RequestLine, Response, ResponseLine};
 use crate::wire::{self, Line};
@@ -80,7 +80,7 @@ impl Machine {
         Ok(Machine { name: m.name.clone(), route })
     }
 
-    fn command(&self) -> Result<Command> {
+    fn connect(&self, request: &Request) -> Result<Connection> {
         match &self.route {
             Route::Local { codexd, data_dir } => {
                 let mut cmd = Command::new(codexd);
@@ -88,9 +88,17 @@ impl Machine {
                 if let Some(dir) = data_dir {
                     cmd.arg("--data-dir").arg(dir);
                 }
-                Ok(cmd)
+                Ok(Connection::plain(cmd))
             }
-            Route::Ssh(target) => target.command(&target.remote_command()),
+            Route::Ssh(target) => {
+                let long = match request {
+                    Request::ExecLogs(r) => r.follow,
+                    Request::ExecWait(_) | Request::ExecCancel(_) => true,
+                    _ => false,
+                };
+                let kind = if long { CallKind::Long } else { CallKind::Short };
+                target.connect(&target.remote_command(), kind)
+            }
         }
     }
 
@@ -123,7 +131,8 @@ impl Machine {
         request: &Request,
         on_line: &mut dyn FnMut(Response) -> Result<()>,
     ) -> Result<Response, CallError> {
-        let mut cmd = self.command().map_err(CallError::Final)?;
+        let mut conn = self.connect(request).map_err(CallError::Final)?;
+        let cmd = &mut conn.command;
         let stderr_file = tempfile::tempfile()
             .map_err(|e| CallError::Final(Error::internal("creating a temp file", e)))?;
         let stderr_copy = stderr_file
@@ -131,7 +140,9 @@ impl Machine {
             .map_err(|e| CallError::Final(Error::internal("creating a temp file", e)))?;
         // stderr goes to a file, not a pipe: a ControlPersist master may keep it open for minutes.
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr_copy);
-        let mut child = cmd.spawn().map_err(|e| CallError::Final(self.spawn_error(e)))?;
+        let spawned = cmd.spawn();
+        conn.started();
+        let mut child = spawned.map_err(|e| CallError::Final(self.spawn_error(e)))?;
         CURRENT_CHILD.store(child.id(), Ordering::SeqCst);
 
         let call_id = serde_json::Value::String(uuid::Uuid::now_v7().simple().to_string());

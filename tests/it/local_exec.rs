@@ -271,11 +271,19 @@ fn list_rm_prune_and_retention() {
         env.wait("local", &id);
         ids.push(id);
     }
-    // Retention kept the 3 newest finished jobs and never touched the running one.
-    let list = env.ok(&["exec", "list"]);
-    let listed: Vec<&str> =
-        list["jobs"].as_array().unwrap().iter().map(|j| j["exec_id"].as_str().unwrap()).collect();
-    assert_eq!(listed, [ids[4].as_str(), &ids[3], &ids[2], &running]);
+    // Retention (run by each worker right after its job ends) kept the 3 newest finished jobs
+    // and never touched the running one.
+    let want = [ids[4].as_str(), &ids[3], &ids[2], &running];
+    let listed = || -> Vec<String> {
+        let list = env.ok(&["exec", "list"]);
+        list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["exec_id"].as_str().unwrap().into())
+            .collect()
+    };
+    assert!(wait_until(Duration::from_secs(5), || listed() == want), "{:?}", listed());
 
     let failed = env.ok(&["exec", "list", "--state", "failed"]);
     assert!(failed["jobs"].as_array().unwrap().iter().all(|j| j["state"] == "failed"));

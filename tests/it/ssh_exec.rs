@@ -98,15 +98,63 @@ fn ssh_failures_have_their_own_codes() {
 #[test]
 fn calls_reuse_one_master_connection() {
     let (env, _sshd) = ssh_env("");
-    env.ok(&["exec", "list", "--machine", "gpu"]);
-    let sockets: Vec<_> = std::fs::read_dir(env.dir.path().join("cm")).unwrap().flatten().collect();
-    assert_eq!(sockets.len(), 1, "one ControlMaster socket");
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    assert!(sockets[0].file_type().unwrap().is_socket());
+    let sockets = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(env.dir.path().join("cm"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_socket())
+            .map(|e| e.path())
+            .collect()
+    };
+    env.ok(&["exec", "list", "--machine", "gpu"]);
+    let first = sockets();
+    assert_eq!(first.len(), 1, "one ControlMaster socket");
     let mode = std::fs::metadata(env.dir.path().join("cm")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
     for _ in 0..3 {
         env.ok(&["exec", "list", "--machine", "gpu"]);
     }
-    assert_eq!(std::fs::read_dir(env.dir.path().join("cm")).unwrap().count(), 1);
+    assert_eq!(sockets(), first);
+}
+
+#[test]
+fn a_burst_of_parallel_starts_fits_a_stock_sshd() {
+    // sshd's defaults, stated: 10 sessions per connection, 10 unauthenticated connections.
+    let env = TestEnv::new();
+    let sshd = Sshd::start_with(env.dir.path(), "MaxSessions 10\nMaxStartups 10:30:100\n");
+    let remote = env.path("remote-data");
+    env.set_config(&format!("machines:\n{}", sshd.machine_yaml("gpu", &remote, "")));
+    let children: Vec<_> = (0..60)
+        .map(|i| {
+            env.remote(&[
+                "exec",
+                "start",
+                "--machine",
+                "gpu",
+                "--idempotency-key",
+                &format!("burst-{i}"),
+                "--cmd",
+                "true",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let list = env.ok(&["exec", "list", "--machine", "gpu", "--limit", "1000"]);
+    let mut keys: Vec<&str> = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["idempotency_key"].as_str().unwrap())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 60, "each job exists exactly once");
 }

@@ -89,7 +89,7 @@ impl Daemon {
         if let Some(key) = &req.idempotency_key {
             store::validate_key(key)?;
         }
-        let id = {
+        let (id, problem) = {
             let _lock = self.store.lock_store()?;
             if let Some(key) = &req.idempotency_key
                 && let Some(id) = self.store.find_key(key)?
@@ -106,10 +106,15 @@ impl Daemon {
             if let Some(key) = &req.idempotency_key {
                 self.store.record_key(key, &id)?;
             }
-            id
+            (id, worker::start_problem(&spec))
         };
-        if let Err(e) = worker::spawn_worker(&self.store, &id) {
-            self.record_start_failure(&id, &e.message)?;
+        // A job that cannot start is answered as such at once, without a worker.
+        let failure = match problem {
+            Some(problem) => Some(problem),
+            None => worker::spawn_worker(&self.store, &id).err().map(|e| e.message),
+        };
+        if let Some(message) = failure {
+            self.record_start_failure(&id, &message)?;
         }
         self.store.status(&id).map(StatusResponse::of)
     }
@@ -121,7 +126,9 @@ impl Daemon {
         status.state = JobState::StartFailed;
         status.status = RunStatus::Finished;
         status.error = Some(message.to_string());
+        status.started_at = Some(now.clone());
         status.finished_at = Some(now);
+        status.duration_ms = Some(0);
         self.store.write_status(&status)
     }
 

@@ -164,7 +164,11 @@ impl JobStore {
         for stream in [Stream::Stdout, Stream::Stderr] {
             create_private_file(&dir.join(format!("{}.log", stream.as_str())))?;
         }
-        write_json_atomic(&dir.join("spec.json"), spec)?;
+        // Nobody reads the new dir before status.json exists: the spec needs no rename.
+        let spec_bytes =
+            serde_json::to_vec_pretty(spec).map_err(|e| Error::internal("encoding", e))?;
+        let mut f = create_private_file(&dir.join("spec.json"))?;
+        f.write_all(&spec_bytes).context(|| format!("writing {}/spec.json", dir.display()))?;
         // status.json last: its presence is what makes the job exist for readers.
         write_json_atomic(&dir.join("status.json"), status)
     }
@@ -246,9 +250,11 @@ impl JobStore {
         }
     }
 
+    /// Records `key` for job `id`. Not fsynced: after a crash that loses it, the job itself is
+    /// `lost` anyway (the boot id changed).
     pub fn record_key(&self, key: &str, id: &str) -> Result<()> {
         validate_key(key)?;
-        write_bytes_atomic(&self.root.join("keys").join(key), id.as_bytes())
+        write_bytes_atomic(&self.root.join("keys").join(key), id.as_bytes(), false)
     }
 
     /// Removes a finished job; a running one is `job_running`.
@@ -381,16 +387,22 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::internal("encoding", e))?;
     bytes.push(b'\n');
-    write_bytes_atomic(path, &bytes)
+    write_bytes_atomic(path, &bytes, true)
 }
 
-fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a file whole through a temp file and a rename; with `sync`, fsyncs file and dir.
+fn write_bytes_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let what = || format!("writing {}", path.display());
     // tempfile creates the file 0600.
     let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir).context(what)?;
     tmp.write_all(bytes).context(what)?;
-    tmp.as_file().sync_all().context(what)?;
+    if sync {
+        tmp.as_file().sync_all().context(what)?;
+    }
     tmp.persist(path).map_err(|e| Error::internal(what(), e.error))?;
-    File::open(dir).and_then(|d| d.sync_all()).context(what)
+    if sync {
+        File::open(dir).and_then(|d| d.sync_all()).context(what)?;
+    }
+    Ok(())
 }

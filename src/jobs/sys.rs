@@ -150,12 +150,6 @@ pub fn reap_any(block: bool) -> io::Result<Option<(i32, Exit)>> {
     }
 }
 
-/// Points this process's stdout at /dev/null (the worker's ready-pipe is done with).
-pub fn stdout_to_devnull() -> io::Result<()> {
-    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-    rustix::stdio::dup2_stdout(&null).map_err(io::Error::from)
-}
-
 /// Whether the reader of our stdout has gone away (a closed pipe or socket).
 pub fn stdout_closed() -> bool {
     use rustix::event::{PollFd, PollFlags, poll};

@@ -3,10 +3,10 @@
 //! The worker runs in a session of its own (so neither the ssh call nor a terminal can signal
 //! it), starts the job with its stdout/stderr going straight into the log files, records pid,
 //! start time and boot id, waits for the job, cleans up what the job left behind and records the
-//! end. It tells the `rpc` process that spawned it "the job is recorded" through a pipe on its
-//! stdout, then points stdout at /dev/null so that nothing holds the ssh channel open.
+//! end. Its stdin and stdout are /dev/null and its stderr is `worker.log`: nothing of it holds
+//! the ssh channel open, and `exec_start` answers as soon as it is spawned.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -14,32 +14,20 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use super::kill::JobTree;
-use super::store::{JobStore, now_rfc3339};
+use super::store::{JobSpec, JobStore, now_rfc3339};
 use super::sys::{self, Exit};
 use crate::error::{Context, Error, Result};
 use crate::protocol::{JobState, RunStatus};
 
-/// How long `exec_start` waits for the worker to record the job before answering anyway.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Spawns the worker for job `id` and waits until it has recorded the job's start (or its
-/// failure to start).
+/// Spawns the worker for job `id` and returns at once.
 pub fn spawn_worker(store: &JobStore, id: &str) -> Result<()> {
     let exe = std::env::current_exe().context(|| "finding the codexd executable".into())?;
     let log = super::store::open_log_for_append(&store.job_dir(id)?.join("worker.log"))?;
     let mut cmd = Command::new(exe);
     cmd.arg("worker").arg("--data-dir").arg(store.root()).arg("--id").arg(id);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
     sys::start_new_session(&mut cmd);
-    let mut child = cmd.spawn().context(|| "starting the job's worker".into())?;
-    let mut ready = child.stdout.take().expect("stdout is piped");
-    // Read in a thread so a stuck worker cannot hang the call past the deadline.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8];
-        let _ = tx.send(ready.read(&mut buf).unwrap_or(0));
-    });
-    let _ = rx.recv_timeout(READY_TIMEOUT);
+    let child = cmd.spawn().context(|| "starting the job's worker".into())?;
     // The worker lives on in its own session; dropping `child` neither kills nor waits for it.
     // It is reaped by init (or our parent) once this short-lived process is gone.
     drop(child);
@@ -62,7 +50,11 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     let started = Arc::new(AtomicI32::new(0));
     spawn_signal_thread(&store, id, me, &cancelled, &started, spec.grace_ms)?;
 
-    let spawned = prepare_and_spawn(&store, id, &dir, &spec);
+    // A cancel that came before the worker: the job never runs.
+    let spawned = match store.read_cancel(id) {
+        Some(_) => Err(None),
+        None => prepare_and_spawn(&store, id, &dir, &spec).map_err(Some),
+    };
     // Re-read under the lock: a cancel may have been recorded meanwhile.
     let lock = store.lock_job(id)?;
     let mut status = store.read_status_raw(id)?;
@@ -75,14 +67,14 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     let child_pid = match spawned {
         Ok(pid) => pid,
         Err(message) => {
-            status.state = JobState::StartFailed;
+            status.state =
+                if message.is_some() { JobState::StartFailed } else { JobState::Cancelled };
             status.status = RunStatus::Finished;
-            status.error = Some(message);
+            status.error = message;
             status.finished_at = Some(now);
             status.duration_ms = Some(0);
             store.write_status(&status)?;
             drop(lock);
-            notify_ready();
             store.prune(spec.retention)?;
             return Ok(0);
         }
@@ -92,7 +84,6 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     store.write_status(&status)?;
     drop(lock);
     started.store(child_pid, Ordering::SeqCst);
-    notify_ready();
 
     let exit = wait_for(child_pid);
     let was_cancelled = cancelled.load(Ordering::SeqCst);
@@ -130,13 +121,13 @@ fn prepare_and_spawn(
     store: &JobStore,
     id: &str,
     dir: &Path,
-    spec: &super::store::JobSpec,
+    spec: &JobSpec,
 ) -> std::result::Result<i32, String> {
     use std::os::unix::process::CommandExt;
-    let cwd = Path::new(&spec.cwd);
-    if !cwd.is_dir() {
-        return Err(format!("cwd {} does not exist or is not a directory", spec.cwd));
+    if let Some(problem) = start_problem(spec) {
+        return Err(problem);
     }
+    let cwd = Path::new(&spec.cwd);
     if let Some(script) = &spec.script {
         write_script(&dir.join("script"), script).map_err(|e| e.message)?;
     }
@@ -165,6 +156,27 @@ fn prepare_and_spawn(
     }
 }
 
+/// Why `spec` cannot start, found without starting it: a missing cwd or program. Checked by
+/// `exec_start` before it answers and again by the worker (the world may change in between).
+pub fn start_problem(spec: &JobSpec) -> Option<String> {
+    let cwd = Path::new(&spec.cwd);
+    if !cwd.is_dir() {
+        return Some(format!("cwd {} does not exist or is not a directory", spec.cwd));
+    }
+    let program = spec.argv.first()?;
+    let runnable = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if program.contains('/') {
+        runnable(&cwd.join(program))
+    } else {
+        let path = spec.env.get("PATH").cloned().or_else(|| std::env::var("PATH").ok());
+        path.unwrap_or_default().split(':').any(|dir| runnable(&Path::new(dir).join(program)))
+    };
+    (!found).then(|| format!("{program}: command not found"))
+}
+
 fn write_script(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -186,14 +198,6 @@ fn wait_for(pid: i32) -> Exit {
             Err(_) => return Exit::Signal(signal_hook::consts::SIGKILL),
         }
     }
-}
-
-/// Tells the spawning `rpc` process that the job is recorded, then lets go of its pipe.
-fn notify_ready() {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(b"ok\n").and_then(|()| out.flush());
-    drop(out);
-    let _ = sys::stdout_to_devnull();
 }
 
 /// TERM, INT, HUP or USR1 to the worker cancels the job: TERM to every process of it, the

@@ -12,8 +12,8 @@ fn kill(pid: i32, sig: rustix::process::Signal) {
 #[test]
 fn a_worker_killed_with_sigkill_reads_lost_and_its_job_is_ended() {
     let env = TestEnv::new();
-    let start = env.ok(&["exec", "start", "--cmd", "sleep 60"]);
-    let id = start["exec_id"].as_str().unwrap();
+    let id = &env.start("local", "sleep 60");
+    let start = env.started("local", id);
     let worker = start["worker_pid"].as_i64().unwrap() as i32;
     let job = start["pid"].as_i64().unwrap() as i32;
     kill(worker, rustix::process::Signal::KILL);
@@ -34,6 +34,7 @@ fn a_worker_killed_with_sigkill_reads_lost_and_its_job_is_ended() {
 fn a_worker_whose_pid_was_reused_reads_lost() {
     let env = TestEnv::new();
     let id = env.start("local", "sleep 60");
+    env.started("local", &id);
     let status_path = env.data_dir().join("jobs").join(&id).join("status.json");
     // Same pid, another start time: a different process now holds the pid.
     let mut status: serde_json::Value =

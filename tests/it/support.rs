@@ -147,6 +147,17 @@ impl TestEnv {
         v["exec_id"].as_str().unwrap().to_string()
     }
 
+    /// Waits until the worker of a job has recorded it (pid set) and returns its status.
+    pub fn started(&self, machine: &str, id: &str) -> Value {
+        let mut last = Value::Null;
+        let ok = wait_until(Duration::from_secs(10), || {
+            last = self.ok(&["exec", "result", "--machine", machine, "--id", id]);
+            !last["pid"].is_null()
+        });
+        assert!(ok, "the worker never recorded the job: {last}");
+        last
+    }
+
     /// Waits for a job to end and returns its status.
     pub fn wait(&self, machine: &str, id: &str) -> Value {
         self.ok(&["exec", "wait", "--machine", machine, "--id", id, "--timeout", "60s"])

@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""codex-runner benchmark: every figure is measured in this run, side by side with its baseline.
+
+The machines are noisy, so targets are ratios against a baseline run interleaved with ours (A, B,
+A, B, ...), or bounds on a median. Prints one table: figure, measured, target, PASS/FAIL.
+Run through `make bench` (scripts/bench.sh installs what it needs and builds the binaries).
+"""
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+REMOTE = os.path.join(BIN, "codex-remote")
+CODEXD = os.path.join(BIN, "codexd")
+GIB = 1 << 30
+
+WORK = tempfile.mkdtemp(prefix="crbench")
+HOME = os.path.join(WORK, "home")
+os.makedirs(HOME)
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX", "XDG_"))}
+ENV.update(HOME=HOME, CODEX_REMOTE_CONFIG=os.path.join(WORK, "config.yaml"),
+           CODEX_REMOTE_CONTROL_DIR=os.path.join(WORK, "cm"))
+RESULTS = []
+
+
+def record(name, measured, target, ok):
+    RESULTS.append((name, measured, target, "PASS" if ok else "FAIL"))
+    print(f"  {name}: {measured} (target {target}) {'PASS' if ok else 'FAIL'}", file=sys.stderr)
+
+
+def run(cmd, stdin_bytes=None, env=None):
+    """Runs cmd; returns (seconds, peak RSS KiB of the process and its waited children, stdout)."""
+    start = time.perf_counter()
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin_bytes is not None else subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or ENV)
+    out, err = p.communicate(stdin_bytes)
+    elapsed = time.perf_counter() - start
+    # communicate() reaped it; the rusage of our reaped children gives the peak RSS.
+    return elapsed, p.returncode, out, err
+
+
+def peak_rss_kib(cmd, stdin_bytes=None, env=None):
+    """Runs cmd under GNU time; returns (seconds, exit code, peak RSS in KiB).
+
+    GNU time forks from a ~1 MiB process: a child forked from this Python process would carry
+    Python's own RSS into its high-water mark before exec. The figure includes that ~1 MiB.
+    """
+    with tempfile.NamedTemporaryFile(mode="r") as out:
+        start = time.perf_counter()
+        p = subprocess.run(["/usr/bin/time", "-q", "-f", "%M", "-o", out.name] + cmd, input=stdin_bytes,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env or ENV)
+        elapsed = time.perf_counter() - start
+        return elapsed, p.returncode, int(out.read().split()[-1])
+
+
+def ok_json(cmd, env=None):
+    _, code, out, err = run(cmd, env=env)
+    if code != 0:
+        raise SystemExit(f"{cmd} failed ({code}): {out!r} {err!r}")
+    return json.loads(out.splitlines()[-1])
+
+
+def interleaved(a, b, n):
+    """Runs a() and b() alternately n times each; returns their median seconds."""
+    ta, tb = [], []
+    for _ in range(n):
+        ta.append(a())
+        tb.append(b())
+    return statistics.median(ta), statistics.median(tb)
+
+
+def timed(cmd, stdin_bytes=None, env=None, before=None):
+    def go():
+        if before:
+            before()
+        t, code, out, err = run(cmd, stdin_bytes, env)
+        if code != 0:
+            raise SystemExit(f"{cmd} failed ({code}): {err!r}")
+        return t
+    return go
+
+
+def write_config(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# A stock OpenSSH server on loopback (defaults: MaxSessions 10, MaxStartups 10:30:100).
+
+def start_sshd():
+    d = os.path.join(WORK, "sshd")
+    os.makedirs(d)
+    os.makedirs("/run/sshd", exist_ok=True)
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, key)], check=True)
+    shutil.copy(os.path.join(d, "client_key.pub"), os.path.join(d, "authorized_keys"))
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    write_config(os.path.join(d, "sshd_config"), f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {d}/host_key
+PidFile {d}/sshd.pid
+AuthorizedKeysFile {d}/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin yes
+PrintMotd no
+LogLevel ERROR
+""")
+    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", os.path.join(d, "sshd_config")],
+                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "log"), "w"))
+    with open(os.path.join(d, "host_key.pub")) as f:
+        write_config(os.path.join(d, "known_hosts"), f"[127.0.0.1]:{port} {f.read()}")
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    cfg = os.path.join(d, "ssh_config")
+    write_config(cfg, f"""Host benchhost
+  HostName 127.0.0.1
+  Port {port}
+  User {user}
+  IdentityFile {d}/client_key
+  IdentitiesOnly yes
+  UserKnownHostsFile {d}/known_hosts
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  LogLevel ERROR
+""")
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return sshd, cfg
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("sshd did not start")
+
+
+def close_masters(dir_):
+    if not os.path.isdir(dir_):
+        return
+    import stat
+    for name in os.listdir(dir_):
+        p = os.path.join(dir_, name)
+        if stat.S_ISSOCK(os.lstat(p).st_mode):
+            subprocess.run(["ssh", "-o", f"ControlPath={p}", "-O", "exit", "x"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 5
+    while time.time() < deadline and any(stat.S_ISSOCK(os.lstat(os.path.join(dir_, n)).st_mode)
+                                         for n in os.listdir(dir_)):
+        time.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def bench_ssh(ssh_cfg):
+    print("ssh per-call overhead", file=sys.stderr)
+    remote_data = os.path.join(WORK, "remote-data")
+    write_config(ENV["CODEX_REMOTE_CONFIG"], f"""machines:
+  - name: bench
+    ssh: benchhost
+    ssh_args: ["-F", "{ssh_cfg}"]
+    codexd: {CODEXD}
+    data_dir: {remote_data}
+""")
+    job = ok_json([REMOTE, "exec", "start", "--machine", "bench", "--cmd", "true"])["exec_id"]
+    ours = [REMOTE, "exec", "result", "--machine", "bench", "--id", job]
+    base_cm = os.path.join(WORK, "cm-base")
+    os.makedirs(base_cm, mode=0o700)
+    base = ["ssh", "-F", ssh_cfg, "-T", "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={base_cm}/%C", "-o", "ControlPersist=10m", "benchhost", "true"]
+    timed(ours)(), timed(base)()  # warm both masters
+    a, b = interleaved(timed(ours), timed(base), 40)
+    record("exec result over warm ssh / ssh true (warm)", f"{a*1e3:.1f} ms / {b*1e3:.1f} ms = {a/b:.2f}",
+           "<= 1.10", a / b <= 1.10)
+    a, b = interleaved(timed(ours, before=lambda: close_masters(ENV["CODEX_REMOTE_CONTROL_DIR"])),
+                       timed(base, before=lambda: close_masters(base_cm)), 10)
+    record("first exec result (cold) / cold ssh true", f"{a*1e3:.1f} ms / {b*1e3:.1f} ms = {a/b:.2f}",
+           "<= 1.10", a / b <= 1.10)
+    return remote_data
+
+
+def bench_local_rpc():
+    print("local path", file=sys.stderr)
+    write_config(ENV["CODEX_REMOTE_CONFIG"], "machines: []\n")
+    job = ok_json([REMOTE, "exec", "start", "--cmd", "true"])["exec_id"]
+    line = json.dumps({"type": "exec_status", "exec_id": job}).encode() + b"\n"
+    times = [timed([CODEXD, "rpc"], line)() for _ in range(200)]
+    rss = [peak_rss_kib([CODEXD, "rpc"], line)[2] for _ in range(20)]
+    med = statistics.median(times) * 1e3
+    record("codexd rpc exec_status, process start to exit (median of 200)", f"{med:.2f} ms", "<= 3 ms", med <= 3)
+    peak = max(rss) / 1024
+    record("codexd rpc peak RSS", f"{peak:.1f} MiB", "<= 8 MiB", peak <= 8)
+
+
+def bench_pueue():
+    pueue = shutil.which("pueue")
+    pueued = shutil.which("pueued")
+    if not (pueue and pueued):
+        record("exec start (local) / pueue add", "pueue not installed", "<= 1.0", False)
+        return
+    print("exec start vs pueue add", file=sys.stderr)
+    daemon = subprocess.Popen([pueued], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while run([pueue, "status"])[1] != 0 and time.time() < deadline:
+            time.sleep(0.05)
+        ours = timed([REMOTE, "exec", "start", "--cmd", "true"])
+        base = timed([pueue, "add", "--", "true"])
+        ours(), base()
+        a, b = interleaved(ours, base, 40)
+        record("exec start on local / pueue add (daemon running)",
+               f"{a*1e3:.1f} ms / {b*1e3:.1f} ms = {a/b:.2f}", "<= 1.0", a / b <= 1.0)
+    finally:
+        daemon.terminate()
+        daemon.wait()
+
+
+def bench_throughput():
+    print("1 GiB of output", file=sys.stderr)
+    cmd = f"head -c {GIB} /dev/zero"
+    out_file = os.path.join(WORK, "out.bin")
+    ratios, worker_peak = [], 0
+    last_job = None
+    for _ in range(3):
+        if last_job:
+            run([REMOTE, "exec", "rm", "--id", last_job])
+        last_job = ok_json([REMOTE, "exec", "start", "--cmd", cmd])["exec_id"]
+        worker = None
+        while worker is None:
+            worker = ok_json([REMOTE, "exec", "result", "--id", last_job]).get("worker_pid")
+        peak = [0]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                try:
+                    with open(f"/proc/{worker}/status") as f:
+                        for l in f:
+                            if l.startswith("VmHWM:"):
+                                peak[0] = max(peak[0], int(l.split()[1]))
+                except OSError:
+                    return
+                time.sleep(0.01)
+        t = threading.Thread(target=sample)
+        t.start()
+        status = ok_json([REMOTE, "exec", "wait", "--id", last_job])
+        done.set()
+        t.join()
+        worker_peak = max(worker_peak, peak[0])
+        ours = status["duration_ms"] / 1e3
+        base, code, _, _ = run(["bash", "-lc", f"{cmd} > {out_file}"])
+        os.unlink(out_file)
+        ratios.append(ours / base)
+    r = statistics.median(ratios)
+    record("job writing 1 GiB to its log / same command > file", f"{r:.3f}", "<= 1.05", r <= 1.05)
+    record("worker peak RSS while the job writes 1 GiB", f"{worker_peak/1024:.1f} MiB", "<= 4 MiB",
+           worker_peak <= 4096)
+    return last_job
+
+
+def bench_tail(big_job):
+    # codex-remote's RSS: its codexd child is measured on its own below.
+    print("tail of a 1 GiB log", file=sys.stderr)
+    small = ok_json([REMOTE, "exec", "start", "--cmd", "head -c 1024 /dev/zero"])["exec_id"]
+    ok_json([REMOTE, "exec", "wait", "--id", small])
+    big_cmd = [REMOTE, "exec", "logs", "--id", big_job, "--tail", "2000"]
+    small_cmd = [REMOTE, "exec", "logs", "--id", small, "--tail", "2000"]
+    tb, _ = interleaved(timed(big_cmd), timed(small_cmd), 30)
+    rb = [peak_rss_kib(big_cmd)[2] for _ in range(10)]
+    rs = [peak_rss_kib(small_cmd)[2] for _ in range(10)]
+    med = tb * 1e3
+    record("exec logs --tail 2000 on a 1 GiB log (median)", f"{med:.2f} ms", "<= 10 ms", med <= 10)
+    big_rss, small_rss = max(rb), max(rs)
+    line = lambda j: json.dumps({"type": "exec_logs", "exec_id": j, "tail": 2000}).encode() + b"\n"
+    d_big = max(peak_rss_kib([CODEXD, "rpc"], line(big_job))[2] for _ in range(10))
+    d_small = max(peak_rss_kib([CODEXD, "rpc"], line(small))[2] for _ in range(10))
+    ok = big_rss <= small_rss + 256 and d_big <= d_small + 256
+    record("peak RSS, tail of 1 GiB vs 1 KiB log (codex-remote; codexd)",
+           f"{big_rss}/{small_rss} KiB; {d_big}/{d_small} KiB", "equal within 256 KiB", ok)
+
+
+def fabricate_store(path, n):
+    """n finished jobs, written as codexd writes them, with time-ordered v7 ids."""
+    jobs = os.path.join(path, "jobs")
+    os.makedirs(jobs, mode=0o700)
+    os.makedirs(os.path.join(path, "keys"), mode=0o700)
+    base_ms = int(time.time() * 1000) - n
+    ids = []
+    for i in range(n):
+        ms = base_ms + i
+        rand = int.from_bytes(os.urandom(10), "big")
+        value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+        jid = str(uuid.UUID(int=value))
+        ids.append(jid)
+        d = os.path.join(jobs, jid)
+        os.mkdir(d, 0o700)
+        status = {"exec_id": jid, "status": "finished", "state": "succeeded", "cmd": "true", "cwd": HOME,
+                  "pid": 1, "started_at": "2026-11-24T15:42:36.613Z",
+                  "finished_at": "2026-11-24T15:42:36.617Z", "exit_code": 0, "signal": None,
+                  "duration_ms": 4, "error": None, "created_at": "2026-11-24T15:42:36.609Z"}
+        with open(os.path.join(d, "status.json"), "w") as f:
+            json.dump(status, f)
+        for log in ("stdout.log", "stderr.log"):
+            open(os.path.join(d, log), "w").close()
+    return ids
+
+
+def bench_many_jobs():
+    print("10,000 stored jobs", file=sys.stderr)
+    cfgs = {}
+    for n in (10, 10000):
+        data = os.path.join(WORK, f"store{n}")
+        ids = fabricate_store(data, n)
+        cfg = os.path.join(WORK, f"config{n}.yaml")
+        write_config(cfg, f"machines:\n  - name: local\n    data_dir: {data}\n")
+        env = dict(ENV, CODEX_REMOTE_CONFIG=cfg)
+        cfgs[n] = (env, ids[len(ids) // 2])
+    a = timed([REMOTE, "exec", "result", "--id", cfgs[10000][1]], env=cfgs[10000][0])
+    b = timed([REMOTE, "exec", "result", "--id", cfgs[10][1]], env=cfgs[10][0])
+    ta, tb = interleaved(a, b, 40)
+    record("exec result among 10,000 jobs / among 10", f"{ta*1e3:.2f} ms / {tb*1e3:.2f} ms = {ta/tb:.2f}",
+           "<= 1.2", ta / tb <= 1.2)
+    times = [timed([REMOTE, "exec", "list", "--limit", "50"], env=cfgs[10000][0])() for _ in range(15)]
+    med = statistics.median(times) * 1e3
+    record("exec list --limit 50 over 10,000 jobs (median)", f"{med:.1f} ms", "<= 200 ms", med <= 200)
+
+
+def follow_latency(machine):
+    job = ok_json([REMOTE, "exec", "start", "--machine", machine, "--cmd",
+                   "for i in $(seq 60); do date +%s%N; sleep 0.05; done"])["exec_id"]
+    p = subprocess.Popen([REMOTE, "exec", "logs", "--machine", machine, "--id", job, "--since", "0",
+                          "--follow"], stdout=subprocess.PIPE, env=ENV)
+    lat = []
+    for raw in p.stdout:
+        now = time.time_ns()
+        ev = json.loads(raw)
+        if ev.get("type") == "log":
+            lat.append((now - int(ev["line"])) / 1e6)
+    p.wait()
+    lat.sort()
+    return lat[int(len(lat) * 0.95) - 1], len(lat)
+
+
+def bench_follow(ssh_machine):
+    print("follow latency", file=sys.stderr)
+    write_config(ENV["CODEX_REMOTE_CONFIG"], "machines: []\n")
+    p95, n = follow_latency("local")
+    record(f"exec logs --follow latency on local, p95 of {n} lines", f"{p95:.0f} ms", "<= 200 ms", p95 <= 200)
+    if ssh_machine:
+        write_config(ENV["CODEX_REMOTE_CONFIG"], ssh_machine)
+        p95, n = follow_latency("bench")
+        record(f"exec logs --follow latency over ssh, p95 of {n} lines", f"{p95:.0f} ms", "<= 200 ms",
+               p95 <= 200)
+
+
+def bench_burst(ssh_machine):
+    print("200 parallel starts", file=sys.stderr)
+    write_config(ENV["CODEX_REMOTE_CONFIG"], ssh_machine)
+    close_masters(ENV["CODEX_REMOTE_CONTROL_DIR"])
+    script = (f'for i in $(seq 200); do "{REMOTE}" exec start --machine bench --idempotency-key burst-$i '
+              f'--cmd true >/dev/null 2>>"{WORK}/burst.err" & done; fails=0; '
+              f'for j in $(jobs -p); do wait $j || fails=$((fails+1)); done; echo $fails')
+    start = time.perf_counter()
+    _, _, out, _ = run(["bash", "-c", script])
+    elapsed = time.perf_counter() - start
+    fails = int(out.strip() or 999)
+    jobs = ok_json([REMOTE, "exec", "list", "--machine", "bench", "--limit", "100000"])["jobs"]
+    keys = [j.get("idempotency_key", "") for j in jobs if j.get("idempotency_key", "").startswith("burst-")]
+    ok = fails == 0 and len(keys) == 200 and len(set(keys)) == 200
+    record("200 parallel exec start over ssh (stock sshd)",
+           f"{200-fails}/200 ok, {len(set(keys))} jobs ({len(keys)} records), {elapsed:.1f} s",
+           "200 ok, each job once", ok)
+
+
+def main():
+    sshd = None
+    try:
+        ssh_machine = None
+        if os.path.exists("/usr/sbin/sshd"):
+            sshd, ssh_cfg = start_sshd()
+            remote_data = bench_ssh(ssh_cfg)
+            ssh_machine = open(ENV["CODEX_REMOTE_CONFIG"]).read()
+        else:
+            record("ssh figures", "no sshd", "sshd installed", False)
+        bench_local_rpc()
+        bench_pueue()
+        big = bench_throughput()
+        bench_tail(big)
+        bench_many_jobs()
+        bench_follow(ssh_machine)
+        if ssh_machine:
+            bench_burst(ssh_machine)
+    finally:
+        close_masters(ENV["CODEX_REMOTE_CONTROL_DIR"])
+        if sshd:
+            sshd.terminate()
+        shutil.rmtree(WORK, ignore_errors=True)
+    width = max(len(r[0]) for r in RESULTS)
+    print(f"| {'figure':<{width}} | measured | target | result |")
+    print(f"|{'-'*(width+2)}|---|---|---|")
+    for name, measured, target, verdict in RESULTS:
+        print(f"| {name:<{width}} | {measured} | {target} | {verdict} |")
+    failed = sum(1 for r in RESULTS if r[3] == "FAIL")
+    print(f"\n{len(RESULTS)-failed} passed, {failed} failed")
+
+
+if __name__ == "__main__":
+    main()

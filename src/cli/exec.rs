@@ -13,9 +13,10 @@ use super::{Ctx, emit, emit_raw, parse_duration, parse_key_value, usage};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
     CancelRequest, CommandSpec, ExecStartRequest, JobRef, JobState, JobStatus, ListRequest,
-    LogsEnd, LogsRequest, PruneRequest, Request, Response, StatusResponse, Stream, StreamOffsets,
-    StreamSel, WaitRequest,
+    LogsEnd, LogsRequest, PruneRequest, Request, Response, Stream, StreamOffsets, StreamSel,
+    WaitRequest,
 };
+use crate::remote::client::{self, with_machine};
 use crate::remote::transport::{CURRENT_CHILD, Machine};
 
 #[derive(Debug, Subcommand)]
@@ -177,7 +178,7 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
         ExecCommand::Start(args) => start(ctx, args),
         ExecCommand::Result(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
-            let answer = call_status(&m, Request::ExecStatus(JobRef { exec_id: args.id }))?;
+            let answer = client::status(&m, Request::ExecStatus(JobRef { exec_id: args.id }))?;
             emit(&with_machine(&answer, &m.name, None));
             Ok(exit::OK)
         }
@@ -186,34 +187,32 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
             let m = ctx.machine(args.machine.machine.as_deref())?;
             let grace_ms = Some(args.grace.as_millis() as u64);
             let req = Request::ExecCancel(CancelRequest { exec_id: args.id, grace_ms });
-            let answer = call_status(&m, req)?;
+            let answer = client::status(&m, req)?;
             emit(&with_machine(&answer, &m.name, None));
             Ok(exit::OK)
         }
         ExecCommand::Wait(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
             let timeout_ms = args.timeout.map(|t| t.as_millis() as u64);
-            let answer =
-                call_status(&m, Request::ExecWait(WaitRequest { exec_id: args.id, timeout_ms }))?;
+            let answer = client::status(
+                &m,
+                Request::ExecWait(WaitRequest { exec_id: args.id, timeout_ms }),
+            )?;
             emit(&with_machine(&answer, &m.name, None));
             Ok(if answer.timed_out == Some(true) { exit::TIMED_OUT } else { exit::OK })
         }
         ExecCommand::List(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
-            let req = Request::ExecList(ListRequest { state: args.state, limit: Some(args.limit) });
-            match m.call(&req, &mut |_| Ok(()))? {
-                Response::List(list) => {
-                    #[derive(Serialize)]
-                    struct Out<'a> {
-                        machine: &'a str,
-                        jobs: Vec<serde_json::Value>,
-                    }
-                    let jobs = list.jobs.iter().map(|j| with_machine(j, &m.name, None)).collect();
-                    emit(&Out { machine: &m.name, jobs });
-                    Ok(exit::OK)
-                }
-                other => Err(unexpected(&other)),
+            let list =
+                client::list(&m, ListRequest { state: args.state, limit: Some(args.limit) })?;
+            #[derive(Serialize)]
+            struct Out<'a> {
+                machine: &'a str,
+                jobs: Vec<serde_json::Value>,
             }
+            let jobs = list.jobs.iter().map(|j| with_machine(j, &m.name, None)).collect();
+            emit(&Out { machine: &m.name, jobs });
+            Ok(exit::OK)
         }
         ExecCommand::Rm(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
@@ -229,38 +228,6 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
             Ok(exit::OK)
         }
         ExecCommand::Run(args) => run_job(ctx, args),
-    }
-}
-
-/// A serialized value with `machine` added (and `type` first, for `exec run` events).
-fn with_machine(value: &impl Serialize, machine: &str, kind: Option<&str>) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    if let Some(kind) = kind {
-        map.insert("type".into(), kind.into());
-    }
-    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(value) {
-        for (k, v) in fields {
-            if kind.is_none() || k != "type" {
-                map.insert(k, v);
-            }
-        }
-    }
-    map.insert("machine".into(), machine.into());
-    serde_json::Value::Object(map)
-}
-
-fn unexpected(answer: &Response) -> Error {
-    let kind = serde_json::to_value(answer)
-        .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(String::from))
-        .unwrap_or_default();
-    Error::new(ErrorCode::ProtocolError, format!("unexpected answer of type {kind:?}"))
-}
-
-fn call_status(m: &Machine, req: Request) -> Result<StatusResponse> {
-    match m.call(&req, &mut |_| Ok(()))? {
-        Response::Status(s) => Ok(s),
-        other => Err(unexpected(&other)),
     }
 }
 
@@ -289,12 +256,8 @@ fn start_request(args: &StartArgs) -> Result<ExecStartRequest> {
         env: args.env.iter().cloned().collect::<BTreeMap<_, _>>(),
         name: args.name.clone(),
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
-        // Always a key: a start retried after a dropped connection must not run twice.
-        idempotency_key: Some(
-            args.idempotency_key
-                .clone()
-                .unwrap_or_else(|| format!("auto-{}", uuid::Uuid::now_v7().simple())),
-        ),
+        // None: client::start makes one, so a retried start never runs twice.
+        idempotency_key: args.idempotency_key.clone(),
     })
 }
 
@@ -312,7 +275,7 @@ fn job_exit_code(job: &JobStatus) -> u8 {
 fn start(ctx: &Ctx, args: StartArgs) -> Result<u8> {
     let m = ctx.machine(args.machine.machine.as_deref())?;
     let req = start_request(&args)?;
-    let answer = call_status(&m, Request::ExecStart(req))?;
+    let answer = client::start(&m, req)?;
     emit(&with_machine(&answer, &m.name, None));
     if answer.job.state == JobState::StartFailed {
         let message = answer.job.error.clone().unwrap_or_else(|| "the job could not start".into());
@@ -394,17 +357,14 @@ fn read_logs(
         }
         Ok(())
     };
-    match m.call(&Request::ExecLogs(req.clone()), &mut on_line)? {
-        Response::LogsEnd(end) => Ok(end),
-        other => Err(unexpected(&other)),
-    }
+    client::logs(m, req, &mut on_line)
 }
 
 /// `exec run`: start, follow both streams as NDJSON, exit with the job's code. Ctrl-C detaches.
 fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
     let m = ctx.machine(args.machine.machine.as_deref())?;
     let req = start_request(&args)?;
-    let started = call_status(&m, Request::ExecStart(req))?;
+    let started = client::start(&m, req)?;
     // From here on Ctrl-C detaches; before, it simply stops us (the start completes remotely).
     let detached = Arc::new(AtomicBool::new(false));
     watch_interrupts(&detached)?;

@@ -2,13 +2,15 @@
 //! text goes to stderr. A failure prints `{"type":"error","code":...,"message":...}` on stdout,
 //! the message on stderr, and exits with the code's exit status (README "Exit codes").
 
+pub mod completions;
 pub mod exec;
+pub mod mcp;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorCode, Result, exit};
@@ -35,6 +37,10 @@ enum Command {
     /// Start, watch, tail and cancel jobs.
     #[command(subcommand)]
     Exec(exec::ExecCommand),
+    /// Serve the exec tools to a coding agent over MCP (Model Context Protocol) on stdio.
+    Mcp(mcp::McpArgs),
+    /// Print a shell completion script: `codex-remote completions bash > ...`.
+    Completions(completions::CompletionsArgs),
 }
 
 /// Everything a command needs: the config and where its output goes.
@@ -52,12 +58,13 @@ impl Ctx {
 /// Runs `codex-remote` with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = RemoteConfig::load(cli.config.as_deref()).and_then(|config| {
-        let ctx = Ctx { config };
-        match cli.command {
-            Command::Exec(cmd) => exec::run(&ctx, cmd),
-        }
-    });
+    let result = match cli.command {
+        Command::Exec(cmd) => RemoteConfig::load(cli.config.as_deref())
+            .and_then(|config| exec::run(&Ctx { config }, cmd)),
+        // The MCP server reads the config at each call and keeps stdout for MCP messages.
+        Command::Mcp(args) => return ExitCode::from(mcp::run(cli.config, args)),
+        Command::Completions(args) => completions::run(args, Cli::command()),
+    };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

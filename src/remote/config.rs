@@ -127,10 +127,17 @@ impl RemoteConfig {
         if name == LOCAL {
             return Ok(MachineConfig { name: LOCAL.to_string(), ..Default::default() });
         }
-        let mut known: Vec<&str> = self.machines.iter().map(|m| m.name.as_str()).collect();
-        known.push(LOCAL);
         Err(Error::new(ErrorCode::UnknownMachine, format!("no machine named {name:?}"))
-            .with_hint(format!("configured machines: {}", known.join(", "))))
+            .with_hint(format!("configured machines: {}", self.machine_names().join(", "))))
+    }
+
+    /// The names of the configured machines, and `local` (built in) when not among them.
+    pub fn machine_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.machines.iter().map(|m| m.name.clone()).collect();
+        if !names.iter().any(|n| n == LOCAL) {
+            names.push(LOCAL.to_string());
+        }
+        names
     }
 }
 

@@ -1,5 +1,6 @@
 //! The laptop side: the machine list and how `codex-remote` reaches a machine's `codexd`.
 
+pub mod client;
 pub mod config;
 pub mod ssh;
 pub mod transport;

@@ -1,0 +1,143 @@
+//! The MCP server's stdin and stdout: JSON-RPC messages, one per line, and nothing else on stdout.
+//!
+//! rmcp's own line transport does the protocol. In front of it, a reader answers what it drops
+//! without a word: a line that is not JSON gets JSON-RPC's `-32700 Parse error` and a line over
+//! the size cap gets `-32600 Invalid Request` (both with `id: null`), so a client learns its
+//! message was lost instead of waiting for an answer that never comes. Both kinds of answer
+//! reach stdout through one writer, a whole line at a time.
+
+use rmcp::ServiceExt;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use super::McpServer;
+use crate::wire::{self, Line};
+
+/// Buffer of the in-process pipes between the line filter, rmcp and the stdout writer.
+const PIPE_BYTES: usize = 256 * 1024;
+/// The longest message read (a tool call with a script of a few MiB fits).
+const MAX_MESSAGE: usize = wire::MAX_REQUEST_LINE;
+
+/// What the stdin reader found on one line.
+enum Incoming {
+    /// A JSON text, for rmcp.
+    Message(Vec<u8>),
+    /// Not a message: the error answer to write instead.
+    Refused(Vec<u8>),
+}
+
+/// Serves `server` on stdin/stdout until stdin closes (or the client ends the session).
+pub async fn serve(server: McpServer) -> Result<(), String> {
+    let (mut to_rmcp, rmcp_in) = tokio::io::duplex(PIPE_BYTES);
+    let (rmcp_out, from_rmcp) = tokio::io::duplex(PIPE_BYTES);
+    let (incoming_tx, mut incoming) = mpsc::channel::<Incoming>(16);
+    let (refused_tx, refused) = mpsc::unbounded_channel::<Vec<u8>>();
+
+    // A plain thread: a blocking read of stdin cannot be cancelled, and must not hold up the
+    // runtime's shutdown once the session is over.
+    std::thread::spawn(move || read_stdin(incoming_tx));
+    tokio::spawn(async move {
+        while let Some(item) = incoming.recv().await {
+            match item {
+                Incoming::Message(mut line) => {
+                    line.push(b'\n');
+                    if to_rmcp.write_all(&line).await.is_err() {
+                        break;
+                    }
+                }
+                Incoming::Refused(answer) => {
+                    let _ = refused_tx.send(answer);
+                }
+            }
+        }
+        // Dropping `to_rmcp` here is rmcp's end of input.
+    });
+    let writer = tokio::spawn(write_stdout(from_rmcp, refused));
+
+    let result = match server.serve((rmcp_in, rmcp_out)).await {
+        Ok(running) => running.waiting().await.map(|_| ()).map_err(|e| e.to_string()),
+        // Usually the client went away before the handshake ended: nothing to serve.
+        Err(e) => {
+            let e = e.to_string();
+            if !e.contains("closed") {
+                eprintln!("codex-remote mcp: {e}");
+            }
+            Ok(())
+        }
+    };
+    let _ = writer.await;
+    result
+}
+
+/// Reads stdin line by line with a size cap, sorting messages from lines to refuse.
+fn read_stdin(tx: mpsc::Sender<Incoming>) {
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        let item = match wire::read_line_capped(&mut stdin, MAX_MESSAGE) {
+            Ok(Some(Line::Text(bytes))) => {
+                let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
+                    Ok(_) => Incoming::Message(bytes),
+                    Err(e) => Incoming::Refused(error_line(-32700, &format!("Parse error: {e}"))),
+                }
+            }
+            Ok(Some(Line::TooLong(n))) => Incoming::Refused(error_line(
+                -32600,
+                &format!(
+                    "Invalid Request: a message of {n} bytes is over the {MAX_MESSAGE} byte cap"
+                ),
+            )),
+            Ok(None) | Err(_) => return,
+        };
+        if tx.blocking_send(item).is_err() {
+            return;
+        }
+    }
+}
+
+fn error_line(code: i64, message: &str) -> Vec<u8> {
+    let answer = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    let mut line = answer.to_string().into_bytes();
+    line.push(b'\n');
+    line
+}
+
+/// Copies rmcp's output lines and the refusals to stdout, whole lines only, until rmcp is done.
+async fn write_stdout(
+    from_rmcp: tokio::io::DuplexStream,
+    mut refused: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    let mut out = tokio::io::stdout();
+    let mut lines = BufReader::new(from_rmcp);
+    // A line of rmcp's being read; `read_until` keeps a partial read in it if the other branch
+    // wins, and the next call goes on from there.
+    let mut line = Vec::new();
+    let mut refusals_open = true;
+    loop {
+        let answer = tokio::select! {
+            read = lines.read_until(b'\n', &mut line) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => std::mem::take(&mut line),
+            },
+            answer = refused.recv(), if refusals_open => match answer {
+                Some(answer) => answer,
+                None => {
+                    refusals_open = false;
+                    continue;
+                }
+            },
+        };
+        if out.write_all(&answer).await.is_err() || out.flush().await.is_err() {
+            // stdout is closed: the client is gone.
+            return;
+        }
+    }
+    while let Ok(answer) = refused.try_recv() {
+        let _ = out.write_all(&answer).await;
+    }
+    let _ = out.flush().await;
+}

@@ -1,0 +1,90 @@
+//! Typed calls to a machine's `codexd`: one function per request kind, shared by the `exec`
+//! commands and the MCP server so both build requests and read answers the same way.
+
+use serde::Serialize;
+
+use super::transport::Machine;
+use crate::error::{Error, ErrorCode, Result};
+use crate::protocol::{
+    ExecStartRequest, HelloRequest, HelloResponse, ListRequest, ListResponse, LogsEnd, LogsRequest,
+    PROTOCOL_VERSION, Request, Response, StatusResponse,
+};
+
+/// `exec_start`. A start without an idempotency key gets one, so a retry of this call (by the
+/// transport after a dropped connection) never runs the job twice.
+pub fn start(m: &Machine, mut req: ExecStartRequest) -> Result<StatusResponse> {
+    if req.idempotency_key.is_none() {
+        req.idempotency_key = Some(format!("auto-{}", uuid::Uuid::now_v7().simple()));
+    }
+    status(m, Request::ExecStart(req))
+}
+
+/// A request answered by a status object (`exec_start`, `_status`, `_wait`, `_cancel`).
+pub fn status(m: &Machine, req: Request) -> Result<StatusResponse> {
+    match m.call(&req, &mut |_| Ok(()))? {
+        Response::Status(s) => Ok(s),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `exec_list`.
+pub fn list(m: &Machine, req: ListRequest) -> Result<ListResponse> {
+    match m.call(&Request::ExecList(req), &mut |_| Ok(()))? {
+        Response::List(list) => Ok(list),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `hello`: the machine's codexd version, protocol and capabilities.
+pub fn hello(m: &Machine) -> Result<HelloResponse> {
+    let req = Request::Hello(HelloRequest {
+        protocol: Some(PROTOCOL_VERSION),
+        client_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+    });
+    match m.call(&req, &mut |_| Ok(()))? {
+        Response::Hello(h) => Ok(h),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `exec_logs`: `log`/`chunk` lines go to `on_line` as they arrive; returns the `logs_end`.
+pub fn logs(
+    m: &Machine,
+    req: &LogsRequest,
+    on_line: &mut dyn FnMut(Response) -> Result<()>,
+) -> Result<LogsEnd> {
+    match m.call(&Request::ExecLogs(req.clone()), on_line)? {
+        Response::LogsEnd(end) => Ok(end),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// A serialized value with `machine` added (and `type` first, for `exec run` events).
+pub fn with_machine(
+    value: &impl Serialize,
+    machine: &str,
+    kind: Option<&str>,
+) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    if let Some(kind) = kind {
+        map.insert("type".into(), kind.into());
+    }
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(value) {
+        for (k, v) in fields {
+            if kind.is_none() || k != "type" {
+                map.insert(k, v);
+            }
+        }
+    }
+    map.insert("machine".into(), machine.into());
+    serde_json::Value::Object(map)
+}
+
+/// The error for an answer of the wrong kind.
+pub fn unexpected(answer: &Response) -> Error {
+    let kind = serde_json::to_value(answer)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(String::from))
+        .unwrap_or_default();
+    Error::new(ErrorCode::ProtocolError, format!("unexpected answer of type {kind:?}"))
+}

@@ -16,12 +16,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use rmcp::handler::server::common::{FromContextPart, schema_for_input};
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result, exit};
@@ -85,11 +87,9 @@ const MACHINE_DOC: &str = "The machine: a name from the `machines` tool. Default
 #[serde(deny_unknown_fields)]
 pub struct MachinesInput {
     /// Only this machine (default: every configured machine, and `local`).
-    #[serde(default)]
     machine: Option<String>,
     /// Call each machine's codexd (`hello`) to see that it answers, how fast, and its version
     /// (default true). False only lists the config.
-    #[serde(default)]
     check: Option<bool>,
 }
 
@@ -97,40 +97,30 @@ pub struct MachinesInput {
 #[serde(deny_unknown_fields)]
 pub struct StartInput {
     #[schemars(description = MACHINE_DOC)]
-    #[serde(default)]
     machine: Option<String>,
     /// A shell command, run as `bash -lc CMD` (a login shell: conda, modules and PATH are
     /// loaded). Give exactly one of `cmd`, `argv`, `script`.
-    #[serde(default)]
     cmd: Option<String>,
     /// The command as a list of words, run without a shell, e.g. ["python", "train.py"].
-    #[serde(default)]
     argv: Option<Vec<String>>,
     /// The text of a script, saved on the machine and run with the shell (a #! line is
     /// honoured).
-    #[serde(default)]
     script: Option<String>,
     /// Working directory on the machine; `~` and relative paths are from the remote home (the
     /// default). A missing directory makes the job `start_failed`.
-    #[serde(default)]
     cwd: Option<String>,
     /// Environment variables for the job. The job also gets CODEXD_EXEC_ID.
-    #[serde(default)]
     env: Option<BTreeMap<String, String>>,
     /// The shell for `cmd` and `script`, as words (default `bash -lc`).
-    #[serde(default)]
     shell: Option<String>,
     /// A name for the job, shown in its status and in `exec_list`.
-    #[serde(default)]
     name: Option<String>,
     /// Labels for the job, shown in its status.
-    #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
     /// Retry safety: a start with a key already used on this machine returns the first job
     /// (`replayed: true`) instead of running the command again. Pass your own and reuse it when
     /// you retry after a time-out; without it one is made and returned in `idempotency_key`.
     /// Letters, digits, `-`, `_`, `.`, `:`.
-    #[serde(default)]
     idempotency_key: Option<String>,
 }
 
@@ -138,7 +128,6 @@ pub struct StartInput {
 #[serde(deny_unknown_fields)]
 pub struct JobInput {
     #[schemars(description = MACHINE_DOC)]
-    #[serde(default)]
     machine: Option<String>,
     /// The job's `exec_id`, as returned by `exec_start` or `exec_list`.
     exec_id: String,
@@ -148,27 +137,21 @@ pub struct JobInput {
 #[serde(deny_unknown_fields)]
 pub struct LogsInput {
     #[schemars(description = MACHINE_DOC)]
-    #[serde(default)]
     machine: Option<String>,
     /// The job's `exec_id`.
     exec_id: String,
     /// Which output: `stdout`, `stderr` or `both` (default `both`).
-    #[serde(default)]
     stream: Option<StreamSel>,
     /// Byte offset in stdout to read from: the `next_offset.stdout` of the previous call.
     /// Default 0 (the beginning), or the tail with `tail_lines`.
-    #[serde(default)]
     since_stdout: Option<u64>,
     /// Byte offset in stderr to read from: the `next_offset.stderr` of the previous call.
-    #[serde(default)]
     since_stderr: Option<u64>,
     /// Only the last N lines (of what follows `since_*`): to look at the end of a long log.
-    #[serde(default)]
     tail_lines: Option<u64>,
     /// At most this many bytes of log in this answer (default 16384, at most 1048576), split
     /// evenly between the streams with `both`. `more: true` says there is more: call again with
     /// the returned `next_offset`.
-    #[serde(default)]
     #[schemars(range(min = 1, max = 1048576))]
     max_bytes: Option<u64>,
 }
@@ -177,13 +160,11 @@ pub struct LogsInput {
 #[serde(deny_unknown_fields)]
 pub struct WaitInput {
     #[schemars(description = MACHINE_DOC)]
-    #[serde(default)]
     machine: Option<String>,
     /// The job's `exec_id`.
     exec_id: String,
     /// Give up after this many seconds (default 25, at most 3600) and return the running status
     /// with `timed_out: true`; then call `exec_wait` again. Keep it under your own tool time-out.
-    #[serde(default)]
     #[schemars(range(min = 0, max = 3600))]
     timeout_seconds: Option<f64>,
 }
@@ -192,12 +173,10 @@ pub struct WaitInput {
 #[serde(deny_unknown_fields)]
 pub struct CancelInput {
     #[schemars(description = MACHINE_DOC)]
-    #[serde(default)]
     machine: Option<String>,
     /// The job's `exec_id`.
     exec_id: String,
     /// Seconds between TERM and KILL (default 5).
-    #[serde(default)]
     #[schemars(range(min = 0, max = 3600))]
     grace_seconds: Option<f64>,
 }
@@ -206,13 +185,10 @@ pub struct CancelInput {
 #[serde(deny_unknown_fields)]
 pub struct ListInput {
     #[schemars(description = MACHINE_DOC)]
-    #[serde(default)]
     machine: Option<String>,
     /// Only jobs in this state.
-    #[serde(default)]
     state: Option<JobState>,
     /// At most this many jobs, newest first (default 20, at most 500).
-    #[serde(default)]
     #[schemars(range(min = 1, max = 500))]
     limit: Option<usize>,
 }
@@ -228,23 +204,25 @@ impl McpServer {
 
     /// The configured machines, each checked with a `hello` call.
     #[tool(
+        input_schema = input_schema::<MachinesInput>(),
         description = "List the machines jobs can run on, and check each: does its codexd answer \
                        (`ok`), how fast (`latency_ms`), which version. `local` is this computer. \
                        Call this first when unsure which machine to use.",
         annotations(read_only_hint = true, open_world_hint = true)
     )]
-    async fn machines(&self, Parameters(input): Parameters<MachinesInput>) -> ToolResult {
+    async fn machines(&self, Arguments(input): Arguments<MachinesInput>) -> ToolResult {
         let config = self.config.clone();
         on_blocking_pool(move || machines(config, input)).await
     }
 
     #[tool(
+        input_schema = input_schema::<StartInput>(),
         description = "Start a job (a shell command, argv or script) on a machine and return at \
                        once with its status: `exec_id`, `status: running`. The job survives this \
                        server and the connection. Then call exec_wait (repeatedly) and exec_logs.",
         annotations(destructive_hint = false, idempotent_hint = true, open_world_hint = true)
     )]
-    async fn exec_start(&self, Parameters(input): Parameters<StartInput>) -> ToolResult {
+    async fn exec_start(&self, Arguments(input): Arguments<StartInput>) -> ToolResult {
         let req = start_request(&input)?;
         let (config, name) = (self.config.clone(), input.machine);
         on_blocking_pool(move || {
@@ -271,11 +249,12 @@ impl McpServer {
     }
 
     #[tool(
+        input_schema = input_schema::<JobInput>(),
         description = "A job's status: `status` is running or finished; `state` is running, \
                        succeeded, failed, cancelled, lost or start_failed; `exit_code`.",
         annotations(read_only_hint = true, open_world_hint = true)
     )]
-    async fn exec_status(&self, Parameters(input): Parameters<JobInput>) -> ToolResult {
+    async fn exec_status(&self, Arguments(input): Arguments<JobInput>) -> ToolResult {
         let (config, name) = (self.config.clone(), input.machine);
         let req = Request::ExecStatus(JobRef { exec_id: input.exec_id });
         on_blocking_pool(move || {
@@ -287,6 +266,7 @@ impl McpServer {
     }
 
     #[tool(
+        input_schema = input_schema::<LogsInput>(),
         description = "Read a page of a job's output (default 16 KiB), as `lines` with their \
                        stream and byte offset. Pass `next_offset.stdout`/`.stderr` back as \
                        `since_stdout`/`since_stderr` to read on without losing or repeating a \
@@ -294,7 +274,7 @@ impl McpServer {
                        `partial: true` has no newline yet; the next page continues it.",
         annotations(read_only_hint = true, open_world_hint = true)
     )]
-    async fn exec_logs(&self, Parameters(input): Parameters<LogsInput>) -> ToolResult {
+    async fn exec_logs(&self, Arguments(input): Arguments<LogsInput>) -> ToolResult {
         let req = logs_request(&input)?;
         let (config, name) = (self.config.clone(), input.machine);
         on_blocking_pool(move || {
@@ -305,12 +285,13 @@ impl McpServer {
     }
 
     #[tool(
+        input_schema = input_schema::<WaitInput>(),
         description = "Wait until a job finishes, at most `timeout_seconds` (default 25), and \
                        return its status. If it is still running you get `timed_out: true` and \
                        `status: running`: call exec_wait again. Long jobs never time you out.",
         annotations(read_only_hint = true, open_world_hint = true)
     )]
-    async fn exec_wait(&self, Parameters(input): Parameters<WaitInput>) -> ToolResult {
+    async fn exec_wait(&self, Arguments(input): Arguments<WaitInput>) -> ToolResult {
         let secs = seconds(input.timeout_seconds, DEFAULT_WAIT_SECS, "timeout_seconds")?;
         let (config, name) = (self.config.clone(), input.machine);
         let timeout_ms = Some(secs.as_millis() as u64);
@@ -336,12 +317,13 @@ impl McpServer {
     }
 
     #[tool(
+        input_schema = input_schema::<CancelInput>(),
         description = "Cancel a job: TERM to all its processes, `grace_seconds` (default 5), then \
                        KILL. Returns the status (`state: cancelled`); a job that already ended is \
                        left as it was.",
         annotations(destructive_hint = true, idempotent_hint = true, open_world_hint = true)
     )]
-    async fn exec_cancel(&self, Parameters(input): Parameters<CancelInput>) -> ToolResult {
+    async fn exec_cancel(&self, Arguments(input): Arguments<CancelInput>) -> ToolResult {
         let grace = seconds(input.grace_seconds, 5.0, "grace_seconds")?;
         let (config, name) = (self.config.clone(), input.machine);
         let grace_ms = Some(grace.as_millis() as u64);
@@ -359,11 +341,12 @@ impl McpServer {
     }
 
     #[tool(
+        input_schema = input_schema::<ListInput>(),
         description = "List a machine's jobs, newest first (default 20), optionally only those \
                        in one `state` (e.g. running).",
         annotations(read_only_hint = true, open_world_hint = true)
     )]
-    async fn exec_list(&self, Parameters(input): Parameters<ListInput>) -> ToolResult {
+    async fn exec_list(&self, Arguments(input): Arguments<ListInput>) -> ToolResult {
         let limit = input.limit.unwrap_or(DEFAULT_LIST_LIMIT);
         if !(1..=MAX_LIST_LIMIT).contains(&limit) {
             return Err(bad_argument(format!("limit must be 1..={MAX_LIST_LIMIT}")));
@@ -398,6 +381,25 @@ impl ServerHandler for McpServer {}
 /// Reads the config (at every call, so edits apply) and finds the machine.
 fn machine(config: Option<&Path>, name: Option<&str>) -> Result<Machine> {
     Machine::from_config(&RemoteConfig::load(config)?.machine(name)?)
+}
+
+/// A tool's arguments. rmcp's own `Parameters` turns arguments that do not parse into a tool
+/// error; this server answers them with a protocol-level `invalid_params` error instead, as it
+/// does for every argument it cannot use (README "MCP server").
+pub struct Arguments<T>(pub T);
+
+impl<S, T: DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Arguments<T> {
+    fn from_context_part(context: &mut ToolCallContext<S>) -> std::result::Result<Self, ErrorData> {
+        let arguments = context.arguments.take().unwrap_or_default();
+        serde_json::from_value(Value::Object(arguments))
+            .map(Arguments)
+            .map_err(|e| bad_argument(format!("invalid arguments for {}: {e}", context.name())))
+    }
+}
+
+/// The JSON schema of a tool's arguments, from the input type's doc comments.
+fn input_schema<T: JsonSchema + 'static>() -> std::sync::Arc<JsonObject> {
+    schema_for_input::<T>().unwrap_or_else(|e| panic!("the input schema of a tool: {e}"))
 }
 
 /// A failure as a tool answer: the CLI's error object, and optionally the job it is about.

@@ -233,7 +233,8 @@ impl McpServer {
                     answer.job.error.clone().unwrap_or_else(|| "it could not start".into());
                 let mut e = Error::new(crate::error::ErrorCode::StartFailed, message);
                 e.hint = Some("see `job` for the command, cwd and shell that failed".into());
-                return Err(ErrorWithJob(e, Some(with_machine(&answer, &m.name, None))).into());
+                let job = Some(with_machine(&answer, &m.name, None));
+                return Err(Box::new(ToolFailure { error: e, job }));
             }
             let verb = if answer.replayed == Some(true) { "already started" } else { "started" };
             let key = answer.job.idempotency_key.as_deref().unwrap_or("");
@@ -403,25 +404,32 @@ fn input_schema<T: JsonSchema + 'static>() -> std::sync::Arc<JsonObject> {
 }
 
 /// A failure as a tool answer: the CLI's error object, and optionally the job it is about.
-struct ErrorWithJob(Error, Option<Value>);
+struct ToolFailure {
+    error: Error,
+    job: Option<Value>,
+}
 
-impl From<Error> for ErrorWithJob {
-    fn from(e: Error) -> Self {
-        ErrorWithJob(e, None)
+impl From<Error> for Box<ToolFailure> {
+    fn from(error: Error) -> Self {
+        Box::new(ToolFailure { error, job: None })
     }
 }
+
+/// What a blocking tool body ends with: the JSON and the line, or the failure.
+type Outcome = std::result::Result<(Value, String), Box<ToolFailure>>;
 
 /// Runs a blocking tool body on tokio's blocking pool and turns its outcome into a tool result.
 async fn on_blocking_pool<F>(body: F) -> ToolResult
 where
-    F: FnOnce() -> std::result::Result<(Value, String), ErrorWithJob> + Send + 'static,
+    F: FnOnce() -> Outcome + Send + 'static,
 {
     let outcome = tokio::task::spawn_blocking(body)
         .await
         .map_err(|e| ErrorData::internal_error(format!("the tool task failed: {e}"), None))?;
     Ok(match outcome {
         Ok((value, line)) => tool_answer(value, line, false),
-        Err(ErrorWithJob(e, job)) => {
+        Err(failure) => {
+            let ToolFailure { error: e, job } = *failure;
             let mut value = json!({ "type": "error", "code": e.code, "message": e.message });
             if let Some(hint) = &e.hint {
                 value["hint"] = hint.clone().into();
@@ -522,7 +530,7 @@ fn logs_request(input: &LogsInput) -> std::result::Result<LogsRequest, ErrorData
 }
 
 /// One `exec_logs` page: the lines, and where the next page starts per stream.
-fn logs_page(m: &Machine, req: &LogsRequest) -> std::result::Result<(Value, String), ErrorWithJob> {
+fn logs_page(m: &Machine, req: &LogsRequest) -> Outcome {
     let mut lines: Vec<LogLine> = Vec::new();
     // Where each stream stops when the line cap cuts the page short.
     let mut cut = StreamOffsets::default();
@@ -601,10 +609,7 @@ fn status_line(job: &JobStatus, machine: &str) -> String {
 }
 
 /// The `machines` tool: the config's machines (and `local`), each checked in parallel.
-fn machines(
-    config: Option<PathBuf>,
-    input: MachinesInput,
-) -> std::result::Result<(Value, String), ErrorWithJob> {
+fn machines(config: Option<PathBuf>, input: MachinesInput) -> Outcome {
     let config = RemoteConfig::load(config.as_deref())?;
     let default = config.machine(None).map(|m| m.name).ok();
     let names: Vec<String> = match &input.machine {

@@ -5,5 +5,6 @@ mod bad_input;
 mod faults;
 mod golden;
 mod local_exec;
+mod mcp;
 mod ssh_exec;
 mod support;

@@ -2,6 +2,7 @@
 //! and a real OpenSSH `sshd` on a loopback port for the ssh path.
 
 mod bad_input;
+mod completions;
 mod faults;
 mod golden;
 mod local_exec;

@@ -5,48 +5,40 @@
 //! `exec_list`. Each answers structured JSON (the CLI's objects) plus one short text line.
 //! A failure of the call itself (unknown machine, job not found, ssh down) is a *tool error*
 //! whose JSON carries the CLI's stable error `code`; arguments that cannot be used are a
-//! protocol-level `invalid_params` error. Calls reach machines through the same blocking
+//! protocol-level `invalid_params` error (`inputs`). Calls reach machines through the same blocking
 //! transport as the CLI, on tokio's blocking pool, so a 25 s `exec_wait` holds no other call up.
 //! The config is read at every call: an edit takes effect without restarting the server.
 
+mod inputs;
 mod stdio;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
-use rmcp::handler::server::common::{FromContextPart, schema_for_input};
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::tool::ToolCallContext;
-use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+use rmcp::model::{CallToolResult, ContentBlock};
 use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::error::{Error, Result, exit};
+use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
-    CancelRequest, CommandSpec, ExecStartRequest, JobRef, JobState, JobStatus, ListRequest,
-    LogLine, LogsRequest, PROTOCOL_VERSION, Request, Response, RunStatus, Stream, StreamOffsets,
-    StreamSel, WaitRequest,
+    CancelRequest, JobRef, JobState, JobStatus, ListRequest, LogLine, LogsRequest,
+    PROTOCOL_VERSION, Request, Response, RunStatus, StreamOffsets, WaitRequest,
 };
 use crate::remote::client::{self, with_machine};
 use crate::remote::config::RemoteConfig;
 use crate::remote::transport::{Machine, Route};
 
-/// `exec_wait` gives up after this long unless told otherwise: under the tool time-outs of
-/// common MCP clients (often 30–60 s).
-const DEFAULT_WAIT_SECS: f64 = 25.0;
-const MAX_WAIT_SECS: f64 = 3600.0;
-/// `exec_logs` reads at most this many bytes of log per call unless told otherwise.
-const DEFAULT_LOG_BYTES: u64 = 16 * 1024;
-const MAX_LOG_BYTES: u64 = 1024 * 1024;
-/// And at most this many lines (a log of empty lines would otherwise make a huge answer).
+use inputs::{
+    Arguments, CancelInput, DEFAULT_LIST_LIMIT, DEFAULT_WAIT_SECS, JobInput, ListInput, LogsInput,
+    MAX_LIST_LIMIT, MachinesInput, StartInput, WaitInput, bad_argument, input_schema, logs_request,
+    seconds, start_request,
+};
+
+/// `exec_logs` returns at most this many lines (a log of empty lines would otherwise make a huge
+/// answer).
 const MAX_LOG_LINES: usize = 2000;
-const DEFAULT_LIST_LIMIT: usize = 20;
-const MAX_LIST_LIMIT: usize = 500;
 
 #[derive(Debug, Args)]
 pub struct McpArgs {}
@@ -77,120 +69,6 @@ pub fn run(config: Option<PathBuf>, _args: McpArgs) -> u8 {
 pub struct McpServer {
     config: Option<PathBuf>,
     tool_router: ToolRouter<Self>,
-}
-
-/// The argument that names a machine, shared by every tool.
-const MACHINE_DOC: &str = "The machine: a name from the `machines` tool. Default: the config's \
-                           `default_machine`, else `local` (this computer).";
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MachinesInput {
-    /// Only this machine (default: every configured machine, and `local`).
-    machine: Option<String>,
-    /// Call each machine's codexd (`hello`) to see that it answers, how fast, and its version
-    /// (default true). False only lists the config.
-    check: Option<bool>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StartInput {
-    #[schemars(description = MACHINE_DOC)]
-    machine: Option<String>,
-    /// A shell command, run as `bash -lc CMD` (a login shell: conda, modules and PATH are
-    /// loaded). Give exactly one of `cmd`, `argv`, `script`.
-    cmd: Option<String>,
-    /// The command as a list of words, run without a shell, e.g. ["python", "train.py"].
-    argv: Option<Vec<String>>,
-    /// The text of a script, saved on the machine and run with the shell (a #! line is
-    /// honoured).
-    script: Option<String>,
-    /// Working directory on the machine; `~` and relative paths are from the remote home (the
-    /// default). A missing directory makes the job `start_failed`.
-    cwd: Option<String>,
-    /// Environment variables for the job. The job also gets CODEXD_EXEC_ID.
-    env: Option<BTreeMap<String, String>>,
-    /// The shell for `cmd` and `script`, as words (default `bash -lc`).
-    shell: Option<String>,
-    /// A name for the job, shown in its status and in `exec_list`.
-    name: Option<String>,
-    /// Labels for the job, shown in its status.
-    labels: Option<BTreeMap<String, String>>,
-    /// Retry safety: a start with a key already used on this machine returns the first job
-    /// (`replayed: true`) instead of running the command again. Pass your own and reuse it when
-    /// you retry after a time-out; without it one is made and returned in `idempotency_key`.
-    /// Letters, digits, `-`, `_`, `.`, `:`.
-    idempotency_key: Option<String>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JobInput {
-    #[schemars(description = MACHINE_DOC)]
-    machine: Option<String>,
-    /// The job's `exec_id`, as returned by `exec_start` or `exec_list`.
-    exec_id: String,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LogsInput {
-    #[schemars(description = MACHINE_DOC)]
-    machine: Option<String>,
-    /// The job's `exec_id`.
-    exec_id: String,
-    /// Which output: `stdout`, `stderr` or `both` (default `both`).
-    stream: Option<StreamSel>,
-    /// Byte offset in stdout to read from: the `next_offset.stdout` of the previous call.
-    /// Default 0 (the beginning), or the tail with `tail_lines`.
-    since_stdout: Option<u64>,
-    /// Byte offset in stderr to read from: the `next_offset.stderr` of the previous call.
-    since_stderr: Option<u64>,
-    /// Only the last N lines (of what follows `since_*`): to look at the end of a long log.
-    tail_lines: Option<u64>,
-    /// At most this many bytes of log in this answer (default 16384, at most 1048576), split
-    /// evenly between the streams with `both`. `more: true` says there is more: call again with
-    /// the returned `next_offset`.
-    #[schemars(range(min = 1, max = 1048576))]
-    max_bytes: Option<u64>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WaitInput {
-    #[schemars(description = MACHINE_DOC)]
-    machine: Option<String>,
-    /// The job's `exec_id`.
-    exec_id: String,
-    /// Give up after this many seconds (default 25, at most 3600) and return the running status
-    /// with `timed_out: true`; then call `exec_wait` again. Keep it under your own tool time-out.
-    #[schemars(range(min = 0, max = 3600))]
-    timeout_seconds: Option<f64>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CancelInput {
-    #[schemars(description = MACHINE_DOC)]
-    machine: Option<String>,
-    /// The job's `exec_id`.
-    exec_id: String,
-    /// Seconds between TERM and KILL (default 5).
-    #[schemars(range(min = 0, max = 3600))]
-    grace_seconds: Option<f64>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ListInput {
-    #[schemars(description = MACHINE_DOC)]
-    machine: Option<String>,
-    /// Only jobs in this state.
-    state: Option<JobState>,
-    /// At most this many jobs, newest first (default 20, at most 500).
-    #[schemars(range(min = 1, max = 500))]
-    limit: Option<usize>,
 }
 
 /// What a tool returns: structured JSON and a one-line summary, or an error with its code.
@@ -224,15 +102,14 @@ impl McpServer {
     )]
     async fn exec_start(&self, Arguments(input): Arguments<StartInput>) -> ToolResult {
         let req = start_request(&input)?;
-        let (config, name) = (self.config.clone(), input.machine);
-        on_blocking_pool(move || {
-            let m = machine(config.as_deref(), name.as_deref())?;
-            let answer = client::start(&m, req)?;
+        let name = input.machine;
+        self.on_machine(name, move |m| {
+            let answer = client::start(m, req)?;
             if answer.job.state == JobState::StartFailed {
                 let message =
                     answer.job.error.clone().unwrap_or_else(|| "it could not start".into());
-                let mut e = Error::new(crate::error::ErrorCode::StartFailed, message);
-                e.hint = Some("see `job` for the command, cwd and shell that failed".into());
+                let e = Error::new(ErrorCode::StartFailed, message)
+                    .with_hint("see `job` for the command, cwd and shell that failed");
                 let job = Some(with_machine(&answer, &m.name, None));
                 return Err(Box::new(ToolFailure { error: e, job }));
             }
@@ -256,11 +133,10 @@ impl McpServer {
         annotations(read_only_hint = true, open_world_hint = true)
     )]
     async fn exec_status(&self, Arguments(input): Arguments<JobInput>) -> ToolResult {
-        let (config, name) = (self.config.clone(), input.machine);
+        let name = input.machine;
         let req = Request::ExecStatus(JobRef { exec_id: input.exec_id });
-        on_blocking_pool(move || {
-            let m = machine(config.as_deref(), name.as_deref())?;
-            let answer = client::status(&m, req)?;
+        self.on_machine(name, move |m| {
+            let answer = client::status(m, req)?;
             Ok((with_machine(&answer, &m.name, None), status_line(&answer.job, &m.name)))
         })
         .await
@@ -277,12 +153,8 @@ impl McpServer {
     )]
     async fn exec_logs(&self, Arguments(input): Arguments<LogsInput>) -> ToolResult {
         let req = logs_request(&input)?;
-        let (config, name) = (self.config.clone(), input.machine);
-        on_blocking_pool(move || {
-            let m = machine(config.as_deref(), name.as_deref())?;
-            logs_page(&m, &req)
-        })
-        .await
+        let name = input.machine;
+        self.on_machine(name, move |m| logs_page(m, &req)).await
     }
 
     #[tool(
@@ -294,12 +166,11 @@ impl McpServer {
     )]
     async fn exec_wait(&self, Arguments(input): Arguments<WaitInput>) -> ToolResult {
         let secs = seconds(input.timeout_seconds, DEFAULT_WAIT_SECS, "timeout_seconds")?;
-        let (config, name) = (self.config.clone(), input.machine);
+        let name = input.machine;
         let timeout_ms = Some(secs.as_millis() as u64);
         let req = Request::ExecWait(WaitRequest { exec_id: input.exec_id, timeout_ms });
-        on_blocking_pool(move || {
-            let m = machine(config.as_deref(), name.as_deref())?;
-            let answer = client::status(&m, req)?;
+        self.on_machine(name, move |m| {
+            let answer = client::status(m, req)?;
             let mut value = with_machine(&answer, &m.name, None);
             let line = if answer.timed_out == Some(true) {
                 let hint = format!(
@@ -326,12 +197,11 @@ impl McpServer {
     )]
     async fn exec_cancel(&self, Arguments(input): Arguments<CancelInput>) -> ToolResult {
         let grace = seconds(input.grace_seconds, 5.0, "grace_seconds")?;
-        let (config, name) = (self.config.clone(), input.machine);
+        let name = input.machine;
         let grace_ms = Some(grace.as_millis() as u64);
         let req = Request::ExecCancel(CancelRequest { exec_id: input.exec_id, grace_ms });
-        on_blocking_pool(move || {
-            let m = machine(config.as_deref(), name.as_deref())?;
-            let answer = client::status(&m, req)?;
+        self.on_machine(name, move |m| {
+            let answer = client::status(m, req)?;
             let mut line = status_line(&answer.job, &m.name);
             if let Some(message) = &answer.message {
                 line.push_str(&format!(" ({message})"));
@@ -352,11 +222,10 @@ impl McpServer {
         if !(1..=MAX_LIST_LIMIT).contains(&limit) {
             return Err(bad_argument(format!("limit must be 1..={MAX_LIST_LIMIT}")));
         }
-        let (config, name) = (self.config.clone(), input.machine);
+        let name = input.machine;
         let req = ListRequest { state: input.state, limit: Some(limit) };
-        on_blocking_pool(move || {
-            let m = machine(config.as_deref(), name.as_deref())?;
-            let list = client::list(&m, req)?;
+        self.on_machine(name, move |m| {
+            let list = client::list(m, req)?;
             let running = list.jobs.iter().filter(|j| j.status == RunStatus::Running).count();
             let line = format!("{} jobs on {} ({running} running)", list.jobs.len(), m.name);
             let jobs: Vec<Value> =
@@ -379,28 +248,20 @@ impl McpServer {
 )]
 impl ServerHandler for McpServer {}
 
-/// Reads the config (at every call, so edits apply) and finds the machine.
-fn machine(config: Option<&Path>, name: Option<&str>) -> Result<Machine> {
-    Machine::from_config(&RemoteConfig::load(config)?.machine(name)?)
-}
-
-/// A tool's arguments. rmcp's own `Parameters` turns arguments that do not parse into a tool
-/// error; this server answers them with a protocol-level `invalid_params` error instead, as it
-/// does for every argument it cannot use (README "MCP server").
-pub struct Arguments<T>(pub T);
-
-impl<S, T: DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Arguments<T> {
-    fn from_context_part(context: &mut ToolCallContext<S>) -> std::result::Result<Self, ErrorData> {
-        let arguments = context.arguments.take().unwrap_or_default();
-        serde_json::from_value(Value::Object(arguments))
-            .map(Arguments)
-            .map_err(|e| bad_argument(format!("invalid arguments for {}: {e}", context.name())))
+impl McpServer {
+    /// Runs a tool body with the named machine, on the blocking pool (the transport blocks).
+    async fn on_machine<F>(&self, name: Option<String>, body: F) -> ToolResult
+    where
+        F: FnOnce(&Machine) -> Outcome + Send + 'static,
+    {
+        let config = self.config.clone();
+        on_blocking_pool(move || body(&machine(config.as_deref(), name.as_deref())?)).await
     }
 }
 
-/// The JSON schema of a tool's arguments, from the input type's doc comments.
-fn input_schema<T: JsonSchema + 'static>() -> std::sync::Arc<JsonObject> {
-    schema_for_input::<T>().unwrap_or_else(|e| panic!("the input schema of a tool: {e}"))
+/// Reads the config (at every call, so edits apply) and finds the machine.
+fn machine(config: Option<&Path>, name: Option<&str>) -> Result<Machine> {
+    Machine::from_config(&RemoteConfig::load(config)?.machine(name)?)
 }
 
 /// A failure as a tool answer: the CLI's error object, and optionally the job it is about.
@@ -454,79 +315,6 @@ fn tool_answer(value: Value, line: String, is_error: bool) -> CallToolResult {
     };
     result.content = vec![ContentBlock::text(line), ContentBlock::text(value.to_string())];
     result
-}
-
-/// Arguments that cannot be used: a protocol-level `invalid_params` error, with the CLI's code.
-fn bad_argument(message: impl Into<String>) -> ErrorData {
-    ErrorData::invalid_params(message.into(), Some(json!({ "code": "usage" })))
-}
-
-fn seconds(
-    given: Option<f64>,
-    default: f64,
-    name: &str,
-) -> std::result::Result<Duration, ErrorData> {
-    let secs = given.unwrap_or(default);
-    if !secs.is_finite() || !(0.0..=MAX_WAIT_SECS).contains(&secs) {
-        return Err(bad_argument(format!("{name} must be between 0 and {MAX_WAIT_SECS}")));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-fn start_request(input: &StartInput) -> std::result::Result<ExecStartRequest, ErrorData> {
-    let given = [input.cmd.is_some(), input.argv.is_some(), input.script.is_some()];
-    if given.iter().filter(|&&g| g).count() != 1 {
-        return Err(bad_argument("give exactly one of `cmd`, `argv`, `script`"));
-    }
-    let cmd = match (&input.cmd, &input.argv) {
-        (Some(c), _) => Some(CommandSpec::Shell(c.clone())),
-        (None, Some(argv)) => Some(CommandSpec::Argv(argv.clone())),
-        (None, None) => None,
-    };
-    Ok(ExecStartRequest {
-        cmd,
-        script: input.script.clone(),
-        shell: input.shell.clone(),
-        cwd: input.cwd.clone(),
-        env: input.env.clone().unwrap_or_default(),
-        name: input.name.clone(),
-        labels: input.labels.clone().unwrap_or_default(),
-        idempotency_key: input.idempotency_key.clone(),
-    })
-}
-
-fn logs_request(input: &LogsInput) -> std::result::Result<LogsRequest, ErrorData> {
-    let stream = input.stream.unwrap_or(StreamSel::Both);
-    let max = input.max_bytes.unwrap_or(DEFAULT_LOG_BYTES);
-    if !(1..=MAX_LOG_BYTES).contains(&max) {
-        return Err(bad_argument(format!("max_bytes must be 1..={MAX_LOG_BYTES}")));
-    }
-    let wanted = |s: Stream| stream.streams().contains(&s);
-    if (input.since_stdout.is_some() && !wanted(Stream::Stdout))
-        || (input.since_stderr.is_some() && !wanted(Stream::Stderr))
-    {
-        return Err(bad_argument("a since_* offset for a stream that `stream` does not read"));
-    }
-    // Without a tail, a stream with no offset is read from its beginning (codexd would tail it).
-    let from = |o: Option<u64>| if input.tail_lines.is_none() { Some(o.unwrap_or(0)) } else { o };
-    let mut since = StreamOffsets::default();
-    for &s in stream.streams() {
-        let given = if s == Stream::Stdout { input.since_stdout } else { input.since_stderr };
-        if let Some(offset) = from(given) {
-            since.set(s, offset);
-        }
-    }
-    let per_stream = max.div_ceil(stream.streams().len() as u64);
-    Ok(LogsRequest {
-        exec_id: input.exec_id.clone(),
-        stream,
-        tail: None,
-        tail_lines: input.tail_lines,
-        since: (since != StreamOffsets::default()).then_some(since),
-        follow: false,
-        raw: false,
-        max_bytes: Some(per_stream),
-    })
 }
 
 /// One `exec_logs` page: the lines, and where the next page starts per stream.
@@ -715,23 +503,5 @@ mod tests {
                 assert!(text.contains("description"), "{}.{prop} has no description", tool.name);
             }
         }
-    }
-
-    #[test]
-    fn logs_pages_start_at_zero_and_split_the_budget() {
-        let input: LogsInput =
-            serde_json::from_value(json!({"exec_id": "x", "since_stderr": 7})).unwrap();
-        let req = logs_request(&input).unwrap();
-        assert_eq!(req.since, Some(StreamOffsets { stdout: Some(0), stderr: Some(7) }));
-        assert_eq!(req.max_bytes, Some(DEFAULT_LOG_BYTES / 2));
-        let tail: LogsInput =
-            serde_json::from_value(json!({"exec_id": "x", "stream": "stdout", "tail_lines": 3}))
-                .unwrap();
-        let req = logs_request(&tail).unwrap();
-        assert_eq!((req.since, req.max_bytes), (None, Some(DEFAULT_LOG_BYTES)));
-        let bad: LogsInput =
-            serde_json::from_value(json!({"exec_id": "x", "stream": "stdout", "since_stderr": 1}))
-                .unwrap();
-        assert!(logs_request(&bad).is_err());
     }
 }

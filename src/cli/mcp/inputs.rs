@@ -1,0 +1,258 @@
+//! The MCP tools' arguments: their types (whose doc comments are the JSON schema descriptions an
+//! agent reads), how they are parsed, and how they become protocol requests. Arguments that
+//! cannot be used are protocol-level `invalid_params` errors carrying the CLI's `usage` code.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rmcp::ErrorData;
+use rmcp::handler::server::common::{FromContextPart, schema_for_input};
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::JsonObject;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::protocol::{
+    CommandSpec, ExecStartRequest, JobState, LogsRequest, Stream, StreamOffsets, StreamSel,
+};
+
+/// `exec_wait` gives up after this long unless told otherwise: under the tool time-outs of
+/// common MCP clients (often 30–60 s).
+pub const DEFAULT_WAIT_SECS: f64 = 25.0;
+pub const MAX_WAIT_SECS: f64 = 3600.0;
+/// `exec_logs` reads at most this many bytes of log per call unless told otherwise.
+pub const DEFAULT_LOG_BYTES: u64 = 16 * 1024;
+pub const MAX_LOG_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_LIST_LIMIT: usize = 20;
+pub const MAX_LIST_LIMIT: usize = 500;
+
+/// The argument that names a machine, shared by every tool.
+const MACHINE_DOC: &str = "The machine: a name from the `machines` tool. Default: the config's \
+                           `default_machine`, else `local` (this computer).";
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MachinesInput {
+    /// Only this machine (default: every configured machine, and `local`).
+    pub machine: Option<String>,
+    /// Call each machine's codexd (`hello`) to see that it answers, how fast, and its version
+    /// (default true). False only lists the config.
+    pub check: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartInput {
+    #[schemars(description = MACHINE_DOC)]
+    pub machine: Option<String>,
+    /// A shell command, run as `bash -lc CMD` (a login shell: conda, modules and PATH are
+    /// loaded). Give exactly one of `cmd`, `argv`, `script`.
+    pub cmd: Option<String>,
+    /// The command as a list of words, run without a shell, e.g. ["python", "train.py"].
+    pub argv: Option<Vec<String>>,
+    /// The text of a script, saved on the machine and run with the shell (a #! line is
+    /// honoured).
+    pub script: Option<String>,
+    /// Working directory on the machine; `~` and relative paths are from the remote home (the
+    /// default). A missing directory makes the job `start_failed`.
+    pub cwd: Option<String>,
+    /// Environment variables for the job. The job also gets CODEXD_EXEC_ID.
+    pub env: Option<BTreeMap<String, String>>,
+    /// The shell for `cmd` and `script`, as words (default `bash -lc`).
+    pub shell: Option<String>,
+    /// A name for the job, shown in its status and in `exec_list`.
+    pub name: Option<String>,
+    /// Labels for the job, shown in its status.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Retry safety: a start with a key already used on this machine returns the first job
+    /// (`replayed: true`) instead of running the command again. Pass your own and reuse it when
+    /// you retry after a time-out; without it one is made and returned in `idempotency_key`.
+    /// Letters, digits, `-`, `_`, `.`, `:`.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobInput {
+    #[schemars(description = MACHINE_DOC)]
+    pub machine: Option<String>,
+    /// The job's `exec_id`, as returned by `exec_start` or `exec_list`.
+    pub exec_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogsInput {
+    #[schemars(description = MACHINE_DOC)]
+    pub machine: Option<String>,
+    /// The job's `exec_id`.
+    pub exec_id: String,
+    /// Which output: `stdout`, `stderr` or `both` (default `both`).
+    pub stream: Option<StreamSel>,
+    /// Byte offset in stdout to read from: the `next_offset.stdout` of the previous call.
+    /// Default 0 (the beginning), or the tail with `tail_lines`.
+    pub since_stdout: Option<u64>,
+    /// Byte offset in stderr to read from: the `next_offset.stderr` of the previous call.
+    pub since_stderr: Option<u64>,
+    /// Only the last N lines (of what follows `since_*`): to look at the end of a long log.
+    pub tail_lines: Option<u64>,
+    /// At most this many bytes of log in this answer (default 16384, at most 1048576), split
+    /// evenly between the streams with `both`. `more: true` says there is more: call again with
+    /// the returned `next_offset`.
+    #[schemars(range(min = 1, max = 1048576))]
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitInput {
+    #[schemars(description = MACHINE_DOC)]
+    pub machine: Option<String>,
+    /// The job's `exec_id`.
+    pub exec_id: String,
+    /// Give up after this many seconds (default 25, at most 3600) and return the running status
+    /// with `timed_out: true`; then call `exec_wait` again. Keep it under your own tool time-out.
+    #[schemars(range(min = 0, max = 3600))]
+    pub timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelInput {
+    #[schemars(description = MACHINE_DOC)]
+    pub machine: Option<String>,
+    /// The job's `exec_id`.
+    pub exec_id: String,
+    /// Seconds between TERM and KILL (default 5).
+    #[schemars(range(min = 0, max = 3600))]
+    pub grace_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListInput {
+    #[schemars(description = MACHINE_DOC)]
+    pub machine: Option<String>,
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// At most this many jobs, newest first (default 20, at most 500).
+    #[schemars(range(min = 1, max = 500))]
+    pub limit: Option<usize>,
+}
+
+/// A tool's arguments. rmcp's own `Parameters` turns arguments that do not parse into a tool
+/// error; this server answers them with a protocol-level `invalid_params` error instead, as it
+/// does for every argument it cannot use (README "MCP server").
+pub struct Arguments<T>(pub T);
+
+impl<S, T: DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Arguments<T> {
+    fn from_context_part(context: &mut ToolCallContext<S>) -> std::result::Result<Self, ErrorData> {
+        let arguments = context.arguments.take().unwrap_or_default();
+        serde_json::from_value(Value::Object(arguments))
+            .map(Arguments)
+            .map_err(|e| bad_argument(format!("invalid arguments for {}: {e}", context.name())))
+    }
+}
+
+/// The JSON schema of a tool's arguments, from the input type's doc comments.
+pub fn input_schema<T: JsonSchema + 'static>() -> std::sync::Arc<JsonObject> {
+    schema_for_input::<T>().unwrap_or_else(|e| panic!("the input schema of a tool: {e}"))
+}
+
+/// Arguments that cannot be used: a protocol-level `invalid_params` error, with the CLI's code.
+pub fn bad_argument(message: impl Into<String>) -> ErrorData {
+    ErrorData::invalid_params(message.into(), Some(json!({ "code": "usage" })))
+}
+
+pub fn seconds(
+    given: Option<f64>,
+    default: f64,
+    name: &str,
+) -> std::result::Result<Duration, ErrorData> {
+    let secs = given.unwrap_or(default);
+    if !secs.is_finite() || !(0.0..=MAX_WAIT_SECS).contains(&secs) {
+        return Err(bad_argument(format!("{name} must be between 0 and {MAX_WAIT_SECS}")));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn start_request(input: &StartInput) -> std::result::Result<ExecStartRequest, ErrorData> {
+    let given = [input.cmd.is_some(), input.argv.is_some(), input.script.is_some()];
+    if given.iter().filter(|&&g| g).count() != 1 {
+        return Err(bad_argument("give exactly one of `cmd`, `argv`, `script`"));
+    }
+    let cmd = match (&input.cmd, &input.argv) {
+        (Some(c), _) => Some(CommandSpec::Shell(c.clone())),
+        (None, Some(argv)) => Some(CommandSpec::Argv(argv.clone())),
+        (None, None) => None,
+    };
+    Ok(ExecStartRequest {
+        cmd,
+        script: input.script.clone(),
+        shell: input.shell.clone(),
+        cwd: input.cwd.clone(),
+        env: input.env.clone().unwrap_or_default(),
+        name: input.name.clone(),
+        labels: input.labels.clone().unwrap_or_default(),
+        idempotency_key: input.idempotency_key.clone(),
+    })
+}
+
+pub fn logs_request(input: &LogsInput) -> std::result::Result<LogsRequest, ErrorData> {
+    let stream = input.stream.unwrap_or(StreamSel::Both);
+    let max = input.max_bytes.unwrap_or(DEFAULT_LOG_BYTES);
+    if !(1..=MAX_LOG_BYTES).contains(&max) {
+        return Err(bad_argument(format!("max_bytes must be 1..={MAX_LOG_BYTES}")));
+    }
+    let wanted = |s: Stream| stream.streams().contains(&s);
+    if (input.since_stdout.is_some() && !wanted(Stream::Stdout))
+        || (input.since_stderr.is_some() && !wanted(Stream::Stderr))
+    {
+        return Err(bad_argument("a since_* offset for a stream that `stream` does not read"));
+    }
+    // Without a tail, a stream with no offset is read from its beginning (codexd would tail it).
+    let from = |o: Option<u64>| if input.tail_lines.is_none() { Some(o.unwrap_or(0)) } else { o };
+    let mut since = StreamOffsets::default();
+    for &s in stream.streams() {
+        let given = if s == Stream::Stdout { input.since_stdout } else { input.since_stderr };
+        if let Some(offset) = from(given) {
+            since.set(s, offset);
+        }
+    }
+    let per_stream = max.div_ceil(stream.streams().len() as u64);
+    Ok(LogsRequest {
+        exec_id: input.exec_id.clone(),
+        stream,
+        tail: None,
+        tail_lines: input.tail_lines,
+        since: (since != StreamOffsets::default()).then_some(since),
+        follow: false,
+        raw: false,
+        max_bytes: Some(per_stream),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_pages_start_at_zero_and_split_the_budget() {
+        let input: LogsInput =
+            serde_json::from_value(json!({"exec_id": "x", "since_stderr": 7})).unwrap();
+        let req = logs_request(&input).unwrap();
+        assert_eq!(req.since, Some(StreamOffsets { stdout: Some(0), stderr: Some(7) }));
+        assert_eq!(req.max_bytes, Some(DEFAULT_LOG_BYTES / 2));
+        let tail: LogsInput =
+            serde_json::from_value(json!({"exec_id": "x", "stream": "stdout", "tail_lines": 3}))
+                .unwrap();
+        let req = logs_request(&tail).unwrap();
+        assert_eq!((req.since, req.max_bytes), (None, Some(DEFAULT_LOG_BYTES)));
+        let bad: LogsInput =
+            serde_json::from_value(json!({"exec_id": "x", "stream": "stdout", "since_stderr": 1}))
+                .unwrap();
+        assert!(logs_request(&bad).is_err());
+    }
+}

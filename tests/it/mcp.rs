@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
@@ -184,8 +184,23 @@ async fn exercise(env: &TestEnv, machine: &str) {
         call(&client, "exec_start", json!({"machine": machine, "argv": ["sleep", "60"]})).await;
     let long_id = long["exec_id"].as_str().unwrap().to_string();
     assert!(long["idempotency_key"].as_str().unwrap().starts_with("auto-"), "{long}");
-    let args = json!({"machine": machine, "exec_id": long_id, "timeout_seconds": 0.3});
-    let waited = call(&client, "exec_wait", args).await;
+    // A blocked exec_wait holds no other call up: a list sent after it is answered first.
+    let args = json!({"machine": machine, "exec_id": long_id, "timeout_seconds": 2});
+    let started_at = Instant::now();
+    let (waited, listed_after) = tokio::join!(
+        async {
+            let waited = call(&client, "exec_wait", args).await;
+            (waited, started_at.elapsed())
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            call(&client, "exec_list", json!({"machine": machine})).await;
+            started_at.elapsed()
+        }
+    );
+    let (waited, waited_after) = waited;
+    assert!(listed_after < waited_after, "list {listed_after:?}, wait {waited_after:?}");
+    assert!(waited_after >= Duration::from_secs(2), "{waited_after:?}");
     assert_eq!((&waited["status"], &waited["timed_out"]), (&json!("running"), &json!(true)));
     assert!(waited["hint"].as_str().unwrap().contains("exec_wait again"), "{waited}");
     let list = call(&client, "exec_list", json!({"machine": machine, "state": "running"})).await;

@@ -59,6 +59,12 @@ pub enum ErrorCode {
     ProtocolError,
     /// A wait ran out of time.
     Timeout,
+    /// `codexd serve`: the token is missing or wrong.
+    Unauthorized,
+    /// `codexd serve`: the request is refused (a `Host` not allowed, a cwd outside the roots).
+    Forbidden,
+    /// The port is served by a codexd of another user (or something that is not codexd).
+    ForeignDaemon,
     /// A code this version does not know (sent by a newer peer).
     #[serde(other)]
     Other,
@@ -70,10 +76,12 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             UnknownMachine | ConfigError | Usage => exit::USAGE,
-            SshFailed | CodexdNotFound | ProtocolError => exit::TRANSPORT,
+            SshFailed | CodexdNotFound | ProtocolError | Unauthorized | ForeignDaemon => {
+                exit::TRANSPORT
+            }
             Timeout => exit::TIMED_OUT,
             BadRequest | RequestTooLarge | UnknownType | InvalidId | InvalidArgument
-            | JobNotFound | JobRunning | StartFailed | Internal | Other => exit::REMOTE,
+            | JobNotFound | JobRunning | StartFailed | Internal | Forbidden | Other => exit::REMOTE,
         }
     }
 
@@ -97,6 +105,9 @@ impl ErrorCode {
             CodexdNotFound => "codexd_not_found",
             ProtocolError => "protocol_error",
             Timeout => "timeout",
+            Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
+            ForeignDaemon => "foreign_daemon",
             Other => "other",
         }
     }

@@ -452,6 +452,10 @@ fn machine_entry(config: &RemoteConfig, name: &str, is_default: bool, check: boo
             entry["route"] = "ssh".into();
             entry["ssh"] = target.destination.clone().into();
         }
+        Route::Http(target) => {
+            entry["route"] = "http".into();
+            entry["addr"] = target.addr.clone().into();
+        }
     }
     if !check {
         return entry;

@@ -4,6 +4,7 @@
 
 pub mod completions;
 pub mod exec;
+pub mod machine;
 pub mod mcp;
 
 use std::io::Write;
@@ -39,6 +40,9 @@ enum Command {
     /// Start, watch, tail and cancel jobs.
     #[command(subcommand)]
     Exec(exec::ExecCommand),
+    /// Check, list, set up or log into machines.
+    #[command(subcommand)]
+    Machine(machine::MachineCommand),
     /// Serve the exec tools to a coding agent over MCP (Model Context Protocol) on stdio.
     Mcp(mcp::McpArgs),
     /// Print a shell completion script: `codex-remote completions bash > ...`.
@@ -63,6 +67,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Exec(cmd) => RemoteConfig::load(cli.config.as_deref())
             .and_then(|config| exec::run(&Ctx { config }, cmd)),
+        Command::Machine(cmd) => RemoteConfig::load(cli.config.as_deref())
+            .and_then(|config| machine::run(&Ctx { config }, cmd)),
         // The MCP server reads the config at each call and keeps stdout for MCP messages.
         Command::Mcp(args) => return ExitCode::from(mcp::run(cli.config, args)),
         Command::Completions(args) => completions::run(args, Cli::command()),

@@ -1,4 +1,5 @@
-//! The `codexd` command line: `rpc`, and the hidden `worker` the rpc handler spawns.
+//! The `codexd` command line: `rpc`, `serve`, `token`, and the hidden `worker` the handlers
+//! spawn.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,6 +29,25 @@ enum Command {
         #[arg(long, env = "CODEXD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Serve the same requests over loopback HTTP and a Unix socket until SIGTERM/SIGINT.
+    Serve {
+        /// Job store directory [default: ~/.codexd; env CODEXD_DATA_DIR].
+        #[arg(long)]
+        data_dir: Option<String>,
+        /// Config file [default: ~/.codexd/config.yaml when present].
+        #[arg(long, env = "CODEXD_CONFIG")]
+        config: Option<PathBuf>,
+        /// TCP address, overriding the config's `listen` (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Print the token `serve` wants on TCP as JSON (generated into <data_dir>/token if missing).
+    Token {
+        #[arg(long)]
+        data_dir: Option<String>,
+        #[arg(long, env = "CODEXD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Run one job (started by `rpc`; not for people).
     #[command(hide = true)]
     Worker {
@@ -43,6 +63,23 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Rpc { data_dir, config } => rpc(config, data_dir),
+        Command::Serve { data_dir, config, listen } => {
+            DaemonConfig::load(config.as_deref(), data_dir.as_deref()).and_then(|mut c| {
+                if let Some(listen) = listen {
+                    c.listen = listen;
+                }
+                super::serve::run(c)
+            })
+        }
+        Command::Token { data_dir, config } => {
+            DaemonConfig::load(config.as_deref(), data_dir.as_deref())
+                .and_then(|c| super::serve::token(&c))
+                .and_then(|t| {
+                    crate::wire::write_line(&mut std::io::stdout(), &t)
+                        .map_err(|e| crate::error::Error::internal("writing", e))?;
+                    Ok(exit::OK)
+                })
+        }
         Command::Worker { data_dir, id } => worker::run_worker(&data_dir, &id).map(|c| c as u8),
     };
     match result {

@@ -1,4 +1,6 @@
 //! `codexd`'s settings: `~/.codexd/config.yaml` (YAML or JSON), then `CODEXD_DATA_DIR`, then flags.
+//! The `serve` keys (`listen`, `auth_token`, `allowed_cwd_roots`, `unix_socket`, `allowed_hosts`)
+//! only matter to `codexd serve`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +11,8 @@ use crate::error::{Error, ErrorCode, Result};
 /// Finished jobs kept when a job ends (the newest ones).
 pub const DEFAULT_RETENTION: usize = 200;
 pub const DEFAULT_SHELL: &str = "bash -lc";
+/// Where `codexd serve` listens unless `listen` says otherwise (the original tool's port).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7337";
 
 /// The config file as written by the user; every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -16,6 +20,11 @@ struct ConfigFile {
     data_dir: Option<String>,
     retention_count: Option<usize>,
     shell: Option<String>,
+    listen: Option<String>,
+    auth_token: Option<String>,
+    allowed_cwd_roots: Option<Vec<String>>,
+    unix_socket: Option<String>,
+    allowed_hosts: Option<Vec<String>>,
 }
 
 /// Resolved settings.
@@ -25,6 +34,16 @@ pub struct DaemonConfig {
     pub retention_count: usize,
     /// How a string `cmd` is run: these words, then the command as one argument.
     pub shell: String,
+    /// `codexd serve`: the TCP address (`host:port`).
+    pub listen: String,
+    /// `codexd serve`: the token TCP clients must send; `None`: `<data_dir>/token` (generated).
+    pub auth_token: Option<String>,
+    /// `codexd serve`: directories besides the home where a job may run (symlinks resolved).
+    pub allowed_cwd_roots: Vec<PathBuf>,
+    /// `codexd serve`: the Unix socket (default `<data_dir>/codexd.sock`); `""` turns it off.
+    pub unix_socket: Option<PathBuf>,
+    /// `codexd serve`: `Host` header names accepted besides the loopback ones.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl DaemonConfig {
@@ -44,10 +63,22 @@ impl DaemonConfig {
             .or(file.data_dir)
             .map(|d| expand_home(&d, &home))
             .unwrap_or_else(|| home.join(".codexd"));
+        let unix_socket = match file.unix_socket.as_deref() {
+            Some("") => None,
+            Some(p) => Some(expand_home(p, &home)),
+            None => Some(data_dir.join("codexd.sock")),
+        };
         Ok(DaemonConfig {
-            data_dir,
             retention_count: file.retention_count.unwrap_or(DEFAULT_RETENTION),
             shell: file.shell.unwrap_or_else(|| DEFAULT_SHELL.to_string()),
+            listen: file.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+            auth_token: file.auth_token.filter(|t| !t.is_empty()),
+            allowed_cwd_roots: (file.allowed_cwd_roots.unwrap_or_default().iter())
+                .map(|r| expand_home(r, &home))
+                .collect(),
+            unix_socket,
+            allowed_hosts: file.allowed_hosts.unwrap_or_default(),
+            data_dir,
         })
     }
 }

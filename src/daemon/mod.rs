@@ -1,10 +1,13 @@
-//! The handlers of `codexd`: one function per request, over the job store. `rpc` (stdio, one
-//! process per ssh call) is the door into them; both doors answer the same way.
+//! The handlers of `codexd`: one function per request, over the job store. Two doors lead into
+//! them and answer the same way: `rpc` (stdio, one process per ssh call) and `http` (run by
+//! `serve`, a long-lived process).
 
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod logs;
 pub mod rpc;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::io;

@@ -97,6 +97,15 @@ pub fn start_new_session(cmd: &mut Command) {
     }
 }
 
+/// Runs `f` with the file creation mask set to `mask`, then restores it. The mask is
+/// process-wide: call it before other threads create files.
+pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask));
+    let out = f();
+    rustix::process::umask(old);
+    out
+}
+
 /// Orphaned descendants are re-parented to this process instead of init, so it can find them.
 pub fn become_subreaper() -> io::Result<()> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid())).map_err(io::Error::from)

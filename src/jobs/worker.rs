@@ -28,9 +28,13 @@ pub fn spawn_worker(store: &JobStore, id: &str) -> Result<()> {
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
     sys::start_new_session(&mut cmd);
     let child = cmd.spawn().context(|| "starting the job's worker".into())?;
-    // The worker lives on in its own session; dropping `child` neither kills nor waits for it.
-    // It is reaped by init (or our parent) once this short-lived process is gone.
-    drop(child);
+    // The worker lives on in its own session. A long-lived `codexd serve` must reap it when it
+    // ends (or it stays a zombie); in `rpc` the thread simply dies with the process and init
+    // reaps the worker instead.
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
     Ok(())
 }
 

@@ -69,6 +69,12 @@ pub struct MachineConfig {
     /// Reuse one ssh connection per machine (ControlMaster); default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_control: Option<bool>,
+    /// HTTP mode: the user the remote `codexd serve` must run as (checked via `/health`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `machine up`: where codexd is installed (default `~/.local/bin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_dir: Option<String>,
 }
 
 impl RemoteConfig {

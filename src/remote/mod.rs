@@ -2,5 +2,7 @@
 
 pub mod client;
 pub mod config;
+pub mod http;
 pub mod ssh;
 pub mod transport;
+pub mod tunnel;

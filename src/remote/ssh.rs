@@ -76,6 +76,12 @@ impl SshTarget {
         Ok(conn)
     }
 
+    /// A one-off ssh command (forwards, `machine ssh`) routed like a short call; the
+    /// session-slot locks are not held (use [`run_remote`] for calls that should).
+    pub fn command(&self, remote: &str) -> Result<Command> {
+        Ok(self.connect(remote, CallKind::Short)?.command)
+    }
+
     /// Routes the call through the machine's master connection, waiting for a session slot.
     fn use_master(&self, dir: &Path, kind: CallKind, conn: &mut Connection) -> Result<()> {
         let base = dir.join(self.connection_key());
@@ -210,6 +216,56 @@ fn private_dir_ok(dir: &std::path::Path) -> bool {
     std::fs::symlink_metadata(dir).is_ok_and(|m| {
         m.is_dir() && m.uid() == rustix::process::getuid().as_raw() && m.mode() & 0o077 == 0
     })
+}
+
+/// The outcome of [`run_captured`].
+pub struct Captured {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs an ssh command to its end with stdout and stderr in temp files, not pipes: a
+/// ControlPersist master forked by this call inherits them and would hold a pipe open for
+/// minutes. `stdin` is a file to send, or nothing.
+pub fn run_captured(cmd: Command, stdin: Option<std::fs::File>) -> Result<Captured> {
+    run_connection(Connection::plain(cmd), stdin)
+}
+
+/// [`run_captured`] for a prepared connection, holding its locks while it runs.
+fn run_connection(mut conn: Connection, stdin: Option<std::fs::File>) -> Result<Captured> {
+    let cmd = &mut conn.command;
+    use std::io::{Read, Seek};
+    let temp = || tempfile::tempfile().map_err(|e| Error::internal("creating a temp file", e));
+    let (mut out, mut err) = (temp()?, temp()?);
+    let clone = |f: &std::fs::File| f.try_clone().map_err(|e| Error::internal("temp file", e));
+    cmd.stdin(stdin.map_or(std::process::Stdio::null(), std::process::Stdio::from));
+    cmd.stdout(clone(&out)?).stderr(clone(&err)?);
+    let spawned = cmd.spawn();
+    conn.started();
+    let status = spawned
+        .and_then(|mut child| child.wait())
+        .map_err(|e| Error::new(ErrorCode::SshFailed, format!("running {}: {e}", ssh_program())))?;
+    let read = |f: &mut std::fs::File| {
+        let mut text = String::new();
+        let _ = f.rewind();
+        let _ = f.read_to_string(&mut text);
+        text
+    };
+    Ok(Captured { code: status.code(), stdout: read(&mut out), stderr: read(&mut err) })
+}
+
+/// Runs `remote` on the target with `stdin`; its stdout when it succeeds, else the failure.
+pub fn run_remote(
+    target: &SshTarget,
+    remote: &str,
+    stdin: Option<std::fs::File>,
+) -> Result<String> {
+    let out = run_connection(target.connect(remote, CallKind::Short)?, stdin)?;
+    if out.code == Some(0) {
+        return Ok(out.stdout);
+    }
+    Err(classify_failure(out.code, &out.stderr).0)
 }
 
 /// What a failed ssh call means, from its exit status and stderr.

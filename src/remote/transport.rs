@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::config::{LOCAL, MachineConfig};
+use super::http::HttpTarget;
 use super::ssh::{CallKind, Connection, SshTarget, classify_failure};
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{Request, RequestLine, Response, ResponseLine};
@@ -36,6 +37,8 @@ pub enum Route {
         data_dir: Option<String>,
     },
     Ssh(SshTarget),
+    /// A `codexd serve` over HTTP (`addr:`, or `use_direct_addr` through a local forward).
+    Http(Box<HttpTarget>),
 }
 
 /// A configured machine, ready for calls.
@@ -47,8 +50,8 @@ pub struct Machine {
 
 impl Machine {
     pub fn from_config(m: &MachineConfig) -> Result<Self> {
-        let route = match (&m.ssh, &m.addr) {
-            (Some(dest), _) => {
+        let ssh = match &m.ssh {
+            Some(dest) => {
                 let target = SshTarget {
                     destination: dest.clone(),
                     ssh_args: m.ssh_args.clone(),
@@ -57,15 +60,30 @@ impl Machine {
                     control: m.ssh_control.unwrap_or(true),
                 };
                 target.validate()?;
-                Route::Ssh(target)
+                Some(target)
             }
-            (None, Some(addr)) => {
-                return Err(Error::new(
-                    ErrorCode::ConfigError,
-                    format!("machine {:?} has only `addr: {addr}`; this version reaches machines over ssh", m.name),
-                )
-                .with_hint("add `ssh: HOST` to the machine"));
+            None => None,
+        };
+        let http = |addr: String| {
+            Route::Http(Box::new(HttpTarget {
+                machine: m.name.clone(),
+                addr,
+                token: m.token.clone(),
+                user: m.user.clone(),
+                ssh: ssh.clone(),
+                forward: None,
+            }))
+        };
+        let route = match (&ssh, &m.addr) {
+            (Some(target), _) if m.use_direct_addr => {
+                let mut route = http(String::new());
+                if let Route::Http(h) = &mut route {
+                    h.forward = Some(super::tunnel::Forward::of(target, m)?);
+                }
+                route
             }
+            (_, Some(addr)) => http(addr.clone()),
+            (Some(target), None) => Route::Ssh(target.clone()),
             (None, None) if m.name == LOCAL => Route::Local {
                 codexd: m.codexd.as_ref().map(PathBuf::from).unwrap_or_else(local_codexd),
                 data_dir: m.data_dir.clone(),
@@ -73,7 +91,7 @@ impl Machine {
             (None, None) => {
                 return Err(Error::new(
                     ErrorCode::ConfigError,
-                    format!("machine {:?} has no `ssh:` destination", m.name),
+                    format!("machine {:?} has no `ssh:` destination nor `addr:`", m.name),
                 ));
             }
         };
@@ -99,6 +117,7 @@ impl Machine {
                 let kind = if long { CallKind::Long } else { CallKind::Short };
                 target.connect(&target.remote_command(), kind)
             }
+            Route::Http(_) => Err(Error::internal("transport", "an HTTP machine has no command")),
         }
     }
 
@@ -131,6 +150,9 @@ impl Machine {
         request: &Request,
         on_line: &mut dyn FnMut(Response) -> Result<()>,
     ) -> Result<Response, CallError> {
+        if let Route::Http(target) = &self.route {
+            return target.call_once(request, on_line);
+        }
         let mut conn = self.connect(request).map_err(CallError::Final)?;
         let cmd = &mut conn.command;
         let stderr_file = tempfile::tempfile()
@@ -152,43 +174,26 @@ impl Machine {
         let _ = wire::write_line(&mut stdin, &line);
         drop(stdin);
 
-        let mut reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut answered_any = false;
-        let mut result = None;
-        while let Ok(Some(line)) = wire::read_line_capped(&mut reader, MAX_ANSWER_LINE) {
-            let Line::Text(bytes) = line else { continue };
-            let Ok(answer) = serde_json::from_slice::<ResponseLine>(&bytes) else {
-                continue;
-            };
-            // An error without an id is codexd failing before it read our request.
-            let ours = answer.id.as_ref() == Some(&call_id)
-                || (answer.id.is_none() && matches!(answer.response, Response::Error(_)));
-            if !ours {
-                continue;
-            }
-            answered_any = true;
-            if answer.response.is_final() {
-                result = Some(answer.response);
-                break;
-            }
-            if let Err(e) = on_line(answer.response) {
-                let _ = child.kill();
-                let _ = child.wait();
-                CURRENT_CHILD.store(0, Ordering::SeqCst);
-                return Err(CallError::Final(e));
-            }
+        let reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let read = read_answer(reader, &call_id, on_line);
+        if let AnswerRead::Refused(e) = read {
+            let _ = child.kill();
+            let _ = child.wait();
+            CURRENT_CHILD.store(0, Ordering::SeqCst);
+            return Err(CallError::Final(e));
         }
-        drop(reader);
         let status = child.wait();
         CURRENT_CHILD.store(0, Ordering::SeqCst);
-        if let Some(answer) = result {
-            return Ok(answer);
-        }
+        let answered_any = match read {
+            AnswerRead::Final(answer) => return Ok(*answer),
+            AnswerRead::Ended { answered_any } => answered_any,
+            AnswerRead::Refused(_) => unreachable!("handled above"),
+        };
         let stderr = read_all(stderr_file);
         let code = status.ok().and_then(|s| s.code());
         let (err, retryable) = match self.route {
             Route::Ssh(_) => classify_failure(code, &stderr),
-            Route::Local { .. } => {
+            Route::Local { .. } | Route::Http(_) => {
                 classify_failure(code.or(Some(-1)).filter(|&c| c != 255), &stderr)
             }
         };
@@ -208,7 +213,7 @@ impl Machine {
             .with_hint(
                 "build it next to codex-remote (cargo build --release) or put codexd on PATH",
             ),
-            Route::Ssh(_) => Error::new(
+            Route::Ssh(_) | Route::Http(_) => Error::new(
                 ErrorCode::SshFailed,
                 format!("cannot run {}: {e}", super::ssh::ssh_program()),
             )
@@ -217,9 +222,49 @@ impl Machine {
     }
 }
 
-enum CallError {
+/// Why a call failed, and whether trying again may help.
+pub enum CallError {
     Retryable(Error),
     Final(Error),
+}
+
+/// How reading the answer lines of one call ended.
+pub enum AnswerRead {
+    /// The final answer.
+    Final(Box<Response>),
+    /// `on_line` refused a line (e.g. stdout closed).
+    Refused(Error),
+    /// The stream ended before the final answer.
+    Ended { answered_any: bool },
+}
+
+/// Reads answer lines until the final one for `call_id`; others (login-shell noise, answers to
+/// other ids) are skipped. An error without an id is the peer failing before it read ours.
+pub fn read_answer(
+    mut reader: impl std::io::BufRead,
+    call_id: &serde_json::Value,
+    on_line: &mut dyn FnMut(Response) -> Result<()>,
+) -> AnswerRead {
+    let mut answered_any = false;
+    while let Ok(Some(line)) = wire::read_line_capped(&mut reader, MAX_ANSWER_LINE) {
+        let Line::Text(bytes) = line else { continue };
+        let Ok(answer) = serde_json::from_slice::<ResponseLine>(&bytes) else {
+            continue;
+        };
+        let ours = answer.id.as_ref() == Some(call_id)
+            || (answer.id.is_none() && matches!(answer.response, Response::Error(_)));
+        if !ours {
+            continue;
+        }
+        answered_any = true;
+        if answer.response.is_final() {
+            return AnswerRead::Final(Box::new(answer.response));
+        }
+        if let Err(e) = on_line(answer.response) {
+            return AnswerRead::Refused(e);
+        }
+    }
+    AnswerRead::Ended { answered_any }
 }
 
 fn read_all(mut file: std::fs::File) -> String {

@@ -87,6 +87,9 @@ fn error_codes_are_the_documented_ones() {
         ErrorCode::CodexdNotFound,
         ErrorCode::ProtocolError,
         ErrorCode::Timeout,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::ForeignDaemon,
     ] {
         assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
         assert!(readme.contains(&format!("`{}`", code.as_str())), "{code} is not in the README");

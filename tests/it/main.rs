@@ -6,6 +6,8 @@ mod completions;
 mod faults;
 mod golden;
 mod local_exec;
+mod machine;
 mod mcp;
+mod serve;
 mod ssh_exec;
 mod support;

@@ -1,0 +1,477 @@
+//! The HTTP door of `codexd serve`: the same handlers as `rpc`, over loopback TCP and a Unix
+//! socket (axum on tokio).
+//!
+//! Paths of the original tool: `GET /health`, `POST /v1/exec`, `GET /v1/exec/{id}`,
+//! `GET /v1/exec/{id}/logs`, `POST /v1/exec/{id}/cancel`; new: `GET /v1/exec` (list),
+//! `GET /v1/exec/{id}/wait`, `DELETE /v1/exec/{id}`, `POST /v1/prune`, and `POST /v1/rpc`, which
+//! takes one protocol request line and streams the answer lines back as NDJSON (what
+//! `codex-remote` uses). `logs?follow=true` (or `format=jsonl`) streams NDJSON as chunks.
+//!
+//! On TCP every request but `/health` needs `Authorization: Bearer TOKEN` (compared in constant
+//! time), the `Host` must be a loopback name or an allowed one (DNS rebinding), and a request
+//! with an `Origin` is refused (no CORS). On the Unix socket its 0600 mode is the check.
+//! Blocking handlers run in `spawn_blocking`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path as UrlPath, Query, Request as HttpRequest, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+
+use super::{Daemon, Sink, expand_cwd, home_dir};
+use crate::error::{Error, ErrorCode, Result};
+use crate::jobs::sys;
+use crate::protocol::{
+    CancelRequest, ErrorBody, ExecStartRequest, JobRef, JobState, ListRequest, LogsRequest,
+    PruneRequest, Request, RequestLine, Response, ResponseLine, StreamOffsets, StreamSel,
+    WaitRequest,
+};
+
+/// Answer lines buffered between a blocking handler and the HTTP body.
+const CHANNEL_LINES: usize = 64;
+
+/// What every request of one listener shares.
+pub struct HttpState {
+    pub daemon: Arc<Daemon>,
+    /// Required on TCP; `None` on the Unix socket, whose file mode is the access check.
+    pub token: Option<String>,
+    /// `Host` names accepted besides the loopback ones; `None` accepts any (the Unix socket).
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Set on SIGTERM/SIGINT: streams and waits stop so the server can exit.
+    pub stopping: Arc<AtomicBool>,
+}
+
+/// The routes, with the checks of this listener in front of them.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/rpc", post(rpc))
+        .route("/v1/exec", post(exec_start).get(exec_list))
+        .route("/v1/exec/{id}", get(exec_status).delete(exec_rm))
+        .route("/v1/exec/{id}/logs", get(exec_logs))
+        .route("/v1/exec/{id}/cancel", post(exec_cancel))
+        .route("/v1/exec/{id}/wait", get(exec_wait))
+        .route("/v1/prune", post(exec_prune))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on an already bound listener until `shutdown` completes.
+pub async fn serve<L>(
+    listener: L,
+    state: Arc<HttpState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Origin, Host and token checks, before any handler runs.
+async fn guard(State(state): State<Arc<HttpState>>, req: HttpRequest, next: Next) -> HttpResponse {
+    if req.headers().contains_key(header::ORIGIN) {
+        let e = Error::new(ErrorCode::Forbidden, "cross-origin requests are refused (no CORS)");
+        return error_response(e);
+    }
+    if let Some(allowed) = &state.allowed_hosts {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        if !host_allowed(host, allowed) {
+            let e = Error::new(
+                ErrorCode::Forbidden,
+                format!("Host {host:?} is refused: only loopback names or `allowed_hosts`"),
+            )
+            .with_hint("connect to 127.0.0.1 or localhost, or add the name to allowed_hosts");
+            return error_response(e);
+        }
+    }
+    if let Some(token) = &state.token
+        && req.uri().path() != "/health"
+        && !token_matches(req.headers(), token)
+    {
+        let e = Error::new(ErrorCode::Unauthorized, "missing or wrong token")
+            .with_hint("send `Authorization: Bearer TOKEN` (the token is in ~/.codexd/token)");
+        return error_response(e);
+    }
+    next.run(req).await
+}
+
+fn token_matches(headers: &HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+/// Whether a `Host` header names a loopback address or an allowed name (any port).
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    let name = name.to_ascii_lowercase();
+    let loopback =
+        name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    loopback || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name))
+}
+
+/// Refuses a cwd outside the home and `allowed_cwd_roots`, with symlinks resolved.
+pub fn check_cwd(req: &ExecStartRequest, roots: &[PathBuf]) -> Result<()> {
+    let home = home_dir();
+    let cwd = PathBuf::from(expand_cwd(req.cwd.as_deref(), &home)?);
+    let resolved = resolve_existing(&cwd)?;
+    let inside = std::iter::once(home.as_path())
+        .chain(roots.iter().map(PathBuf::as_path))
+        .filter_map(|r| r.canonicalize().ok())
+        .any(|r| resolved.starts_with(r));
+    if inside {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorCode::Forbidden,
+        format!("cwd {} is outside the home dir and allowed_cwd_roots", cwd.display()),
+    )
+    .with_hint("add the directory to allowed_cwd_roots in codexd's config"))
+}
+
+/// The path with the symlinks of its longest existing prefix resolved; the missing rest may not
+/// climb with `..`.
+fn resolve_existing(path: &Path) -> Result<PathBuf> {
+    let mut missing = Vec::new();
+    let mut cur = path.to_path_buf();
+    loop {
+        if let Ok(real) = cur.canonicalize() {
+            return Ok(missing.iter().rev().fold(real, |p, c: &std::ffi::OsString| p.join(c)));
+        }
+        let Some(name) = cur.file_name().map(|n| n.to_os_string()) else {
+            return Err(Error::invalid(format!("cwd {} cannot be resolved", path.display())));
+        };
+        if matches!(cur.components().next_back(), Some(Component::ParentDir)) {
+            return Err(Error::invalid("cwd climbs with .. below a missing directory"));
+        }
+        missing.push(name);
+        cur.pop();
+    }
+}
+
+/// The HTTP status for an error code.
+fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest
+        | ErrorCode::UnknownType
+        | ErrorCode::InvalidId
+        | ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorCode::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::JobRunning => StatusCode::CONFLICT,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_response(e: Error) -> HttpResponse {
+    let status = http_status(e.code);
+    let body = Response::Error(ErrorBody::from(e));
+    (status, Json(body)).into_response()
+}
+
+/// A final answer as an HTTP response: the answer's JSON, or the error with its status.
+fn answer_response(answer: Result<Response>) -> HttpResponse {
+    match answer {
+        Ok(Response::Error(body)) => error_response(body.into()),
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+/// Collects intermediate lines in memory (non-streaming answers).
+struct CollectSink {
+    lines: Vec<Response>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Sink for CollectSink {
+    fn send(&mut self, response: Response) -> std::io::Result<()> {
+        self.lines.push(response);
+        Ok(())
+    }
+
+    fn closed(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// Sends each answer line down a channel to a streaming HTTP body.
+struct ChannelSink {
+    tx: mpsc::Sender<Bytes>,
+    id: Option<serde_json::Value>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Sink for ChannelSink {
+    fn send(&mut self, response: Response) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(&ResponseLine { id: self.id.clone(), response })?;
+        line.push(b'\n');
+        self.tx
+            .blocking_send(Bytes::from(line))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+
+    fn closed(&self) -> bool {
+        self.tx.is_closed() || self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+impl HttpState {
+    /// Runs `request` in a blocking thread; the intermediate lines come back with the answer.
+    async fn call(self: &Arc<Self>, request: Request) -> (Vec<Response>, Result<Response>) {
+        let state = self.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut sink = CollectSink { lines: Vec::new(), stopping: state.stopping.clone() };
+            let answer = state.checked_handle(&request, &mut sink);
+            (sink.lines, answer)
+        })
+        .await;
+        joined.unwrap_or_else(|e| (Vec::new(), Err(Error::internal("handler", e))))
+    }
+
+    /// Runs `request` in a blocking thread, streaming every answer line as NDJSON.
+    fn stream(self: &Arc<Self>, id: Option<serde_json::Value>, request: Request) -> HttpResponse {
+        let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_LINES);
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut sink = ChannelSink { tx, id, stopping: state.stopping.clone() };
+            let answer = state
+                .checked_handle(&request, &mut sink)
+                .unwrap_or_else(|e| Response::Error(e.into()));
+            let _ = sink.send(answer);
+        });
+        let body =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |b| {
+                Ok::<_, Infallible>(b)
+            });
+        ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(body)).into_response()
+    }
+
+    /// `Daemon::handle`, with serve's own check on where a job may run.
+    fn checked_handle(&self, request: &Request, sink: &mut dyn Sink) -> Result<Response> {
+        if let Request::ExecStart(start) = request {
+            check_cwd(start, &self.daemon.config.allowed_cwd_roots)?;
+        }
+        self.daemon.handle(request, sink)
+    }
+}
+
+async fn health(State(state): State<Arc<HttpState>>) -> HttpResponse {
+    Json(serde_json::json!({
+        "ok": true,
+        "service": "codexd",
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": crate::protocol::PROTOCOL_VERSION,
+        "user": sys::user_name(),
+        "uid": rustix::process::getuid().as_raw(),
+        "host": sys::hostname(),
+        "pid": sys::current_pid(),
+        "data_dir": state.daemon.store.root().display().to_string(),
+    }))
+    .into_response()
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes, what: &str) -> Result<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Error::new(ErrorCode::BadRequest, format!("invalid {what} body: {e}")))
+}
+
+fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
+    q.map(|Query(t)| t).map_err(|e| Error::new(ErrorCode::BadRequest, e.body_text()))
+}
+
+/// `POST /v1/rpc`: one request line in, its answer lines out as NDJSON (as `codexd rpc`).
+async fn rpc(State(state): State<Arc<HttpState>>, body: Bytes) -> HttpResponse {
+    match RequestLine::parse(&body) {
+        Ok(RequestLine { id, request }) => state.stream(id, request),
+        Err(rejected) => {
+            let (id, err) = *rejected;
+            let line = ResponseLine { id, response: Response::Error(err.into()) };
+            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+            bytes.push(b'\n');
+            ([(header::CONTENT_TYPE, "application/x-ndjson")], bytes).into_response()
+        }
+    }
+}
+
+/// Runs a request built from the HTTP request (or refuses what could not be parsed) and answers
+/// with its final answer.
+async fn answer(state: &Arc<HttpState>, request: Result<Request>) -> HttpResponse {
+    match request {
+        Ok(request) => answer_response(state.call(request).await.1),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn exec_start(State(state): State<Arc<HttpState>>, body: Bytes) -> HttpResponse {
+    answer(&state, parse_body(&body, "exec").map(Request::ExecStart)).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    state: Option<JobState>,
+    limit: Option<usize>,
+}
+
+async fn exec_list(
+    State(state): State<Arc<HttpState>>,
+    q: std::result::Result<Query<ListQuery>, QueryRejection>,
+) -> HttpResponse {
+    let req = query(q).map(|q| Request::ExecList(ListRequest { state: q.state, limit: q.limit }));
+    answer(&state, req).await
+}
+
+async fn exec_status(
+    State(state): State<Arc<HttpState>>,
+    UrlPath(id): UrlPath<String>,
+) -> HttpResponse {
+    answer(&state, Ok(Request::ExecStatus(JobRef { exec_id: id }))).await
+}
+
+async fn exec_rm(
+    State(state): State<Arc<HttpState>>,
+    UrlPath(id): UrlPath<String>,
+) -> HttpResponse {
+    answer(&state, Ok(Request::ExecRm(JobRef { exec_id: id }))).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LogsQuery {
+    stream: Option<StreamSel>,
+    tail: Option<u64>,
+    tail_lines: Option<u64>,
+    since: Option<u64>,
+    since_stderr: Option<u64>,
+    max_bytes: Option<u64>,
+    #[serde(default)]
+    follow: bool,
+    #[serde(default)]
+    raw: bool,
+    format: Option<String>,
+}
+
+async fn exec_logs(
+    State(state): State<Arc<HttpState>>,
+    UrlPath(id): UrlPath<String>,
+    q: std::result::Result<Query<LogsQuery>, QueryRejection>,
+) -> HttpResponse {
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(e) => return error_response(e),
+    };
+    let stream = q.stream.unwrap_or_default();
+    let since = match (q.since, q.since_stderr, stream) {
+        (None, None, _) => None,
+        (a, _, StreamSel::Stderr) => Some(StreamOffsets { stdout: None, stderr: a }),
+        (a, b, _) => Some(StreamOffsets { stdout: a, stderr: b }),
+    };
+    let req = LogsRequest {
+        exec_id: id,
+        stream,
+        tail: q.tail,
+        tail_lines: q.tail_lines,
+        since,
+        follow: q.follow,
+        raw: q.raw,
+        max_bytes: q.max_bytes,
+    };
+    if q.follow || q.format.as_deref() == Some("jsonl") {
+        return state.stream(None, Request::ExecLogs(req));
+    }
+    // One JSON object: the `logs_end` fields plus the lines.
+    match state.call(Request::ExecLogs(req)).await {
+        (lines, Ok(Response::LogsEnd(end))) => {
+            let mut v = serde_json::to_value(&end).unwrap_or_default();
+            v["lines"] = serde_json::to_value(&lines).unwrap_or_default();
+            Json(v).into_response()
+        }
+        (_, other) => answer_response(other),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GraceBody {
+    grace_ms: Option<u64>,
+}
+
+async fn exec_cancel(
+    State(state): State<Arc<HttpState>>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> HttpResponse {
+    let req = parse_body::<GraceBody>(&body, "cancel")
+        .map(|b| Request::ExecCancel(CancelRequest { exec_id: id, grace_ms: b.grace_ms }));
+    answer(&state, req).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WaitQuery {
+    timeout_ms: Option<u64>,
+}
+
+async fn exec_wait(
+    State(state): State<Arc<HttpState>>,
+    UrlPath(id): UrlPath<String>,
+    q: std::result::Result<Query<WaitQuery>, QueryRejection>,
+) -> HttpResponse {
+    let req =
+        query(q).map(|q| Request::ExecWait(WaitRequest { exec_id: id, timeout_ms: q.timeout_ms }));
+    answer(&state, req).await
+}
+
+async fn exec_prune(
+    State(state): State<Arc<HttpState>>,
+    q: std::result::Result<Query<PruneRequest>, QueryRejection>,
+) -> HttpResponse {
+    answer(&state, query(q).map(Request::ExecPrune)).await
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let none: Vec<String> = vec![];
+        for ok in ["localhost", "localhost:7337", "127.0.0.1:1", "127.1.2.3", "[::1]:7337"] {
+            assert!(host_allowed(ok, &none), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:7337", "10.0.0.1:7337", "", "localhost.evil"] {
+            assert!(!host_allowed(bad, &none), "{bad}");
+        }
+        assert!(host_allowed("gpu1:7337", &["GPU1".to_string()]));
+    }
+
+    #[test]
+    fn missing_dirs_resolve_through_their_existing_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        assert_eq!(resolve_existing(&dir.path().join("a/b")).unwrap(), real.join("a/b"));
+        assert!(resolve_existing(&dir.path().join("a/../../x")).is_err());
+    }
+}

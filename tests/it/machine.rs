@@ -1,0 +1,170 @@
+//! `codex-remote machine check|ls|up|ssh` against a real `sshd` on loopback.
+//!
+//! The sshd logs in as the current user with the real HOME, so every remote path here (the
+//! install dir, the data dir) points into the test's temp dir: nothing is written to the home.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{CODEXD, Sshd, TestEnv, alive, wait_until};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Machine `gpu` whose codexd is to be installed into `<tmp>/rbin` by `machine up`; the serve
+/// that `up` starts in its data dir is stopped when the guard goes.
+fn up_env(extra: &str) -> (TestEnv, Sshd, StopServe) {
+    let env = TestEnv::new();
+    let sshd = Sshd::start(env.dir.path());
+    let remote = env.path("remote-data");
+    let rbin = env.path("rbin");
+    let extra = format!("    install_dir: {}\n{extra}", rbin.display());
+    let machine = sshd
+        .machine_yaml("gpu", &remote, &extra)
+        .replace(&format!("codexd: {CODEXD}"), &format!("codexd: {}/codexd", rbin.display()));
+    env.set_config(&format!("machines:\n{machine}"));
+    (env, sshd, StopServe(remote))
+}
+
+/// Stops the `codexd serve` that `machine up` started in `data_dir`.
+fn stop_serve(data_dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(data_dir.join("serve.json")) else { return };
+    let info: Value = serde_json::from_str(&text).unwrap();
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::TERM,
+    );
+    assert!(wait_until(Duration::from_secs(15), || !alive(pid)), "serve stops on SIGTERM");
+}
+
+struct StopServe(PathBuf);
+
+impl Drop for StopServe {
+    fn drop(&mut self) {
+        stop_serve(&self.0);
+    }
+}
+
+#[test]
+fn machine_up_installs_codexd_starts_serve_and_exec_start_works_right_after() {
+    let port = free_port();
+    let (env, _sshd, stop) = up_env(&format!("    addr: 127.0.0.1:{port}\n"));
+    let remote = &stop.0;
+    let installed = env.path("rbin").join("codexd");
+
+    let (code, before) = env.run(&["machine", "check", "--machine", "gpu"]);
+    assert_eq!(code, 0, "{before:?}");
+    assert_eq!(
+        (before[0]["ok"].as_bool(), before[0]["daemon_ok"].as_bool()),
+        (Some(false), Some(false))
+    );
+    let (code, _) = env.run(&["machine", "check", "--machine", "gpu", "--strict"]);
+    assert_eq!(code, 1);
+
+    let up = env.ok(&["machine", "up", "--machine", "gpu"]);
+    assert_eq!(
+        (
+            up["ok"].as_bool(),
+            up["stage"].as_str(),
+            up["installed"].as_bool(),
+            up["started"].as_bool()
+        ),
+        (Some(true), Some("ready"), Some(true), Some(true)),
+        "{up}"
+    );
+    assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(CODEXD).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&installed).unwrap().permissions().mode() & 0o111, 0o111);
+
+    // Right after: a job over HTTP, with the token fetched over ssh on first use.
+    let id = env.start("gpu", "echo up-and-running");
+    assert_eq!(env.wait("gpu", &id)["state"], "succeeded");
+    assert!(remote.join("jobs").join(&id).is_dir(), "the job is in the machine's data dir");
+    assert!(env.home.join(".cache/codex-remote/tokens/gpu.json").is_file());
+
+    let again = env.ok(&["machine", "up", "--machine", "gpu"]);
+    assert_eq!(
+        (again["ok"].as_bool(), again["installed"].as_bool(), again["started"].as_bool()),
+        (Some(true), Some(false), Some(false)),
+        "{again}"
+    );
+    let check = env.ok(&["machine", "check", "--machine", "gpu", "--strict"]);
+    assert_eq!(
+        (check["ssh_ok"].as_bool(), check["daemon_ok"].as_bool(), check["transport"].as_str()),
+        (Some(true), Some(true), Some("http")),
+        "{check}"
+    );
+    assert_eq!(check["codexd_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(check["protocol"], 1);
+}
+
+#[test]
+fn use_direct_addr_reuses_one_forward_and_reports_it_on_stderr() {
+    let port = free_port();
+    let (env, _sshd, _stop) =
+        up_env(&format!("    use_direct_addr: true\n    daemon_port: {port}\n"));
+    let up = env.ok(&["machine", "up", "--machine", "gpu"]);
+    assert_eq!(up["ok"], true, "{up}");
+
+    let telemetry = |args: &[&str]| -> Value {
+        let out = env.remote(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr.lines().rev().find(|l| l.contains("\"tunnel\"")).expect("telemetry");
+        serde_json::from_str(line).unwrap()
+    };
+    let first = telemetry(&["exec", "start", "--machine", "gpu", "--cmd", "echo via-forward"]);
+    for key in ["machine", "local_port", "exec_id", "tunnel_pid", "health_latency", "retry_count"] {
+        assert!(first.get(key).is_some(), "{key} missing: {first}");
+    }
+    assert_eq!(first["machine"], "gpu");
+    assert_ne!(first["local_port"], port, "a local port of its own");
+    let id = first["exec_id"].as_str().unwrap().to_string();
+    let second = telemetry(&["exec", "wait", "--machine", "gpu", "--id", &id]);
+    assert_eq!(
+        (second["local_port"].clone(), second["reused"].as_bool()),
+        (first["local_port"].clone(), Some(true))
+    );
+    assert_eq!(second["exec_id"], id.as_str());
+}
+
+#[test]
+fn check_ls_and_ssh_on_an_ssh_machine() {
+    let env = TestEnv::new();
+    let sshd = Sshd::start(env.dir.path());
+    let remote = env.path("remote-data");
+    let good = sshd.machine_yaml("gpu", &remote, "");
+    let missing = sshd
+        .machine_yaml("broken", &remote, "")
+        .replace(&format!("codexd: {CODEXD}"), "codexd: /nonexistent/codexd");
+    env.set_config(&format!("machines:\n{good}{missing}"));
+
+    let ok = env.ok(&["machine", "check", "--machine", "gpu"]);
+    assert_eq!((ok["ok"].as_bool(), ok["ssh_ok"].as_bool()), (Some(true), Some(true)), "{ok}");
+    assert!(ok["latency_ms"].is_u64() && ok["checked_at"].is_string(), "{ok}");
+    let bad = env.ok(&["machine", "check", "--machine", "broken"]);
+    assert_eq!(
+        (bad["ssh_ok"].as_bool(), bad["daemon_ok"].as_bool(), bad["code"].as_str()),
+        (Some(true), Some(false), Some("codexd_not_found")),
+        "{bad}"
+    );
+    assert!(bad["error"].as_str().is_some_and(|e| !e.is_empty()));
+
+    let ls = env.ok(&["machine", "ls", "--json"]);
+    let names: Vec<&str> =
+        ls["machines"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gpu", "broken", "local"]);
+    let (code, _) = env.run(&["machine", "ls", "--json", "--strict"]);
+    assert_eq!(code, 1, "broken is not ok");
+
+    let out = env
+        .remote(&["machine", "ssh", "--machine", "gpu", "--cmd", "echo hello-$((6*7)); exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello-42");
+}

@@ -179,7 +179,7 @@ fn serve_killed_and_restarted_mid_job_loses_nothing() {
         "for i in $(seq 1 30); do echo line$i; sleep 0.05; done",
     ]);
     let id = start["exec_id"].as_str().unwrap().to_string();
-    let worker = start["worker_pid"].as_i64().unwrap() as i32;
+    let worker = env.started("h", &id)["worker_pid"].as_i64().unwrap() as i32;
     serve.signal(rustix::process::Signal::KILL);
     drop(serve);
     assert!(alive(worker), "the job's worker outlives serve");

@@ -102,11 +102,12 @@ fn machine_up_installs_codexd_starts_serve_and_exec_start_works_right_after() {
     assert_eq!(check["protocol"], 1);
 }
 
-#[test]
-fn use_direct_addr_reuses_one_forward_and_reports_it_on_stderr() {
+/// `use_direct_addr` with `extra` machine keys: one forward, reused by the next call, reported
+/// on stderr. Returns the forward's `tunnel_pid`.
+fn forward_is_reused(extra: &str) -> i64 {
     let port = free_port();
     let (env, _sshd, _stop) =
-        up_env(&format!("    use_direct_addr: true\n    daemon_port: {port}\n"));
+        up_env(&format!("    use_direct_addr: true\n    daemon_port: {port}\n{extra}"));
     let up = env.ok(&["machine", "up", "--machine", "gpu"]);
     assert_eq!(up["ok"], true, "{up}");
 
@@ -130,6 +131,24 @@ fn use_direct_addr_reuses_one_forward_and_reports_it_on_stderr() {
         (first["local_port"].clone(), Some(true))
     );
     assert_eq!(second["exec_id"], id.as_str());
+    first["tunnel_pid"].as_i64().expect("the pid holding the forward")
+}
+
+#[test]
+fn use_direct_addr_forwards_over_the_control_master() {
+    forward_is_reused("");
+}
+
+#[test]
+fn use_direct_addr_without_a_master_runs_its_own_ssh_forward() {
+    let pid = forward_is_reused("    ssh_control: false\n") as i32;
+    // The forward's own ssh outlives the calls; end it (the test started it).
+    assert!(alive(pid), "the forward's ssh is the reported pid");
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::TERM,
+    );
+    assert!(wait_until(Duration::from_secs(10), || !alive(pid)));
 }
 
 #[test]

@@ -198,16 +198,30 @@ fn serve_killed_and_restarted_mid_job_loses_nothing() {
 
 #[test]
 fn one_serve_per_data_dir_and_sigterm_stops_it_cleanly() {
-    let env = TestEnv::new();
-    let mut serve = Serve::start(&env);
+    let (env, mut serve, _) = served();
     let out = env.codexd(&["serve", "--listen", "127.0.0.1:0"]).output().unwrap();
     assert_ne!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already running"), "{stderr}");
 
+    // A follow stream is open when SIGTERM comes: it is ended, not waited for.
+    let id = env.start("h", "sleep 60");
+    let mut follow = env
+        .remote(&["exec", "logs", "--machine", "h", "--id", &id, "--follow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let job = env.started("h", &id);
+    let started = std::time::Instant::now();
     serve.signal(rustix::process::Signal::TERM);
     let status = serve.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(5), "stopped in {:?}", started.elapsed());
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(alive(job["pid"].as_i64().unwrap() as i32), "the job outlives serve");
+    env.ok(&["exec", "cancel", "--id", &id]);
     assert!(!serve.socket.exists(), "the socket is removed on the way out");
     assert!(!env.data_dir().join("serve.json").exists());
 }

@@ -323,7 +323,10 @@ fn up_stages(config: &MachineConfig, report: &mut UpReport) -> Result<()> {
     if let Route::Http(h) = &machine.route {
         report.stage = "serve";
         let hello = Request::Hello(HelloRequest::default());
-        if machine.call(&hello, &mut |_| Ok(())).is_err() {
+        // One probe, without the transport's retries: a serve that is not running is the
+        // common case here.
+        let running = h.endpoint().is_ok_and(|(addr, _)| h.health(&addr).is_ok());
+        if !running || machine.call(&hello, &mut |_| Ok(())).is_err() {
             let listen = match &h.forward {
                 Some(f) => format!("127.0.0.1:{}", f.remote_port),
                 None => h.addr.clone(),

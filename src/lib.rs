@@ -12,10 +12,18 @@
 //! [`daemon::Daemon::handle`] -> job store + worker -> one answer line on stdout -> JSON printed.
 
 pub mod cli;
+pub mod config_file;
+// codexd and its job store are Linux-only (/proc, setsid, a child subreaper); codex-remote
+// also builds for macOS and Windows (see `platform`).
+#[cfg(target_os = "linux")]
 pub mod daemon;
 pub mod error;
+#[cfg(target_os = "linux")]
 pub mod jobs;
 pub mod lockfile;
+pub mod platform;
 pub mod protocol;
 pub mod remote;
+pub mod shell;
+pub mod version;
 pub mod wire;

@@ -1,7 +1,6 @@
 //! flock-based lock files (`std::fs::File::lock`), released when the guard is dropped.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::Path;
 
 use crate::error::{Context, Result};
@@ -16,11 +15,10 @@ impl Drop for LockGuard {
 }
 
 fn open(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    crate::platform::private_file_options()
         .create(true)
         .truncate(false)
         .write(true)
-        .mode(0o600)
         .open(path)
         .context(|| format!("opening lock {}", path.display()))
 }

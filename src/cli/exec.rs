@@ -430,18 +430,5 @@ fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
 
 /// On SIGINT/SIGTERM: mark detached and end the transport child, so the read loop returns.
 fn watch_interrupts(detached: &Arc<AtomicBool>) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| Error::internal("installing signal handlers", e))?;
-    let detached = detached.clone();
-    std::thread::spawn(move || {
-        for _ in signals.forever() {
-            detached.store(true, Ordering::SeqCst);
-            let pid = CURRENT_CHILD.load(Ordering::SeqCst);
-            if pid != 0 {
-                crate::jobs::sys::signal_process(pid as i32, rustix::process::Signal::TERM);
-            }
-        }
-    });
-    Ok(())
+    crate::platform::watch_interrupts(detached, &CURRENT_CHILD)
 }

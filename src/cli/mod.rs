@@ -22,15 +22,19 @@ use crate::remote::transport::Machine;
 #[derive(Debug, Parser)]
 #[command(
     name = "codex-remote",
-    version,
-    about = "Start, watch and cancel jobs on remote machines over ssh"
+    about = "Start, watch and cancel jobs on remote machines over ssh",
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true,
+    arg_required_else_help = true
 )]
 struct Cli {
+    #[command(flatten)]
+    version: crate::version::VersionArgs,
     /// Config file [default: ~/.config/codex-remote/config.yaml].
     #[arg(long, global = true, env = "CODEX_REMOTE_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 // Parsed once per process: the size of the biggest variant does not matter.
@@ -64,7 +68,10 @@ impl Ctx {
 /// Runs `codex-remote` with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let Some(command) = cli.command else {
+        return crate::version::print_or_usage::<Cli>("codex-remote", &cli.version);
+    };
+    let result = match command {
         Command::Exec(cmd) => RemoteConfig::load(cli.config.as_deref())
             .and_then(|config| exec::run(&Ctx { config }, cmd)),
         Command::Machine(cmd) => RemoteConfig::load(cli.config.as_deref())

@@ -12,10 +12,18 @@ use crate::error::{Result, exit};
 use crate::jobs::{sys, worker};
 
 #[derive(Debug, Parser)]
-#[command(name = "codexd", version, about = "Runs jobs for codex-remote on this machine")]
+#[command(
+    name = "codexd",
+    about = "Runs jobs for codex-remote on this machine",
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true,
+    arg_required_else_help = true
+)]
 struct Cli {
+    #[command(flatten)]
+    version: crate::version::VersionArgs,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,7 +69,10 @@ enum Command {
 /// Runs `codexd` with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let Some(command) = cli.command else {
+        return crate::version::print_or_usage::<Cli>("codexd", &cli.version);
+    };
+    let result = match command {
         Command::Rpc { data_dir, config } => rpc(config, data_dir),
         Command::Serve { data_dir, config, listen } => {
             DaemonConfig::load(config.as_deref(), data_dir.as_deref()).and_then(|mut c| {

@@ -11,7 +11,7 @@ pub mod serve;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorCode, Result};
@@ -331,9 +331,7 @@ impl StartPlan {
 }
 
 /// The home directory of the user codexd runs as.
-pub fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
-}
+pub use crate::platform::home_dir;
 
 /// `~` and `~/x` are the home; a relative path is relative to the home; default is the home.
 pub fn expand_cwd(cwd: Option<&str>, home: &Path) -> Result<String> {
@@ -353,10 +351,7 @@ pub fn expand_cwd(cwd: Option<&str>, home: &Path) -> Result<String> {
     Ok(path.display().to_string())
 }
 
-/// Quotes `s` for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
+pub use crate::shell::shell_quote;
 
 #[cfg(test)]
 mod tests {

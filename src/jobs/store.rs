@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -344,18 +344,7 @@ pub fn lost_reason(status: &JobStatus) -> Option<String> {
 }
 
 /// Creates `dir` 0700, or tightens an existing one that is ours.
-pub fn create_private_dir(dir: &Path) -> Result<()> {
-    match fs::DirBuilder::new().mode(0o700).recursive(true).create(dir) {
-        Ok(()) => {}
-        Err(e) => return Err(Error::internal(format!("creating {}", dir.display()), e)),
-    }
-    let meta = fs::metadata(dir).context(|| format!("reading {}", dir.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .context(|| format!("chmod 0700 {}", dir.display()))?;
-    }
-    Ok(())
-}
+pub use crate::platform::create_private_dir;
 
 fn create_private_file(path: &Path) -> Result<File> {
     OpenOptions::new()

@@ -1,4 +1,5 @@
-//! `codex-remote`'s config: `~/.config/codex-remote/config.yaml` (YAML, or JSON for `.json`).
+//! `codex-remote`'s config: `~/.config/codex-remote/config.yaml` (`%APPDATA%\codex-remote\config.yaml`
+//! on Windows; YAML, or JSON for `.json`).
 //!
 //! Machine keys of the original tool (`name`, `ssh`, `addr`, `token`, `daemon_port`,
 //! `daemon_cmd`, `use_direct_addr`) keep their meaning; `ssh_args`, `codexd`, `data_dir` and
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::config::parse_yaml_or_json;
+use crate::config_file::parse_yaml_or_json;
 use crate::error::{Error, ErrorCode, Result};
 
 /// The name of the built-in machine.
@@ -151,29 +152,24 @@ fn config_error(path: &Path, message: &str) -> Error {
     Error::new(ErrorCode::ConfigError, format!("{}: {message}", path.display()))
 }
 
-/// `$XDG_CONFIG_HOME/codex-remote/config.yaml`, else `~/.config/codex-remote/config.yaml`.
+/// `codex-remote/config.yaml` in the user's config directory: `$XDG_CONFIG_HOME` or `~/.config`
+/// on Linux and macOS, `%APPDATA%` on Windows ([`crate::platform::config_dir`]).
 pub fn default_path() -> PathBuf {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::daemon::home_dir().join(".config"));
-    base.join("codex-remote").join("config.yaml")
+    crate::platform::config_dir().join("codex-remote").join("config.yaml")
 }
 
 fn write_template(path: &Path) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let fail = |e: std::io::Error| {
         Error::new(ErrorCode::ConfigError, format!("creating {}: {e}", path.display()))
     };
     if let Some(dir) = path.parent() {
-        crate::jobs::store::create_private_dir(dir)
+        crate::platform::create_private_dir(dir)
             .map_err(|e| Error::new(ErrorCode::ConfigError, e.message))?;
     }
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = crate::platform::private_file_options()
         .write(true)
         .create_new(true)
-        .mode(0o600)
         .open(path)
         .map_err(fail)?;
     f.write_all(TEMPLATE.as_bytes()).map_err(fail)

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::daemon::shell_quote;
 use crate::error::{Error, ErrorCode, Result};
 use crate::lockfile::{self, LockGuard};
+use crate::shell::shell_quote;
 
 /// How long an idle master connection stays up.
 const CONTROL_PERSIST: &str = "10m";
@@ -185,19 +185,25 @@ fn take_slot(base: &Path, kind: &str, n: usize, wait: bool) -> Result<Option<Loc
     lockfile::lock(&path(i)).map(Some)
 }
 
-/// The ssh binary: `CODEX_REMOTE_SSH` (for odd installs), else `ssh` from PATH.
+/// The ssh binary: `CODEX_REMOTE_SSH` (for odd installs), else `ssh` from PATH (`ssh.exe`, the
+/// Windows OpenSSH client, on Windows).
 pub fn ssh_program() -> String {
-    std::env::var("CODEX_REMOTE_SSH").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "ssh".into())
+    let default = if cfg!(windows) { "ssh.exe" } else { "ssh" };
+    std::env::var("CODEX_REMOTE_SSH")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.into())
 }
 
 /// The private directory for ControlMaster sockets; `None` turns reuse off (no safe place).
 ///
 /// Unix socket paths are short (about 104 bytes), so a long home falls back to /tmp.
+#[cfg(unix)]
 pub fn control_dir() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("CODEX_REMOTE_CONTROL_DIR").map(PathBuf::from),
         std::env::var_os("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("codex-remote")),
-        Some(crate::daemon::home_dir().join(".cache").join("codex-remote").join("cm")),
+        Some(crate::platform::cache_dir().join("codex-remote").join("cm")),
         Some(PathBuf::from(format!("/tmp/codex-remote-{}", rustix::process::getuid().as_raw()))),
     ];
     // %C expands to 40 hex characters.
@@ -207,10 +213,17 @@ pub fn control_dir() -> Option<PathBuf> {
         .find(|dir| dir.as_os_str().len() + 41 < 100 && private_dir_ok(dir))
 }
 
+/// Windows' OpenSSH has no ControlMaster (it needs Unix sockets): one connection per call.
+#[cfg(not(unix))]
+pub fn control_dir() -> Option<PathBuf> {
+    None
+}
+
 /// Creates `dir` 0700 if needed and checks that it is ours and private.
+#[cfg(unix)]
 fn private_dir_ok(dir: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    if crate::jobs::store::create_private_dir(dir).is_err() {
+    if crate::platform::create_private_dir(dir).is_err() {
         return false;
     }
     std::fs::symlink_metadata(dir).is_ok_and(|m| {

@@ -1,0 +1,113 @@
+//! What differs between the systems `codex-remote` runs on (Linux, macOS, Windows): where the
+//! home, config and cache directories are, how a file or directory is made private, and how
+//! Ctrl-C reaches the transport child. `codexd` is Linux-only; its OS calls are in `jobs::sys`.
+//!
+//! | | Linux, macOS | Windows |
+//! |---|---|---|
+//! | home | `$HOME` | `%USERPROFILE%` |
+//! | config | `$XDG_CONFIG_HOME`, else `~/.config` | `%APPDATA%` |
+//! | cache | `$XDG_CACHE_HOME`, else `~/.cache` | `%LOCALAPPDATA%` |
+//!
+//! macOS uses the XDG places, as command-line tools there do (git, gh, ...), so one config
+//! path works on a Mac and on Linux alike.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+
+use crate::error::{Error, Result};
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name).filter(|p| !p.is_empty()).map(PathBuf::from)
+}
+
+/// The user's home directory.
+pub fn home_dir() -> PathBuf {
+    let home = if cfg!(windows) {
+        env_path("USERPROFILE").or_else(|| env_path("HOME"))
+    } else {
+        env_path("HOME")
+    };
+    home.unwrap_or_else(|| PathBuf::from(if cfg!(windows) { r"C:\" } else { "/" }))
+}
+
+/// Where per-user config files go (`codex-remote/config.yaml` below it).
+pub fn config_dir() -> PathBuf {
+    if cfg!(windows) {
+        env_path("APPDATA").unwrap_or_else(|| home_dir().join("AppData").join("Roaming"))
+    } else {
+        env_path("XDG_CONFIG_HOME").unwrap_or_else(|| home_dir().join(".config"))
+    }
+}
+
+/// Where per-user caches go (`codex-remote/` below it).
+pub fn cache_dir() -> PathBuf {
+    if cfg!(windows) {
+        env_path("LOCALAPPDATA").unwrap_or_else(|| home_dir().join("AppData").join("Local"))
+    } else {
+        env_path("XDG_CACHE_HOME").unwrap_or_else(|| home_dir().join(".cache"))
+    }
+}
+
+/// Creates `dir` (and its parents) readable by its owner only: 0700 on Unix; on Windows the
+/// user profile's own ACLs already keep others out.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    let fail = |e| Error::internal(format!("creating {}", dir.display()), e);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().mode(0o700).recursive(true).create(dir).map_err(fail)?;
+        let meta = std::fs::metadata(dir).map_err(fail)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::internal(format!("chmod 0700 {}", dir.display()), e))?;
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    Ok(())
+}
+
+/// Options that create a file readable by its owner only (0600 on Unix).
+pub fn private_file_options() -> OpenOptions {
+    let options = OpenOptions::new();
+    #[cfg(unix)]
+    let options = {
+        let mut options = options;
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+    };
+    options
+}
+
+/// On Ctrl-C (SIGINT) or SIGTERM: sets `flag` and ends the transport child whose pid is in
+/// `child` (0: none), so that a blocked read returns. On Windows the console delivers Ctrl-C to
+/// `ssh.exe` itself, so only the flag is set.
+pub fn watch_interrupts(flag: &Arc<AtomicBool>, child: &'static AtomicU32) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let fail = |e| Error::internal("installing signal handlers", e);
+    #[cfg(unix)]
+    {
+        use std::sync::atomic::Ordering;
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(fail)?;
+        let flag = flag.clone();
+        std::thread::spawn(move || {
+            for _ in signals.forever() {
+                flag.store(true, Ordering::SeqCst);
+                let pid = child.load(Ordering::SeqCst);
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = child;
+        for sig in [SIGINT, SIGTERM] {
+            signal_hook::flag::register(sig, flag.clone()).map_err(fail)?;
+        }
+    }
+    Ok(())
+}

@@ -1,7 +1,8 @@
 # codex-runner: `make ci` is what CI runs (.ci/run) and what people run before pushing.
 CARGO ?= cargo
 
-.PHONY: build fmt fmt-check lint test ci bench clean
+.PHONY: build fmt fmt-check lint test ci bench clean check-cross codexd-musl \
+	build-linux build-darwin build-windows build-all
 
 build:
 	$(CARGO) build --release --locked
@@ -15,11 +16,29 @@ fmt-check:
 lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-# The integration tests drive the release binaries, so build them first.
-test: build
-	$(CARGO) test --release --locked
+# The integration tests drive the release binaries, so build them first; the static codexd too
+# (tests/it/release.rs runs it).
+MUSL_CODEXD := target/x86_64-unknown-linux-musl/release/codexd
+test: build codexd-musl
+	CODEXD_MUSL=$(CURDIR)/$(MUSL_CODEXD) $(CARGO) test --release --locked
 
-ci: fmt-check lint test
+ci: fmt-check lint check-cross test
+
+# codex-remote must keep building for Windows and macOS (codexd is Linux-only).
+CROSS_CHECK_TARGETS := x86_64-pc-windows-gnu aarch64-apple-darwin
+check-cross:
+	rustup target add $(CROSS_CHECK_TARGETS)
+	for t in $(CROSS_CHECK_TARGETS); do \
+		$(CARGO) clippy --locked --bin codex-remote --target $$t -- -D warnings || exit 1; \
+	done
+
+codexd-musl:
+	rustup target add x86_64-unknown-linux-musl
+	$(CARGO) build --release --locked --target x86_64-unknown-linux-musl --bin codexd
+
+# Release builds into dist/<os>-<arch>/ with dist/SHA256SUMS (scripts/build-dist.sh).
+build-linux build-darwin build-windows build-all:
+	bash scripts/build-dist.sh $(@:build-%=%)
 
 bench: build
 	bash scripts/bench.sh

@@ -57,6 +57,8 @@ pub enum ErrorCode {
     CodexdNotFound,
     /// The peer answered something that is not the protocol.
     ProtocolError,
+    /// The remote codexd speaks another protocol version than this codex-remote.
+    ProtocolMismatch,
     /// A wait ran out of time.
     Timeout,
     /// `codexd serve`: the token is missing or wrong.
@@ -76,9 +78,8 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             UnknownMachine | ConfigError | Usage => exit::USAGE,
-            SshFailed | CodexdNotFound | ProtocolError | Unauthorized | ForeignDaemon => {
-                exit::TRANSPORT
-            }
+            SshFailed | CodexdNotFound | ProtocolError | ProtocolMismatch | Unauthorized
+            | ForeignDaemon => exit::TRANSPORT,
             Timeout => exit::TIMED_OUT,
             BadRequest | RequestTooLarge | UnknownType | InvalidId | InvalidArgument
             | JobNotFound | JobRunning | StartFailed | Internal | Forbidden | Other => exit::REMOTE,
@@ -104,6 +105,7 @@ impl ErrorCode {
             SshFailed => "ssh_failed",
             CodexdNotFound => "codexd_not_found",
             ProtocolError => "protocol_error",
+            ProtocolMismatch => "protocol_mismatch",
             Timeout => "timeout",
             Unauthorized => "unauthorized",
             Forbidden => "forbidden",

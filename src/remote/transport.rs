@@ -6,17 +6,21 @@
 //! (refused channels, dropped connections): safe, because `exec_start` always carries an
 //! idempotency key.
 
-use std::io::{BufReader, Read, Seek};
+use std::io::{BufRead, BufReader, Read, Seek};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::compat;
 use super::config::{LOCAL, MachineConfig};
 use super::http::HttpTarget;
 use super::ssh::{CallKind, Connection, SshTarget, classify_failure};
 use crate::error::{Error, ErrorCode, Result};
-use crate::protocol::{Request, RequestLine, Response, ResponseLine};
+use crate::protocol::{
+    HelloRequest, PROTOCOL_VERSION, Request, RequestLine, Response, ResponseLine,
+};
 use crate::wire::{self, Line};
 
 /// The longest answer line read (a log line of 64 KiB escaped fits many times).
@@ -138,11 +142,22 @@ impl Machine {
                     let jitter = u64::from(uuid::Uuid::now_v7().as_bytes()[15]) % (base / 2 + 1);
                     std::thread::sleep(Duration::from_millis(base + jitter));
                 }
-                Err(CallError::Retryable(e) | CallError::Final(e)) => return Err(e),
-                Ok(Response::Error(body)) => return Err(body.into()),
+                Err(CallError::Retryable(e) | CallError::Final(e)) => return Err(self.checked(e)),
+                Ok(Response::Error(body)) => return Err(self.checked(body.into())),
                 Ok(answer) => return Ok(answer),
             }
         }
+    }
+
+    /// A failure that may come from a replaced codexd makes the next call send `hello` again.
+    fn checked(&self, e: Error) -> Error {
+        if matches!(
+            e.code,
+            ErrorCode::ProtocolError | ErrorCode::UnknownType | ErrorCode::BadRequest
+        ) {
+            compat::forget(&self.name);
+        }
+        e
     }
 
     fn call_once(
@@ -168,14 +183,21 @@ impl Machine {
         CURRENT_CHILD.store(child.id(), Ordering::SeqCst);
 
         let call_id = serde_json::Value::String(uuid::Uuid::now_v7().simple().to_string());
-        let line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
         let mut stdin = child.stdin.take().expect("stdin is piped");
-        // A write error means the process died early; its exit status tells why, below.
-        let _ = wire::write_line(&mut stdin, &line);
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let flow = self.check_version(&mut stdin, &mut reader, &call_id);
+        if let Ok(ControlFlow::Continue(())) = flow {
+            let line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
+            // A write error means the process died early; its exit status tells why, below.
+            let _ = wire::write_line(&mut stdin, &line);
+        }
         drop(stdin);
-
-        let reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let read = read_answer(reader, &call_id, on_line);
+        let read = match flow {
+            Ok(ControlFlow::Continue(())) => read_answer(reader, &call_id, on_line),
+            Ok(ControlFlow::Break(Some(answer))) => AnswerRead::Final(Box::new(answer)),
+            Ok(ControlFlow::Break(None)) => AnswerRead::Ended { answered_any: false },
+            Err(e) => AnswerRead::Refused(e),
+        };
         if let AnswerRead::Refused(e) = read {
             let _ = child.kill();
             let _ = child.wait();
@@ -201,6 +223,38 @@ impl Machine {
             Err(CallError::Retryable(err))
         } else {
             Err(CallError::Final(err))
+        }
+    }
+
+    /// Without a fresh cached `hello` answer for this machine, sends `hello` on the call's own
+    /// session and checks it ([`compat`]): `Err` for a codexd of another protocol, so the
+    /// request is never sent to it. `Break` ends the call before the request too, with codexd's
+    /// answer when it gave one (an error line) or none (the session ended; stderr tells why).
+    fn check_version(
+        &self,
+        stdin: &mut impl std::io::Write,
+        reader: &mut impl BufRead,
+        call_id: &serde_json::Value,
+    ) -> Result<ControlFlow<Option<Response>>> {
+        let route = format!("{:?}", self.route);
+        if !compat::needs_hello(&self.name, &route) {
+            return Ok(ControlFlow::Continue(()));
+        }
+        let id = serde_json::Value::String(format!("{}-hello", call_id.as_str().unwrap_or("")));
+        let hello = Request::Hello(HelloRequest {
+            protocol: Some(PROTOCOL_VERSION),
+            client_version: Some(crate::version::VERSION.to_string()),
+        });
+        let _ = wire::write_line(stdin, &RequestLine { id: Some(id.clone()), request: hello });
+        match read_answer(reader, &id, &mut |_| Ok(())) {
+            AnswerRead::Final(answer) => match *answer {
+                Response::Hello(h) => {
+                    compat::check_hello(&self.name, &route, &h)?;
+                    Ok(ControlFlow::Continue(()))
+                }
+                other => Ok(ControlFlow::Break(Some(other))),
+            },
+            _ => Ok(ControlFlow::Break(None)),
         }
     }
 

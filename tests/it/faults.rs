@@ -143,12 +143,15 @@ fn killing_the_ssh_client_during_exec_start_still_runs_the_job() {
     let sshd = Sshd::start(env.dir.path());
     let remote = env.path("remote-data");
     let entered = env.path("entered");
-    // A codexd wrapper that, once it has the request, waits long enough for us to kill ssh.
+    // A codexd wrapper that, once it has the request, waits long enough for us to kill ssh (a
+    // `hello` first, the version check's, is answered at once).
     let slow = env.path("slow-codexd");
     std::fs::write(
         &slow,
         format!(
-            "#!/bin/bash\ntrap '' HUP PIPE\nIFS= read -r line\ntouch {entered}\nsleep 1\n\
+            "#!/bin/bash\ntrap '' HUP PIPE\nIFS= read -r line\n\
+             case \"$line\" in *'\"type\":\"hello\"'*) printf '%s\\n' \"$line\" | {codexd} \"$@\"; \
+             IFS= read -r line;; esac\ntouch {entered}\nsleep 1\n\
              printf '%s\\n' \"$line\" | exec {codexd} \"$@\"\n",
             entered = entered.display(),
             codexd = crate::support::CODEXD

@@ -8,6 +8,7 @@ mod golden;
 mod local_exec;
 mod machine;
 mod mcp;
+mod release;
 mod serve;
 mod ssh_exec;
 mod support;

@@ -66,7 +66,8 @@ impl TestEnv {
             .env_remove("CODEXD_CONFIG")
             .env_remove("CODEX_REMOTE_MACHINE")
             .env_remove("XDG_CONFIG_HOME")
-            .env_remove("XDG_RUNTIME_DIR");
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_CACHE_HOME");
     }
 
     /// `codex-remote ARGS` with this env.

@@ -22,32 +22,43 @@ fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name).filter(|p| !p.is_empty()).map(PathBuf::from)
 }
 
+/// A system's environment variables, as the directory rules below read them.
+type Env<'a> = &'a dyn Fn(&str) -> Option<PathBuf>;
+
+fn home_in(windows: bool, env: Env) -> PathBuf {
+    let home = if windows { env("USERPROFILE").or_else(|| env("HOME")) } else { env("HOME") };
+    home.unwrap_or_else(|| PathBuf::from(if windows { r"C:\" } else { "/" }))
+}
+
+fn config_in(windows: bool, env: Env) -> PathBuf {
+    if windows {
+        env("APPDATA").unwrap_or_else(|| home_in(windows, env).join("AppData").join("Roaming"))
+    } else {
+        env("XDG_CONFIG_HOME").unwrap_or_else(|| home_in(windows, env).join(".config"))
+    }
+}
+
+fn cache_in(windows: bool, env: Env) -> PathBuf {
+    if windows {
+        env("LOCALAPPDATA").unwrap_or_else(|| home_in(windows, env).join("AppData").join("Local"))
+    } else {
+        env("XDG_CACHE_HOME").unwrap_or_else(|| home_in(windows, env).join(".cache"))
+    }
+}
+
 /// The user's home directory.
 pub fn home_dir() -> PathBuf {
-    let home = if cfg!(windows) {
-        env_path("USERPROFILE").or_else(|| env_path("HOME"))
-    } else {
-        env_path("HOME")
-    };
-    home.unwrap_or_else(|| PathBuf::from(if cfg!(windows) { r"C:\" } else { "/" }))
+    home_in(cfg!(windows), &env_path)
 }
 
 /// Where per-user config files go (`codex-remote/config.yaml` below it).
 pub fn config_dir() -> PathBuf {
-    if cfg!(windows) {
-        env_path("APPDATA").unwrap_or_else(|| home_dir().join("AppData").join("Roaming"))
-    } else {
-        env_path("XDG_CONFIG_HOME").unwrap_or_else(|| home_dir().join(".config"))
-    }
+    config_in(cfg!(windows), &env_path)
 }
 
 /// Where per-user caches go (`codex-remote/` below it).
 pub fn cache_dir() -> PathBuf {
-    if cfg!(windows) {
-        env_path("LOCALAPPDATA").unwrap_or_else(|| home_dir().join("AppData").join("Local"))
-    } else {
-        env_path("XDG_CACHE_HOME").unwrap_or_else(|| home_dir().join(".cache"))
-    }
+    cache_in(cfg!(windows), &env_path)
 }
 
 /// Creates `dir` (and its parents) readable by its owner only: 0700 on Unix; on Windows the
@@ -110,4 +121,36 @@ pub fn watch_interrupts(flag: &Arc<AtomicBool>, child: &'static AtomicU32) -> Re
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<PathBuf> {
+        let vars: Vec<(String, PathBuf)> =
+            vars.iter().map(|(k, v)| (k.to_string(), PathBuf::from(v))).collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn windows_uses_the_profile_and_appdata() {
+        let env = env_of(&[
+            ("USERPROFILE", r"C:\Users\ada"),
+            ("APPDATA", r"C:\Users\ada\AppData\Roaming"),
+            ("HOME", "/ignored/when/USERPROFILE/is/set"),
+        ]);
+        assert_eq!(home_in(true, &env), PathBuf::from(r"C:\Users\ada"));
+        assert_eq!(config_in(true, &env), PathBuf::from(r"C:\Users\ada\AppData\Roaming"));
+        let bare = env_of(&[("USERPROFILE", "C:/Users/ada")]);
+        assert_eq!(cache_in(true, &bare), Path::new("C:/Users/ada").join("AppData").join("Local"));
+    }
+
+    #[test]
+    fn unix_uses_xdg_then_the_home() {
+        let env = env_of(&[("HOME", "/home/ada"), ("XDG_CACHE_HOME", "/var/cache/ada")]);
+        assert_eq!(config_in(false, &env), PathBuf::from("/home/ada/.config"));
+        assert_eq!(cache_in(false, &env), PathBuf::from("/var/cache/ada"));
+        assert_eq!(home_in(false, &env_of(&[])), PathBuf::from("/"));
+    }
 }

@@ -264,9 +264,12 @@ impl Machine {
                 ErrorCode::CodexdNotFound,
                 format!("cannot run {}: {e}", codexd.display()),
             )
-            .with_hint(
-                "build it next to codex-remote (cargo build --release) or put codexd on PATH",
-            ),
+            .with_hint(if cfg!(target_os = "linux") {
+                "build it next to codex-remote (cargo build --release) or put codexd on PATH"
+            } else {
+                "codexd runs on Linux only: use a machine reached over ssh (--machine NAME, \
+                 default_machine in the config)"
+            }),
             Route::Ssh(_) | Route::Http(_) => Error::new(
                 ErrorCode::SshFailed,
                 format!("cannot run {}: {e}", super::ssh::ssh_program()),

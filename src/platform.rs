@@ -92,6 +92,47 @@ pub fn private_file_options() -> OpenOptions {
     options
 }
 
+/// This user's uid (`None` on Windows).
+pub fn uid() -> Option<u32> {
+    #[cfg(unix)]
+    return Some(rustix::process::getuid().as_raw());
+    #[cfg(not(unix))]
+    None
+}
+
+/// This user's login name, from the environment (`USER`, `LOGNAME`, or Windows' `USERNAME`).
+pub fn user_name() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_default()
+}
+
+/// Writes `value` as JSON to `path` whole: a private temp file in the same directory, renamed
+/// over it, so a reader never sees half a file.
+pub fn write_json_atomic(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let fail = |e: std::io::Error| Error::internal(format!("writing {}", path.display()), e);
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    serde_json::to_writer(&mut tmp, value).map_err(|e| fail(e.into()))?;
+    tmp.flush().map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
+/// Lets a child outlive this process and the terminal: a session of its own on Linux
+/// (`setsid`, in `jobs::sys` with the crate's other unsafe calls), a process group of its own
+/// elsewhere on Unix; on Windows a child is not ended with its parent anyway.
+pub fn detach(cmd: &mut std::process::Command) {
+    #[cfg(target_os = "linux")]
+    crate::jobs::sys::start_new_session(cmd);
+    #[cfg(all(unix, not(target_os = "linux")))]
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    #[cfg(not(unix))]
+    let _ = cmd;
+}
+
 /// On Ctrl-C (SIGINT) or SIGTERM: sets `flag` and ends the transport child whose pid is in
 /// `child` (0: none), so that a blocked read returns. On Windows the console delivers Ctrl-C to
 /// `ssh.exe` itself, so only the flag is set.

@@ -477,3 +477,14 @@ pub struct ResponseLine {
     #[serde(flatten)]
     pub response: Response,
 }
+
+/// What `codexd token` prints: the token TCP clients send, and whose daemon it is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub token: String,
+    pub user: String,
+    pub uid: u32,
+}
+
+/// Where `codexd serve` listens unless told otherwise (and where a tunnel points).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7337";

@@ -9,13 +9,12 @@ use serde::Serialize;
 
 use super::exec::MachineArg;
 use super::{Ctx, emit, usage};
-use crate::daemon::shell_quote;
 use crate::error::{Error, ErrorCode, Result, exit};
-use crate::jobs::store::now_rfc3339;
 use crate::protocol::{HelloRequest, Request, Response};
 use crate::remote::config::MachineConfig;
 use crate::remote::ssh::{SshTarget, run_remote};
 use crate::remote::transport::{Machine, Route, local_codexd};
+use crate::shell::shell_quote;
 
 /// How long `up` waits for a started `serve` to answer.
 const SERVE_START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -122,7 +121,7 @@ pub fn check(config: &MachineConfig) -> CheckReport {
         user: None,
         error: None,
         code: None,
-        checked_at: now_rfc3339(),
+        checked_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
     };
     let machine = match Machine::from_config(config) {
         Ok(m) => m,

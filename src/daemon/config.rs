@@ -12,7 +12,7 @@ use crate::error::{Error, ErrorCode, Result};
 pub const DEFAULT_RETENTION: usize = 200;
 pub const DEFAULT_SHELL: &str = "bash -lc";
 /// Where `codexd serve` listens unless `listen` says otherwise (the original tool's port).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7337";
+pub use crate::protocol::DEFAULT_LISTEN;
 
 /// The config file as written by the user; every key is optional.
 #[derive(Debug, Default, Deserialize)]

@@ -36,13 +36,7 @@ pub struct ServeInfo {
     pub user: String,
 }
 
-/// What `codexd token` prints: the token TCP clients send, and whose daemon it is for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenInfo {
-    pub token: String,
-    pub user: String,
-    pub uid: u32,
-}
+pub use crate::protocol::TokenInfo;
 
 /// The token: `auth_token` from the config, else `<data_dir>/token`, generated (0600) if missing.
 pub fn token(config: &DaemonConfig) -> Result<TokenInfo> {

@@ -129,15 +129,9 @@ pub fn forget(machine: &str) {
 }
 
 fn save(path: &std::path::Path, seen: &Seen) -> Result<()> {
-    use std::io::Write;
     let dir = path.parent().expect("the cache file is in a directory");
     crate::platform::create_private_dir(dir)?;
-    let fail = |e: std::io::Error| Error::internal(format!("writing {}", path.display()), e);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
-    serde_json::to_writer(&mut tmp, seen).map_err(|e| fail(e.into()))?;
-    tmp.flush().map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
+    crate::platform::write_json_atomic(path, seen)
 }
 
 fn warn_once(text: &str) {

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::ssh::SshTarget;
 use super::transport::{AnswerRead, CallError, read_answer};
 use super::tunnel::OpenForward;
-use crate::daemon::serve::TokenInfo;
 use crate::error::{Error, ErrorCode, Result};
+use crate::protocol::TokenInfo;
 use crate::protocol::{Request, RequestLine, Response};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,8 +98,8 @@ impl HttpTarget {
             (Some(user), _) => &health.user == user,
             (None, Some(info)) => health.uid == Some(info.uid) || health.user == info.user,
             (None, None) => {
-                health.uid == Some(rustix::process::getuid().as_raw())
-                    || health.user == crate::jobs::sys::user_name()
+                health.uid.is_some() && health.uid == crate::platform::uid()
+                    || health.user == crate::platform::user_name()
             }
         };
         if ok {
@@ -138,9 +138,9 @@ impl HttpTarget {
         };
         let info = fetch_token(ssh)?;
         if let Some(dir) = cache.parent() {
-            crate::jobs::store::create_private_dir(dir)?;
+            crate::platform::create_private_dir(dir)?;
         }
-        crate::jobs::store::write_json_atomic(&cache, &info)?;
+        crate::platform::write_json_atomic(&cache, &info)?;
         Ok((info.token.clone(), Some(info)))
     }
 
@@ -265,7 +265,7 @@ pub fn fetch_token(ssh: &SshTarget) -> Result<TokenInfo> {
     let mut remote = format!("{} token", ssh.codexd);
     if let Some(dir) = &ssh.data_dir {
         remote.push_str(" --data-dir ");
-        remote.push_str(&crate::daemon::shell_quote(dir));
+        remote.push_str(&crate::shell::shell_quote(dir));
     }
     let out = super::ssh::run_remote(ssh, &remote, None)?;
     // The last JSON line: login-shell noise may come first.
@@ -280,9 +280,5 @@ fn token_cache_path(machine: &str) -> PathBuf {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .collect();
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::daemon::home_dir().join(".cache"));
-    base.join("codex-remote").join("tokens").join(format!("{safe}.json"))
+    crate::platform::cache_dir().join("codex-remote").join("tokens").join(format!("{safe}.json"))
 }

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::MachineConfig;
 use super::ssh::{SshTarget, control_dir};
-use crate::daemon::config::DEFAULT_LISTEN;
 use crate::error::{Error, ErrorCode, Result};
+use crate::protocol::DEFAULT_LISTEN;
 
 /// Ports tried before giving up.
 const ATTEMPTS: u32 = 5;
@@ -58,8 +58,7 @@ impl Forward {
         let safe: String = (self.machine.chars())
             .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
             .collect();
-        crate::daemon::home_dir()
-            .join(".cache")
+        crate::platform::cache_dir()
             .join("codex-remote")
             .join("tunnels")
             .join(format!("{safe}.json"))
@@ -90,9 +89,9 @@ impl Forward {
                     };
                     let path = self.state_path();
                     if let Some(dir) = path.parent() {
-                        crate::jobs::store::create_private_dir(dir)?;
+                        crate::platform::create_private_dir(dir)?;
                     }
-                    crate::jobs::store::write_json_atomic(&path, &open)?;
+                    crate::platform::write_json_atomic(&path, &open)?;
                     return Ok(open);
                 }
                 Err(e) => last = Some(e),
@@ -131,7 +130,7 @@ impl Forward {
         own.args(["-o", "ExitOnForwardFailure=yes", "-N", "-L", &spec]);
         own.args(&args[split..args.len() - 1]);
         own.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        crate::jobs::sys::start_new_session(&mut own);
+        crate::platform::detach(&mut own);
         let mut child = own.spawn().map_err(ssh_error)?;
         let pid = child.id();
         if wait_port(local_port, Some(&mut child)) {

@@ -1,7 +1,6 @@
 //! `codex-remote machine check|ls|up|ssh`: is a machine ready, make it ready, or log into it.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
@@ -12,8 +11,9 @@ use super::{Ctx, emit, usage};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{HelloRequest, Request, Response};
 use crate::remote::config::MachineConfig;
+use crate::remote::install::LocalBuilds;
 use crate::remote::ssh::{SshTarget, run_remote};
-use crate::remote::transport::{Machine, Route, local_codexd};
+use crate::remote::transport::{Machine, Route};
 use crate::shell::shell_quote;
 
 /// How long `up` waits for a started `serve` to answer.
@@ -297,10 +297,8 @@ fn up_stages(config: &MachineConfig, report: &mut UpReport) -> Result<()> {
     report.stage = "install";
     let current = remote_version.as_deref().is_some_and(|v| !older(v, local_version));
     if !current {
-        if os != "Linux" {
-            return Err(Error::new(ErrorCode::Usage, format!("the machine runs {os}, not Linux")));
-        }
-        let binary = codexd_binary_for(arch)?;
+        // The static dist/ build when there is one (old servers), else this build's own.
+        let binary = crate::remote::install::codexd_for(os, arch, &LocalBuilds::current())?;
         let script = format!(
             "set -e; d={dir}; mkdir -p \"$d\"; t=\"$d/.codexd.tmp.$$\"; cat > \"$t\"; \
              chmod 755 \"$t\"; mv -f \"$t\" \"$d/codexd\"; \"$d/codexd\" --version",
@@ -392,34 +390,6 @@ fn older(a: &str, b: &str) -> bool {
         v.split(['.', '-']).map(|p| p.parse().unwrap_or(0)).take(3).collect()
     };
     parse(a) < parse(b)
-}
-
-/// The Linux codexd for `arch` (`uname -m`): this build's own when the arch matches, else
-/// `dist/codexd-linux-ARCH` (next to the executable or in the current dir).
-fn codexd_binary_for(arch: &str) -> Result<PathBuf> {
-    let arch = match arch {
-        "arm64" => "aarch64",
-        "amd64" => "x86_64",
-        a => a,
-    };
-    if cfg!(target_os = "linux") && arch == std::env::consts::ARCH {
-        let local = local_codexd();
-        if local.is_file() {
-            return Ok(local);
-        }
-    }
-    let name = format!("codexd-linux-{arch}");
-    let exe_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
-    let candidates =
-        [exe_dir.map(|d| d.join("dist").join(&name)), Some(PathBuf::from("dist").join(&name))];
-    candidates.into_iter().flatten().find(|p| p.is_file()).ok_or_else(|| {
-        Error::new(ErrorCode::Usage, format!("no codexd built for linux/{arch}")).with_hint(
-            format!(
-                "build it (cargo build --release --target {arch}-unknown-linux-musl) and copy \
-                 it to dist/{name}"
-            ),
-        )
-    })
 }
 
 /// `ssh -A [-t] HOST CMD` with the terminal's stdio; the remote exit code is ours.

@@ -3,6 +3,7 @@
 //! the message on stderr, and exits with the code's exit status (README "Exit codes").
 
 pub mod completions;
+pub mod dashboard;
 pub mod exec;
 pub mod machine;
 pub mod mcp;
@@ -51,6 +52,8 @@ enum Command {
     Mcp(mcp::McpArgs),
     /// Print a shell completion script: `codex-remote completions bash > ...`.
     Completions(completions::CompletionsArgs),
+    /// Serve a live web page of every machine and job (loopback only unless --listen says so).
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Everything a command needs: the config and where its output goes.
@@ -79,6 +82,8 @@ pub fn main() -> ExitCode {
         // The MCP server reads the config at each call and keeps stdout for MCP messages.
         Command::Mcp(args) => return ExitCode::from(mcp::run(cli.config, args)),
         Command::Completions(args) => completions::run(args, Cli::command()),
+        Command::Dashboard(args) => RemoteConfig::load(cli.config.as_deref())
+            .and_then(|config| dashboard::run(&Ctx { config }, args)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

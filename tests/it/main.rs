@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod completions;
+mod dashboard;
 mod faults;
 mod golden;
 mod local_exec;

@@ -96,7 +96,7 @@ function renderMachines(list) {
       el('td', {}, m.name), el('td', {}, c.transport || '-'), el('td', {}, yesNo(c.ssh_ok)),
       el('td', { class: 'daemon' }, codexd), el('td', {}, c.codexd_version || '-'),
       el('td', {}, c.latency_ms !== undefined && c.latency_ms !== null ? c.latency_ms + ' ms' : '-'),
-      el('td', {}, fmtTime(c.checked_at)), el('td', {}, up), el('td', { class: 'up-cell' }, upCell(m.up, c.transport)));
+      el('td', { class: 'time' }, fmtTime(c.checked_at)), el('td', {}, up), el('td', { class: 'up-cell' }, upCell(m.up, c.transport)));
   });
   body.replaceChildren(...rows);
   const names = list.map((m) => m.name);
@@ -159,7 +159,7 @@ function renderJobs() {
       el('td', { class: 'cmd', title: j.cmd }, j.cmd),
       el('td', { class: 'state state-' + j.state }, j.state),
       el('td', {}, j.exit_code === null || j.exit_code === undefined ? (j.signal ? 'sig ' + j.signal : '-') : String(j.exit_code)),
-      el('td', {}, fmtTime(j.started_at || j.created_at)), el('td', {}, fmtDuration(j)), el('td', {}, action));
+      el('td', { class: 'time' }, fmtTime(j.started_at || j.created_at)), el('td', {}, fmtDuration(j)), el('td', {}, action));
     if (view && view.id === j.exec_id && view.machine === j.machine) row.classList.add('selected');
     row.addEventListener('click', () => openJob(j.machine, j.exec_id));
     return row;
@@ -206,6 +206,7 @@ document.getElementById('start-form').addEventListener('submit', async (ev) => {
     const job = await post('/api/jobs', {
       machine: f.machine.value, cmd: f.cmd.value, cwd: f.cwd.value, name: f.elements.name.value,
     });
+    f.cmd.value = '';
     jobs.unshift(job);
     renderJobs();
     openJob(job.machine, job.exec_id);

@@ -289,8 +289,15 @@ fn error_response(e: &Error) -> Response {
 
 /// Opens `url` with the desktop's opener; failing to is not an error (the URL is printed).
 fn open_browser(url: &str) {
-    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+    let (opener, args): (&str, &[&str]) = if cfg!(windows) {
+        ("cmd", &["/C", "start", ""])
+    } else if cfg!(target_os = "macos") {
+        ("open", &[])
+    } else {
+        ("xdg-open", &[])
+    };
     let spawned = std::process::Command::new(opener)
+        .args(args)
         .arg(url)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -269,9 +269,17 @@ impl Browser {
         self.rt.block_on(self.client().execute(script, vec![])).unwrap()
     }
 
+    /// Clicks `css`, finding it again if the page re-rendered it in between (tables refresh).
     fn click(&self, css: &str) {
-        let el = self.rt.block_on(self.client().find(Locator::Css(css))).unwrap();
-        self.rt.block_on(el.click()).unwrap();
+        let clicked = wait_until(WAIT, || {
+            self.rt.block_on(async {
+                match self.client().find(Locator::Css(css)).await {
+                    Ok(el) => el.click().await.is_ok(),
+                    Err(_) => false,
+                }
+            })
+        });
+        assert!(clicked, "could not click {css}");
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -388,10 +396,14 @@ fn dashboard_in_chromium_starts_follows_cancels_and_escapes() {
         "the new job's view",
         "const v = document.getElementById('job-view'); return !v.hidden && v.dataset.machine === 'box' && v.dataset.id !== undefined && v.dataset.id.length > 0 && document.getElementById('view-cmd').textContent.includes('first-')",
     );
-    browser
-        .wait_for("first line, live", &format!("return {}.includes('first-42')", text_of("#log")));
-    let state = browser.js(&format!("return {}", text_of("#view-state")));
-    assert!(state.as_str().unwrap().starts_with("running"), "live output while running: {state}");
+    browser.wait_for(
+        "the first line while the job runs",
+        &format!(
+            "return {}.includes('first-42') && {}.startsWith('running')",
+            text_of("#log"),
+            text_of("#view-state")
+        ),
+    );
     assert!(
         !browser.js(&format!("return {}", text_of("#log"))).as_str().unwrap().contains("second-42")
     );

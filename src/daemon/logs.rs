@@ -194,7 +194,8 @@ fn send_range(c: &mut Cursor, end: u64, flush: bool, raw: bool, sink: &mut dyn S
                 return Ok(());
             }
             let data_b64 = base64::engine::general_purpose::STANDARD.encode(&buf[..n]);
-            sink.send(Response::Chunk(LogChunk { stream: c.stream, offset: c.pos, data_b64 }))?;
+            sink.send(Response::Chunk(LogChunk { stream: c.stream, offset: c.pos, data_b64 }))
+                .map_err(client_gone)?;
             c.pos += n as u64;
         }
     }
@@ -229,9 +230,15 @@ fn send_range(c: &mut Cursor, end: u64, flush: bool, raw: bool, sink: &mut dyn S
 /// Sends one line (or piece) starting at `c.pos` and advances `c.pos` past its bytes.
 fn send_line(c: &mut Cursor, bytes: &[u8], partial: bool, sink: &mut dyn Sink) -> Result<()> {
     let line = String::from_utf8_lossy(bytes).into_owned();
-    sink.send(Response::Log(LogLine { stream: c.stream, offset: c.pos, line, partial }))?;
+    sink.send(Response::Log(LogLine { stream: c.stream, offset: c.pos, line, partial }))
+        .map_err(client_gone)?;
     c.pos += bytes.len() as u64;
     Ok(())
+}
+
+/// A log line could not be written: the reader has gone.
+fn client_gone(e: std::io::Error) -> Error {
+    Error::internal("writing the answer", e)
 }
 
 /// Waits up to `timeout` for `cond`, polling with a growing interval.

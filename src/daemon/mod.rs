@@ -31,12 +31,6 @@ pub trait Sink {
     fn closed(&self) -> bool;
 }
 
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Self {
-        Error::internal("writing the answer", e)
-    }
-}
-
 /// Default time between TERM and KILL (as Slurm's KillWait).
 pub const DEFAULT_GRACE_MS: u64 = 5000;
 /// `exec_list` without a limit.

@@ -278,21 +278,15 @@ pub fn run_remote(
     if out.code == Some(0) {
         return Ok(out.stdout);
     }
-    Err(classify_failure(out.code, &out.stderr).0)
+    Err(classify_failure(out.code, &out.stderr, true).0)
 }
 
 /// What a failed ssh call means, from its exit status and stderr.
-pub fn classify_failure(exit: Option<i32>, stderr: &str) -> (Error, bool) {
+pub fn classify_failure(exit: Option<i32>, stderr: &str, via_ssh: bool) -> (Error, bool) {
     let text = stderr.trim();
-    let short: String = text
-        .lines()
-        .rev()
-        .take(6)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join("\n");
+    // The last lines say what went wrong; earlier ones are login noise.
+    let lines: Vec<&str> = text.lines().collect();
+    let short = lines[lines.len().saturating_sub(6)..].join("\n");
     let not_found = exit == Some(127)
         || text.contains("command not found")
         || (text.contains("No such file or directory") && exit != Some(255));
@@ -307,7 +301,8 @@ pub fn classify_failure(exit: Option<i32>, stderr: &str) -> (Error, bool) {
         );
         return (err, false);
     }
-    if exit == Some(255) {
+    // 255 is ssh's own failure; from a local process or over HTTP it means nothing special.
+    if via_ssh && exit == Some(255) {
         let fatal = ["Permission denied", "Host key verification failed", "Could not resolve"]
             .iter()
             .any(|p| text.contains(p));
@@ -356,15 +351,20 @@ mod tests {
     #[test]
     fn classifies_failures() {
         assert_eq!(
-            classify_failure(Some(127), "bash: codexd: command not found").0.code,
+            classify_failure(Some(127), "bash: codexd: command not found", true).0.code,
             ErrorCode::CodexdNotFound
         );
-        let (e, retry) = classify_failure(Some(255), "user@h: Permission denied (publickey).");
+        let (e, retry) =
+            classify_failure(Some(255), "user@h: Permission denied (publickey).", true);
         assert_eq!((e.code, retry), (ErrorCode::SshFailed, false));
         let (e, retry) = classify_failure(
             Some(255),
             "mux_client_request_session: session request failed: Session open refused by peer",
+            true,
         );
         assert_eq!((e.code, retry), (ErrorCode::SshFailed, true));
+        // A local codexd that exits 255 is not an ssh failure.
+        let (e, retry) = classify_failure(Some(255), "", false);
+        assert_eq!((e.code, retry), (ErrorCode::ProtocolError, false));
     }
 }

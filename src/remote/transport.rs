@@ -213,12 +213,8 @@ impl Machine {
         };
         let stderr = read_all(stderr_file);
         let code = status.ok().and_then(|s| s.code());
-        let (err, retryable) = match self.route {
-            Route::Ssh(_) => classify_failure(code, &stderr),
-            Route::Local { .. } | Route::Http(_) => {
-                classify_failure(code.or(Some(-1)).filter(|&c| c != 255), &stderr)
-            }
-        };
+        let via_ssh = matches!(self.route, Route::Ssh(_));
+        let (err, retryable) = classify_failure(code, &stderr, via_ssh);
         if retryable && !answered_any {
             Err(CallError::Retryable(err))
         } else {

@@ -11,6 +11,7 @@
 //! A call flows: `codex-remote exec start` -> `ssh HOST codexd rpc` (request on stdin) ->
 //! [`daemon::Daemon::handle`] -> job store + worker -> one answer line on stdout -> JSON printed.
 
+pub mod auth;
 pub mod cli;
 pub mod config_file;
 // codexd and its job store are Linux-only (/proc, setsid, a child subreaper); codex-remote

@@ -53,6 +53,8 @@ pub enum ErrorCode {
     Usage,
     /// ssh itself failed (connection, auth, refused destination).
     SshFailed,
+    /// An HTTP machine's `codexd serve` could not be reached (refused, timed out, cut off).
+    ConnectFailed,
     /// ssh worked but the remote `codexd` command is missing.
     CodexdNotFound,
     /// The peer answered something that is not the protocol.
@@ -78,8 +80,8 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             UnknownMachine | ConfigError | Usage => exit::USAGE,
-            SshFailed | CodexdNotFound | ProtocolError | ProtocolMismatch | Unauthorized
-            | ForeignDaemon => exit::TRANSPORT,
+            SshFailed | ConnectFailed | CodexdNotFound | ProtocolError | ProtocolMismatch
+            | Unauthorized | ForeignDaemon => exit::TRANSPORT,
             Timeout => exit::TIMED_OUT,
             BadRequest | RequestTooLarge | UnknownType | InvalidId | InvalidArgument
             | JobNotFound | JobRunning | StartFailed | Internal | Forbidden | Other => exit::REMOTE,
@@ -103,6 +105,7 @@ impl ErrorCode {
             ConfigError => "config_error",
             Usage => "usage",
             SshFailed => "ssh_failed",
+            ConnectFailed => "connect_failed",
             CodexdNotFound => "codexd_not_found",
             ProtocolError => "protocol_error",
             ProtocolMismatch => "protocol_mismatch",
@@ -128,11 +131,13 @@ pub struct Error {
     pub code: ErrorCode,
     pub message: String,
     pub hint: Option<String>,
+    /// The kind of the I/O error behind it, if one is (e.g. `BrokenPipe`: stdout was closed).
+    pub io_kind: Option<std::io::ErrorKind>,
 }
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), hint: None }
+        Error { code, message: message.into(), hint: None, io_kind: None }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -142,6 +147,18 @@ impl Error {
 
     pub fn internal(context: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
         Error::new(ErrorCode::Internal, format!("{context}: {err}"))
+    }
+
+    /// An `internal` error from an I/O error, keeping its kind.
+    pub fn io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
+        let mut e = Error::internal(context, &err);
+        e.io_kind = Some(err.kind());
+        e
+    }
+
+    /// Whether this is a write to a closed pipe (`| head`): not a failure worth reporting.
+    pub fn is_broken_pipe(&self) -> bool {
+        self.io_kind == Some(std::io::ErrorKind::BrokenPipe)
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {

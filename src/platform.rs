@@ -63,16 +63,45 @@ pub fn cache_dir() -> PathBuf {
 
 /// Creates `dir` (and its parents) readable by its owner only: 0700 on Unix; on Windows the
 /// user profile's own ACLs already keep others out.
+///
+/// On Unix the last component must end up ours: a directory owned by another user, or a
+/// symlink another user planted (say `/tmp/codex-remote-UID` pointing at our home), is refused,
+/// and the mode is tightened through a descriptor of the checked directory (`fchmod`), never by
+/// a path that could lead elsewhere. A symlink of our own to a directory of our own (a data dir
+/// moved to a bigger disk) is fine.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
     let fail = |e| Error::internal(format!("creating {}", dir.display()), e);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use rustix::fs::{Mode, OFlags};
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
         std::fs::DirBuilder::new().mode(0o700).recursive(true).create(dir).map_err(fail)?;
-        let meta = std::fs::metadata(dir).map_err(fail)?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| Error::internal(format!("chmod 0700 {}", dir.display()), e))?;
+        let me = rustix::process::getuid().as_raw();
+        let refuse = |why: &str| {
+            Error::internal(
+                format!("using {} as a private directory", dir.display()),
+                format!("refused: {why}"),
+            )
+        };
+        let link = std::fs::symlink_metadata(dir).map_err(fail)?;
+        let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        if link.file_type().is_symlink() {
+            if link.uid() != me {
+                return Err(refuse("it is a symlink of another user"));
+            }
+        } else {
+            flags |= OFlags::NOFOLLOW;
+        }
+        let fd = rustix::fs::open(dir, flags, Mode::empty())
+            .map_err(|e| fail(std::io::Error::from(e)))?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| fail(std::io::Error::from(e)))?;
+        if stat.st_uid != me {
+            return Err(refuse("it belongs to another user"));
+        }
+        if stat.st_mode & 0o077 != 0 {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700)).map_err(|e| {
+                Error::internal(format!("chmod 0700 {}", dir.display()), std::io::Error::from(e))
+            })?;
         }
     }
     #[cfg(not(unix))]

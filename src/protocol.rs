@@ -15,9 +15,29 @@ use crate::error::{Error, ErrorCode};
 /// Bumped when a change would break an older peer.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The named capabilities a codexd reports in `hello`. A client checks the one a request
+/// needs ([`Request::needs`]) before sending it, so an older codexd gets a clear error instead
+/// of a request it would misread.
+pub mod capability {
+    pub const EXEC: &str = "exec";
+    pub const LOGS_FOLLOW: &str = "logs_follow";
+    pub const LOGS_RAW: &str = "logs_raw";
+    pub const IDEMPOTENCY_KEY: &str = "idempotency_key";
+    pub const CANCEL_TREE: &str = "cancel_tree";
+    pub const SCRIPT: &str = "script";
+    pub const PRUNE: &str = "prune";
+}
+
 /// What this codexd can do, reported by `hello`.
-pub const CAPABILITIES: &[&str] =
-    &["exec", "logs_follow", "logs_raw", "idempotency_key", "cancel_tree", "script", "prune"];
+pub const CAPABILITIES: &[&str] = &[
+    capability::EXEC,
+    capability::LOGS_FOLLOW,
+    capability::LOGS_RAW,
+    capability::IDEMPOTENCY_KEY,
+    capability::CANCEL_TREE,
+    capability::SCRIPT,
+    capability::PRUNE,
+];
 
 /// The request `type`s this version knows.
 pub const REQUEST_TYPES: &[&str] = &[
@@ -45,6 +65,30 @@ pub enum Request {
     ExecList(ListRequest),
     ExecRm(JobRef),
     ExecPrune(PruneRequest),
+}
+
+impl Request {
+    /// The capability a codexd must report for this request to mean what the client means.
+    pub fn needs(&self) -> Option<&'static str> {
+        match self {
+            Request::ExecStart(r) if r.script.is_some() => Some(capability::SCRIPT),
+            Request::ExecLogs(r) if r.raw => Some(capability::LOGS_RAW),
+            Request::ExecLogs(r) if r.follow => Some(capability::LOGS_FOLLOW),
+            Request::ExecPrune(_) => Some(capability::PRUNE),
+            _ => None,
+        }
+    }
+
+    /// The job a request is about, if it is about one.
+    pub fn exec_id(&self) -> Option<&str> {
+        match self {
+            Request::ExecStatus(r) | Request::ExecRm(r) => Some(&r.exec_id),
+            Request::ExecLogs(r) => Some(&r.exec_id),
+            Request::ExecCancel(r) => Some(&r.exec_id),
+            Request::ExecWait(r) => Some(&r.exec_id),
+            _ => None,
+        }
+    }
 }
 
 /// A request line: the request plus the caller's `id`, echoed in every answer line.
@@ -406,8 +450,8 @@ pub struct LogsEnd {
     pub next_offset: StreamOffsets,
     /// The size of each stream read when the answer was made.
     pub size: StreamOffsets,
-    /// `max_bytes` stopped the answer before the end of a log.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// `max_bytes` stopped the answer before the end of a log (always present).
+    #[serde(default)]
     pub more: bool,
     pub status: RunStatus,
     pub state: JobState,
@@ -443,7 +487,7 @@ impl From<Error> for ErrorBody {
 
 impl From<ErrorBody> for Error {
     fn from(e: ErrorBody) -> Self {
-        Error { code: e.code, message: e.message, hint: e.hint }
+        Error { code: e.code, message: e.message, hint: e.hint, io_kind: None }
     }
 }
 
@@ -463,6 +507,21 @@ pub enum Response {
 }
 
 impl Response {
+    /// The `type` of this answer on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Hello(_) => "hello",
+            Response::Status(_) => "status",
+            Response::List(_) => "list",
+            Response::Log(_) => "log",
+            Response::Chunk(_) => "chunk",
+            Response::LogsEnd(_) => "logs_end",
+            Response::Removed(_) => "removed",
+            Response::Pruned(_) => "pruned",
+            Response::Error(_) => "error",
+        }
+    }
+
     /// Whether this line ends the answer to its request (all but `log` and `chunk`).
     pub fn is_final(&self) -> bool {
         !matches!(self, Response::Log(_) | Response::Chunk(_))
@@ -488,3 +547,37 @@ pub struct TokenInfo {
 
 /// Where `codexd serve` listens unless told otherwise (and where a tunnel points).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7337";
+
+/// A value printed by `codex-remote` with the machine it came from: the value's own fields,
+/// then `machine`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OnMachine<'a, T> {
+    #[serde(flatten)]
+    pub value: T,
+    pub machine: &'a str,
+}
+
+impl<'a, T: Serialize> OnMachine<'a, T> {
+    pub fn new(value: T, machine: &'a str) -> Self {
+        OnMachine { value, machine }
+    }
+
+    /// As a JSON value (for MCP's `structuredContent` and the dashboard's answers).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("answers serialize")
+    }
+}
+
+/// The NDJSON events of `codex-remote exec run`, one per line, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunEvent<'a> {
+    /// The job was started: its status object.
+    Started(OnMachine<'a, &'a StatusResponse>),
+    /// One line of output (as `exec logs` prints it).
+    Log(&'a LogLine),
+    /// The job ended: its final status object.
+    Finished(OnMachine<'a, &'a JobStatus>),
+    /// Ctrl-C detached `exec run`; the job goes on.
+    Detached { exec_id: &'a str, machine: &'a str, hint: &'a str },
+}

@@ -16,6 +16,6 @@ pub struct CompletionsArgs {
 pub fn run(args: CompletionsArgs, mut cli: clap::Command) -> Result<u8> {
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cli, "codex-remote", &mut script);
-    super::emit_raw(false, &script);
+    super::emit_raw(false, &script)?;
     Ok(exit::OK)
 }

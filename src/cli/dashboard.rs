@@ -126,7 +126,7 @@ pub fn run(ctx: &Ctx, args: DashboardArgs) -> Result<u8> {
         let dashboard = Dashboard::new(ctx.config.clone(), addr);
         let url = dashboard.url();
         eprintln!("codex-remote: dashboard at {url} (Ctrl-C stops it)");
-        emit(&serde_json::json!({ "type": "listening", "url": url }));
+        emit(&serde_json::json!({ "type": "listening", "url": url }))?;
         if args.open {
             open_browser(&url);
         }
@@ -249,12 +249,12 @@ async fn check_one(d: &Arc<Dashboard>, name: &str) {
 
 /// `machine check`'s report as JSON.
 fn machine_check_report(config: &MachineConfig) -> serde_json::Value {
-    serde_json::to_value(super::machine::check(config)).unwrap_or_default()
+    serde_json::to_value(crate::remote::machine::check(config)).unwrap_or_default()
 }
 
 /// `machine up`'s report as JSON: the last stage reached, its message and hint.
 fn machine_up_report(config: &MachineConfig) -> serde_json::Value {
-    serde_json::to_value(super::machine::up(config)).unwrap_or_default()
+    serde_json::to_value(crate::remote::machine::up(config)).unwrap_or_default()
 }
 
 /// RFC 3339 with milliseconds, as in status objects.

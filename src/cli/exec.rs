@@ -9,14 +9,14 @@ use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use super::{Ctx, emit, emit_raw, parse_duration, parse_key_value, usage};
+use super::{Ctx, emit, emit_on, emit_raw, parse_duration, parse_key_value, usage};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
     CancelRequest, CommandSpec, ExecStartRequest, JobRef, JobState, JobStatus, ListRequest,
-    LogsEnd, LogsRequest, PruneRequest, Request, Response, Stream, StreamOffsets, StreamSel,
-    WaitRequest,
+    LogsEnd, LogsRequest, OnMachine, PruneRequest, Request, Response, RunEvent, Stream,
+    StreamOffsets, StreamSel, WaitRequest,
 };
-use crate::remote::client::{self, with_machine};
+use crate::remote::client;
 use crate::remote::transport::{CURRENT_CHILD, Machine};
 
 #[derive(Debug, Subcommand)]
@@ -179,7 +179,7 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
         ExecCommand::Result(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
             let answer = client::status(&m, Request::ExecStatus(JobRef { exec_id: args.id }))?;
-            emit(&with_machine(&answer, &m.name, None));
+            emit_on(&m, &answer)?;
             Ok(exit::OK)
         }
         ExecCommand::Logs(args) => logs(ctx, args),
@@ -188,7 +188,7 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
             let grace_ms = Some(args.grace.as_millis() as u64);
             let req = Request::ExecCancel(CancelRequest { exec_id: args.id, grace_ms });
             let answer = client::status(&m, req)?;
-            emit(&with_machine(&answer, &m.name, None));
+            emit_on(&m, &answer)?;
             Ok(exit::OK)
         }
         ExecCommand::Wait(args) => {
@@ -198,7 +198,7 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
                 &m,
                 Request::ExecWait(WaitRequest { exec_id: args.id, timeout_ms }),
             )?;
-            emit(&with_machine(&answer, &m.name, None));
+            emit_on(&m, &answer)?;
             Ok(if answer.timed_out == Some(true) { exit::TIMED_OUT } else { exit::OK })
         }
         ExecCommand::List(args) => {
@@ -208,23 +208,23 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
             #[derive(Serialize)]
             struct Out<'a> {
                 machine: &'a str,
-                jobs: Vec<serde_json::Value>,
+                jobs: Vec<OnMachine<'a, &'a JobStatus>>,
             }
-            let jobs = list.jobs.iter().map(|j| with_machine(j, &m.name, None)).collect();
-            emit(&Out { machine: &m.name, jobs });
+            let jobs = list.jobs.iter().map(|value| OnMachine { value, machine: &m.name });
+            emit(&Out { machine: &m.name, jobs: jobs.collect() })?;
             Ok(exit::OK)
         }
         ExecCommand::Rm(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
             let answer = m.call(&Request::ExecRm(JobRef { exec_id: args.id }), &mut |_| Ok(()))?;
-            emit(&with_machine(&answer, &m.name, None));
+            emit_on(&m, &answer)?;
             Ok(exit::OK)
         }
         ExecCommand::Prune(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
             let req = Request::ExecPrune(PruneRequest { keep: args.keep });
             let answer = m.call(&req, &mut |_| Ok(()))?;
-            emit(&with_machine(&answer, &m.name, None));
+            emit_on(&m, &answer)?;
             Ok(exit::OK)
         }
         ExecCommand::Run(args) => run_job(ctx, args),
@@ -276,7 +276,7 @@ fn start(ctx: &Ctx, args: StartArgs) -> Result<u8> {
     let m = ctx.machine(args.machine.machine.as_deref())?;
     let req = start_request(&args)?;
     let answer = client::start(&m, req)?;
-    emit(&with_machine(&answer, &m.name, None));
+    emit_on(&m, &answer)?;
     if answer.job.state == JobState::StartFailed {
         let message = answer.job.error.clone().unwrap_or_else(|| "the job could not start".into());
         eprintln!("codex-remote: start_failed: {message}");
@@ -321,7 +321,7 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
             continue;
         }
         if !args.raw {
-            emit(&with_machine(&end, &m.name, Some("logs_end")));
+            emit_on(&m, &Response::LogsEnd(end))?;
         }
         return Ok(exit::OK);
     }
@@ -345,13 +345,13 @@ fn read_logs(
                     }
                     seen.set(line.stream, line.offset);
                 }
-                emit(&Response::Log(line));
+                emit(&RunEvent::Log(&line))?;
             }
             Response::Chunk(chunk) => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(chunk.data_b64.as_bytes())
                     .map_err(|e| Error::new(ErrorCode::ProtocolError, format!("bad chunk: {e}")))?;
-                emit_raw(chunk.stream == Stream::Stderr, &bytes);
+                emit_raw(chunk.stream == Stream::Stderr, &bytes)?;
             }
             _ => {}
         }
@@ -369,9 +369,9 @@ fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
     let detached = Arc::new(AtomicBool::new(false));
     watch_interrupts(&detached)?;
     let id = started.job.exec_id.clone();
-    emit(&with_machine(&started, &m.name, Some("started")));
+    emit(&RunEvent::Started(OnMachine { value: &started, machine: &m.name }))?;
     if started.job.state == JobState::StartFailed {
-        emit(&with_machine(&started.job, &m.name, Some("finished")));
+        emit(&RunEvent::Finished(OnMachine { value: &started.job, machine: &m.name }))?;
         return Ok(job_exit_code(&started.job));
     }
     let mut seen = StreamOffsets::default();
@@ -397,21 +397,13 @@ fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
                 "codex-remote exec logs --machine {} --id {id} --stream both --follow",
                 m.name
             );
-            #[derive(Serialize)]
-            struct Detached<'a> {
-                #[serde(rename = "type")]
-                kind: &'a str,
-                exec_id: &'a str,
-                machine: &'a str,
-                hint: &'a str,
-            }
-            emit(&Detached { kind: "detached", exec_id: &id, machine: &m.name, hint: &hint });
+            emit(&RunEvent::Detached { exec_id: &id, machine: &m.name, hint: &hint })?;
             eprintln!("codex-remote: detached; the job goes on. Reattach with:\n  {hint}");
             return Ok(exit::DETACHED);
         }
         match result {
             Ok(end) => {
-                emit(&with_machine(&end.job, &m.name, Some("finished")));
+                emit(&RunEvent::Finished(OnMachine { value: &end.job, machine: &m.name }))?;
                 return Ok(job_exit_code(&end.job));
             }
             // The connection dropped (laptop asleep, network gone): follow again from where we were.

@@ -22,11 +22,12 @@ use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
 use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorCode, Result, exit};
+use crate::protocol::OnMachine;
 use crate::protocol::{
     CancelRequest, JobRef, JobState, JobStatus, ListRequest, LogLine, LogsRequest,
     PROTOCOL_VERSION, Request, Response, RunStatus, StreamOffsets, WaitRequest,
 };
-use crate::remote::client::{self, with_machine};
+use crate::remote::client;
 use crate::remote::config::RemoteConfig;
 use crate::remote::transport::{Machine, Route};
 
@@ -110,7 +111,7 @@ impl McpServer {
                     answer.job.error.clone().unwrap_or_else(|| "it could not start".into());
                 let e = Error::new(ErrorCode::StartFailed, message)
                     .with_hint("see `job` for the command, cwd and shell that failed");
-                let job = Some(with_machine(&answer, &m.name, None));
+                let job = Some(OnMachine::new(&answer, &m.name).to_value());
                 return Err(Box::new(ToolFailure { error: e, job }));
             }
             let verb = if answer.replayed == Some(true) { "already started" } else { "started" };
@@ -121,7 +122,7 @@ impl McpServer {
                 m.name,
                 answer.job.state.as_str()
             );
-            Ok((with_machine(&answer, &m.name, None), line))
+            Ok((OnMachine::new(&answer, &m.name).to_value(), line))
         })
         .await
     }
@@ -137,7 +138,7 @@ impl McpServer {
         let req = Request::ExecStatus(JobRef { exec_id: input.exec_id });
         self.on_machine(name, move |m| {
             let answer = client::status(m, req)?;
-            Ok((with_machine(&answer, &m.name, None), status_line(&answer.job, &m.name)))
+            Ok((OnMachine::new(&answer, &m.name).to_value(), status_line(&answer.job, &m.name)))
         })
         .await
     }
@@ -171,7 +172,7 @@ impl McpServer {
         let req = Request::ExecWait(WaitRequest { exec_id: input.exec_id, timeout_ms });
         self.on_machine(name, move |m| {
             let answer = client::status(m, req)?;
-            let mut value = with_machine(&answer, &m.name, None);
+            let mut value = OnMachine::new(&answer, &m.name).to_value();
             let line = if answer.timed_out == Some(true) {
                 let hint = format!(
                     "still running after {:.0} s; call exec_wait again (or exec_logs to see \
@@ -206,7 +207,7 @@ impl McpServer {
             if let Some(message) = &answer.message {
                 line.push_str(&format!(" ({message})"));
             }
-            Ok((with_machine(&answer, &m.name, None), line))
+            Ok((OnMachine::new(&answer, &m.name).to_value(), line))
         })
         .await
     }
@@ -229,7 +230,7 @@ impl McpServer {
             let running = list.jobs.iter().filter(|j| j.status == RunStatus::Running).count();
             let line = format!("{} jobs on {} ({running} running)", list.jobs.len(), m.name);
             let jobs: Vec<Value> =
-                list.jobs.iter().map(|j| with_machine(j, &m.name, None)).collect();
+                list.jobs.iter().map(|j| OnMachine::new(j, &m.name).to_value()).collect();
             Ok((json!({ "machine": m.name, "jobs": jobs }), line))
         })
         .await

@@ -16,7 +16,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorCode, Result, exit};
-use crate::protocol::ErrorBody;
+use crate::protocol::{ErrorBody, OnMachine};
 use crate::remote::config::RemoteConfig;
 use crate::remote::transport::Machine;
 
@@ -25,7 +25,6 @@ use crate::remote::transport::Machine;
     name = "codex-remote",
     about = "Start, watch and cancel jobs on remote machines over ssh",
     disable_version_flag = true,
-    args_conflicts_with_subcommands = true,
     arg_required_else_help = true
 )]
 struct Cli {
@@ -87,6 +86,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // `| head` closed stdout: the reader has what it wanted.
+        Err(e) if e.is_broken_pipe() => ExitCode::from(exit::OK),
         Err(e) => {
             report_error(&e);
             ExitCode::from(e.exit_code())
@@ -104,31 +105,33 @@ pub fn report_error(e: &Error) {
         body: &'a ErrorBody,
     }
     let body = ErrorBody::from(e.clone());
-    emit(&ErrorLine { kind: "error", body: &body });
+    let _ = emit(&ErrorLine { kind: "error", body: &body });
     let hint = e.hint.as_deref().map(|h| format!("\n  hint: {h}")).unwrap_or_default();
     eprintln!("codex-remote: {}: {}{hint}", e.code, e.message);
 }
 
-/// Writes one JSON line to stdout. A closed stdout (`| head`) ends the process quietly.
-pub fn emit(value: &impl Serialize) {
+/// Writes one JSON line to stdout. A closed stdout (`| head`) is an error whose
+/// [`Error::is_broken_pipe`] holds; `main` ends quietly on it.
+pub fn emit(value: &impl Serialize) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    if crate::wire::write_line(&mut out, value).is_err() {
-        std::process::exit(exit::OK as i32);
-    }
+    crate::wire::write_line(&mut out, value).map_err(|e| Error::io("writing to stdout", e))
 }
 
-/// Writes raw bytes to stdout or stderr; a closed pipe ends the process quietly.
-pub fn emit_raw(to_stderr: bool, bytes: &[u8]) {
-    let ok = if to_stderr {
+/// [`emit`] of a value with the machine it came from.
+pub fn emit_on(machine: &Machine, value: &impl Serialize) -> Result<()> {
+    emit(&OnMachine { value, machine: &machine.name })
+}
+
+/// Writes raw bytes to stdout or stderr (a closed pipe as in [`emit`]).
+pub fn emit_raw(to_stderr: bool, bytes: &[u8]) -> Result<()> {
+    let written = if to_stderr {
         let mut e = std::io::stderr().lock();
         e.write_all(bytes).and_then(|()| e.flush())
     } else {
         let mut o = std::io::stdout().lock();
         o.write_all(bytes).and_then(|()| o.flush())
     };
-    if ok.is_err() {
-        std::process::exit(exit::OK as i32);
-    }
+    written.map_err(|e| Error::io("writing the output", e))
 }
 
 /// Parses `KEY=VALUE`.

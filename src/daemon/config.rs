@@ -27,6 +27,12 @@ struct ConfigFile {
     allowed_hosts: Option<Vec<String>>,
 }
 
+impl crate::config_file::ConfigKeys for ConfigFile {
+    fn known_keys(_parent: &str) -> Vec<&'static str> {
+        crate::config_file::fields_of::<ConfigFile>()
+    }
+}
+
 /// Resolved settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonConfig {
@@ -100,3 +106,17 @@ fn parse_file(path: &Path) -> Result<ConfigFile> {
 }
 
 pub use crate::config_file::parse_yaml_or_json;
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn a_mistyped_key_is_named() {
+        let warnings = crate::config_file::unknown_keys::<ConfigFile>(
+            "retention_cont: 3\nshell: bash -lc\n",
+            Path::new("config.yaml"),
+        );
+        assert_eq!(warnings, ["unknown key `retention_cont` (did you mean `retention_count`?)"]);
+    }
+}

@@ -1,8 +1,6 @@
 //! Typed calls to a machine's `codexd`: one function per request kind, shared by the `exec`
 //! commands and the MCP server so both build requests and read answers the same way.
 
-use serde::Serialize;
-
 use super::transport::Machine;
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{
@@ -59,32 +57,7 @@ pub fn logs(
     }
 }
 
-/// A serialized value with `machine` added (and `type` first, for `exec run` events).
-pub fn with_machine(
-    value: &impl Serialize,
-    machine: &str,
-    kind: Option<&str>,
-) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    if let Some(kind) = kind {
-        map.insert("type".into(), kind.into());
-    }
-    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(value) {
-        for (k, v) in fields {
-            if kind.is_none() || k != "type" {
-                map.insert(k, v);
-            }
-        }
-    }
-    map.insert("machine".into(), machine.into());
-    serde_json::Value::Object(map)
-}
-
 /// The error for an answer of the wrong kind.
 pub fn unexpected(answer: &Response) -> Error {
-    let kind = serde_json::to_value(answer)
-        .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(String::from))
-        .unwrap_or_default();
-    Error::new(ErrorCode::ProtocolError, format!("unexpected answer of type {kind:?}"))
+    Error::new(ErrorCode::ProtocolError, format!("unexpected answer of type {:?}", answer.kind()))
 }

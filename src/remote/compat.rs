@@ -3,16 +3,16 @@
 //! Checking costs no extra connection: when the cache below has no fresh answer for the machine,
 //! the transport sends `hello` first on the call's own session and waits for it before sending
 //! the request, so a protocol mismatch stops the request unsent. Answers are cached for
-//! [`HELLO_TTL`] per machine in `<cache dir>/codex-remote/codexd/<machine>.json`, so most calls
+//! [`HELLO_TTL`] per machine and route ([`super::cache`]), so most calls
 //! send nothing more than before. Another protocol is an error (`protocol_mismatch`); another
 //! version with the same protocol is a warning on stderr, once per process.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::cache::{self, CacheKind, RouteKey};
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{HelloResponse, PROTOCOL_VERSION};
 use crate::version::{self, VERSION};
@@ -24,13 +24,13 @@ pub const HELLO_TTL: Duration = Duration::from_secs(3600);
 const UPGRADE_CODEXD: &str =
     "copy this release's dist/linux-<arch>/codexd over it (README \"Install from dist/\")";
 
-/// What a machine's codexd said, as cached.
+/// What a machine's codexd said, as cached (keyed by the route it came through).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
-    /// The route the answer came through (a changed config asks again).
-    pub route: String,
     pub version: String,
     pub protocol: u32,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
     /// Seconds since the Unix epoch.
     pub checked_at: u64,
 }
@@ -69,69 +69,62 @@ pub fn compare(machine: &str, remote_version: &str, remote_protocol: u32) -> Ver
     }
 }
 
-fn cache_file(machine: &str) -> PathBuf {
-    let safe: String = machine
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
-        .collect();
-    crate::platform::cache_dir().join("codex-remote").join("codexd").join(format!("{safe}.json"))
-}
-
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Whether a call to `machine` through `route` should send `hello` first: no fresh cached
-/// answer. A cached answer of another version is warned about here (once per process).
-pub fn needs_hello(machine: &str, route: &str) -> bool {
-    let Some(seen) = std::fs::read(cache_file(machine))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Seen>(&bytes).ok())
-    else {
-        return true;
-    };
-    let fresh = seen.route == route && now().saturating_sub(seen.checked_at) < HELLO_TTL.as_secs();
-    if !fresh {
-        return true;
+/// The fresh cached answer of `machine` through `route`, when there is one and it is of this
+/// protocol (one of another version is warned about here, once per process). `None`: the
+/// call should send `hello` first.
+pub fn cached(machine: &str, route: &RouteKey) -> Option<Seen> {
+    let seen: Seen = cache::load(CacheKind::Hello, machine, route)?;
+    if now().saturating_sub(seen.checked_at) >= HELLO_TTL.as_secs() {
+        return None;
     }
     match compare(machine, &seen.version, seen.protocol) {
-        Verdict::Same => false,
+        Verdict::Same => Some(seen),
         Verdict::OtherVersion(text) => {
             warn_once(&text);
-            false
+            Some(seen)
         }
-        Verdict::Incompatible(_) => true,
+        Verdict::Incompatible(_) => None,
     }
 }
 
 /// Checks a fresh `hello` answer: `Err(protocol_mismatch)` when the request must not be sent.
 /// A compatible answer is cached (a cache that cannot be written only costs a `hello` later).
-pub fn check_hello(machine: &str, route: &str, hello: &HelloResponse) -> Result<()> {
+pub fn check_hello(machine: &str, route: &RouteKey, hello: &HelloResponse) -> Result<()> {
     match compare(machine, &hello.version, hello.protocol) {
         Verdict::Incompatible(err) => return Err(err),
         Verdict::OtherVersion(text) => warn_once(&text),
         Verdict::Same => {}
     }
     let seen = Seen {
-        route: route.to_string(),
         version: hello.version.clone(),
         protocol: hello.protocol,
+        capabilities: hello.capabilities.clone(),
         checked_at: now(),
     };
-    let _ = save(&cache_file(machine), &seen);
+    let _ = cache::save(CacheKind::Hello, machine, route, &seen);
     Ok(())
+}
+
+/// Refuses a request that needs a capability the machine's codexd did not report.
+pub fn require(machine: &str, capabilities: &[String], needs: Option<&str>) -> Result<()> {
+    match needs {
+        Some(cap) if !capabilities.iter().any(|c| c == cap) => Err(Error::new(
+            ErrorCode::ProtocolMismatch,
+            format!("codexd on {machine} does not support `{cap}`; the request was not sent"),
+        )
+        .with_hint(format!("upgrade it: codex-remote machine up --machine {machine}"))),
+        _ => Ok(()),
+    }
 }
 
 /// Drops the cached answer, so the next call asks again (after a call that looked like a
 /// protocol problem: the codexd may have been replaced).
 pub fn forget(machine: &str) {
-    let _ = std::fs::remove_file(cache_file(machine));
-}
-
-fn save(path: &std::path::Path, seen: &Seen) -> Result<()> {
-    let dir = path.parent().expect("the cache file is in a directory");
-    crate::platform::create_private_dir(dir)?;
-    crate::platform::write_json_atomic(path, seen)
+    cache::forget(CacheKind::Hello, machine);
 }
 
 fn warn_once(text: &str) {
@@ -174,5 +167,16 @@ mod tests {
         assert_eq!(err.code, ErrorCode::ProtocolMismatch);
         assert_eq!(err.exit_code(), crate::error::exit::TRANSPORT);
         assert!(err.hint.unwrap().contains("upgrade codex-remote"));
+    }
+
+    #[test]
+    fn a_missing_capability_keeps_the_request_unsent() {
+        let caps = vec!["exec".to_string()];
+        assert!(require("gpu1", &caps, None).is_ok());
+        assert!(require("gpu1", &caps, Some("exec")).is_ok());
+        let err = require("gpu1", &caps, Some("script")).unwrap_err();
+        assert_eq!(err.code, ErrorCode::ProtocolMismatch);
+        assert!(err.message.contains("`script`"), "{}", err.message);
+        assert!(err.hint.unwrap().contains("machine up --machine gpu1"));
     }
 }

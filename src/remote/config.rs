@@ -70,6 +70,9 @@ pub struct MachineConfig {
     /// Reuse one ssh connection per machine (ControlMaster); default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_control: Option<bool>,
+    /// Seconds an unreachable host may take to fail (ssh's `ConnectTimeout`; default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<u64>,
     /// HTTP mode: the user the remote `codexd serve` must run as (checked via `/health`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -148,6 +151,16 @@ impl RemoteConfig {
     }
 }
 
+impl crate::config_file::ConfigKeys for RemoteConfig {
+    fn known_keys(parent: &str) -> Vec<&'static str> {
+        if parent.starts_with("machines.") {
+            crate::config_file::fields_of::<MachineConfig>()
+        } else {
+            crate::config_file::fields_of::<RemoteConfig>()
+        }
+    }
+}
+
 fn config_error(path: &Path, message: &str) -> Error {
     Error::new(ErrorCode::ConfigError, format!("{}: {message}", path.display()))
 }
@@ -185,6 +198,23 @@ mod tests {
         assert!(c.machines.is_empty());
         assert_eq!(c.machine(None).unwrap().name, LOCAL);
         assert_eq!(c.machine(Some("gpu9")).unwrap_err().code, ErrorCode::UnknownMachine);
+    }
+
+    #[test]
+    fn a_mistyped_key_is_named_with_the_nearest_known_one() {
+        let text = "machines:\n  - name: g\n    ssh: g1\n    ssh_contol: false\n\
+                    retention_cont: 3\nzzz: 1\n";
+        let warnings = crate::config_file::unknown_keys::<RemoteConfig>(text, Path::new("c.yaml"));
+        assert_eq!(
+            warnings,
+            [
+                "unknown key `machines.0.ssh_contol` (did you mean `ssh_control`?)",
+                "unknown key `retention_cont` (ignored)",
+                "unknown key `zzz` (ignored)",
+            ]
+        );
+        assert!(crate::config_file::unknown_keys::<RemoteConfig>(TEMPLATE, Path::new("c.yaml"))
+            .is_empty());
     }
 
     #[test]

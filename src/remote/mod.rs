@@ -1,10 +1,21 @@
 //! The laptop side: the machine list and how `codex-remote` reaches a machine's `codexd`.
+//!
+//! Read in this order: [`config`] (the machine list), [`cache`] (per-machine caches, one rule),
+//! [`ssh`] (every ssh command line), the two doors [`pipe`] (`ssh HOST codexd rpc`, or a local
+//! `codexd rpc`) and [`http`] (`codexd serve`), [`answer`] (reading an answer, whichever door),
+//! [`transport`] (picks a door, retries, the version check with [`compat`]), [`tunnel`] (the
+//! `use_direct_addr` forward), [`install`] and [`machine`] (`machine check`/`up`), and
+//! [`client`] (typed calls shared by the CLI, the MCP server and the dashboard).
 
+pub mod answer;
+pub mod cache;
 pub mod client;
 pub mod compat;
 pub mod config;
 pub mod http;
 pub mod install;
+pub mod machine;
+pub mod pipe;
 pub mod ssh;
 pub mod transport;
 pub mod tunnel;

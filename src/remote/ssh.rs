@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::lockfile::{self, LockGuard};
@@ -24,7 +26,12 @@ pub struct SshTarget {
     pub data_dir: Option<String>,
     /// Reuse one connection (ControlMaster).
     pub control: bool,
+    /// ssh's `ConnectTimeout`: how long an unreachable host may take to fail.
+    pub connect_timeout_secs: u64,
 }
+
+/// `ConnectTimeout` unless the machine sets `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 
 impl SshTarget {
     /// Checks the destination: one starting with `-` would be read by ssh as an option
@@ -48,7 +55,12 @@ impl SshTarget {
 
     /// The remote command line: `codexd rpc [--data-dir DIR]`.
     pub fn remote_command(&self) -> String {
-        let mut cmd = format!("{} rpc", self.codexd);
+        self.codexd_command("rpc")
+    }
+
+    /// `codexd SUBCOMMAND [--data-dir DIR]` as a remote command line.
+    pub fn codexd_command(&self, subcommand: &str) -> String {
+        let mut cmd = format!("{} {subcommand}", self.codexd);
         if let Some(dir) = &self.data_dir {
             cmd.push_str(" --data-dir ");
             cmd.push_str(&shell_quote(dir));
@@ -56,30 +68,84 @@ impl SshTarget {
         cmd
     }
 
-    /// `ssh -T -o BatchMode=yes [control options] [ssh_args] -- DEST REMOTE_CMD`, with the locks
-    /// that keep this call within sshd's limits (see [`Connection`]).
-    pub fn connect(&self, remote: &str, kind: CallKind) -> Result<Connection> {
-        self.validate()?;
+    /// `ssh [ssh_args] -T -o BatchMode=yes -o ConnectTimeout=N ...`: the options every ssh
+    /// command of this machine starts with. The user's own ssh_args come first: for ssh, the
+    /// first value given for an option wins.
+    fn base_command(&self) -> Command {
         let mut cmd = Command::new(ssh_program());
-        // The user's own ssh_args come first: for ssh, the first value given for an option wins.
         cmd.args(&self.ssh_args);
         cmd.args(["-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15"]);
-        cmd.args(["-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=15"]);
-        let mut conn = Connection { command: cmd, slot: None, master: None };
+        cmd.args(["-o", "ServerAliveCountMax=3"]);
+        cmd.arg("-o").arg(format!("ConnectTimeout={}", self.connect_timeout_secs));
+        cmd
+    }
+
+    /// `ssh ... [control options] -- DEST REMOTE_CMD`, with the locks that keep this call within
+    /// sshd's limits (see [`Connection`]).
+    pub fn connect(&self, remote: &str, kind: CallKind) -> Result<Connection> {
+        self.validate()?;
+        let mut conn = Connection::plain(self.base_command());
         match self.control.then(control_dir).flatten() {
             Some(dir) => self.use_master(&dir, kind, &mut conn)?,
-            None => {
-                conn.command.args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
-            }
+            None => no_master(&mut conn.command),
         }
         conn.command.arg("--").arg(&self.destination).arg(remote);
         Ok(conn)
     }
 
-    /// A one-off ssh command (forwards, `machine ssh`) routed like a short call; the
-    /// session-slot locks are not held (use [`run_remote`] for calls that should).
-    pub fn command(&self, remote: &str) -> Result<Command> {
-        Ok(self.connect(remote, CallKind::Short)?.command)
+    /// `machine ssh`: the command with agent forwarding (`-A`) and a terminal when asked
+    /// (`-t`; for ssh the last of `-T`/`-t` wins), through the master connection when there is
+    /// one, without the session-slot locks (an interactive session may last for hours).
+    pub fn interactive_command(&self, remote: &str, tty: bool) -> Result<Command> {
+        self.validate()?;
+        let mut cmd = self.base_command();
+        cmd.arg("-A");
+        if tty {
+            cmd.arg("-t");
+        }
+        match self.control_path() {
+            Some(path) => master_options(&mut cmd, &path),
+            None => no_master(&mut cmd),
+        }
+        cmd.arg("--").arg(&self.destination).arg(remote);
+        Ok(cmd)
+    }
+
+    /// `ssh -O forward -L SPEC` to the running master: adds a local forward to it.
+    /// `None` when this machine has no master connection.
+    pub fn master_forward_command(&self, spec: &str) -> Option<Command> {
+        let path = self.control_path()?;
+        let mut cmd = self.base_command();
+        cmd.arg("-o").arg(format!("ControlPath={}", path.display()));
+        cmd.args(["-o", "ExitOnForwardFailure=yes", "-O", "forward", "-L", spec]);
+        cmd.arg("--").arg(&self.destination);
+        Some(cmd)
+    }
+
+    /// `ssh -O check`: asks the master whether it runs ("Master running (pid=N)" on stderr).
+    pub fn master_check_command(&self) -> Option<Command> {
+        let path = self.control_path()?;
+        let mut cmd = self.base_command();
+        cmd.arg("-o").arg(format!("ControlPath={}", path.display()));
+        cmd.args(["-O", "check", "--"]).arg(&self.destination);
+        Some(cmd)
+    }
+
+    /// `ssh -N -L SPEC` on a connection of its own (no master), for a forward that lives
+    /// apart from any master.
+    pub fn own_forward_command(&self, spec: &str) -> Result<Command> {
+        self.validate()?;
+        let mut cmd = self.base_command();
+        no_master(&mut cmd);
+        cmd.args(["-o", "ExitOnForwardFailure=yes", "-N", "-L", spec]);
+        cmd.arg("--").arg(&self.destination);
+        Ok(cmd)
+    }
+
+    /// The master connection's socket, when this machine uses one.
+    fn control_path(&self) -> Option<PathBuf> {
+        let dir = self.control.then(control_dir).flatten()?;
+        Some(dir.join(self.connection_key()))
     }
 
     /// Routes the call through the machine's master connection, waiting for a session slot.
@@ -91,7 +157,7 @@ impl SshTarget {
         };
         let Some(slot) = slot.flatten() else {
             // Every long slot is taken: this call gets a connection of its own.
-            conn.command.args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
+            no_master(&mut conn.command);
             return Ok(());
         };
         conn.slot = Some(slot);
@@ -103,9 +169,7 @@ impl SshTarget {
                 conn.master = Some(MasterPending { _lock: lock, socket: base.clone() });
             }
         }
-        conn.command.arg("-o").arg("ControlMaster=auto");
-        conn.command.arg("-o").arg(format!("ControlPath={}", base.display()));
-        conn.command.arg("-o").arg(format!("ControlPersist={CONTROL_PERSIST}"));
+        master_options(&mut conn.command, &base);
         Ok(())
     }
 
@@ -122,6 +186,18 @@ impl SshTarget {
         }
         format!("{h:016x}")
     }
+}
+
+/// Options that use (or start) the master connection at `socket`.
+fn master_options(cmd: &mut Command, socket: &Path) {
+    cmd.arg("-o").arg("ControlMaster=auto");
+    cmd.arg("-o").arg(format!("ControlPath={}", socket.display()));
+    cmd.arg("-o").arg(format!("ControlPersist={CONTROL_PERSIST}"));
+}
+
+/// Options for a connection of its own.
+fn no_master(cmd: &mut Command) {
+    cmd.args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
 }
 
 /// Short calls answer at once; long calls (follow, wait) may hold a session for hours.
@@ -141,6 +217,9 @@ pub struct Connection {
     pub command: Command,
     slot: Option<LockGuard>,
     master: Option<MasterPending>,
+    /// Set when the connection is dropped (the call has ended): a master lock still held for
+    /// it is released then, even if no master socket appeared (the host was unreachable).
+    ended: Arc<AtomicBool>,
 }
 
 /// This caller is creating the master connection; others wait on the lock.
@@ -152,21 +231,32 @@ struct MasterPending {
 impl Connection {
     /// A command that needs no locks (the local machine).
     pub fn plain(command: Command) -> Self {
-        Connection { command, slot: None, master: None }
+        Connection { command, slot: None, master: None, ended: Arc::default() }
     }
 
     /// Called once ssh is running: releases the master lock as soon as the master's socket
-    /// exists (or the call has ended), so waiting callers go on through it.
+    /// exists or the call has ended, so waiting callers go on through it (and nobody waits
+    /// on a lock held for a call that failed).
     pub fn started(&mut self) {
         if let Some(pending) = self.master.take() {
+            let ended = self.ended.clone();
             std::thread::spawn(move || {
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-                while !pending.socket.exists() && std::time::Instant::now() < deadline {
+                while !pending.socket.exists()
+                    && !ended.load(Ordering::SeqCst)
+                    && std::time::Instant::now() < deadline
+                {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
                 drop(pending);
             });
         }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.ended.store(true, Ordering::SeqCst);
     }
 }
 
@@ -219,16 +309,10 @@ pub fn control_dir() -> Option<PathBuf> {
     None
 }
 
-/// Creates `dir` 0700 if needed and checks that it is ours and private.
+/// Creates `dir` 0700 if needed; `false` when it cannot be ours and private.
 #[cfg(unix)]
 fn private_dir_ok(dir: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    if crate::platform::create_private_dir(dir).is_err() {
-        return false;
-    }
-    std::fs::symlink_metadata(dir).is_ok_and(|m| {
-        m.is_dir() && m.uid() == rustix::process::getuid().as_raw() && m.mode() & 0o077 == 0
-    })
+    crate::platform::create_private_dir(dir).is_ok()
 }
 
 /// The outcome of [`run_captured`].
@@ -296,16 +380,25 @@ pub fn classify_failure(exit: Option<i32>, stderr: &str, via_ssh: bool) -> (Erro
             format!("the remote codexd command is missing: {short}"),
         )
         .with_hint(
-            "install codexd on the machine (into a directory on the PATH of `ssh HOST cmd`), or \
-             set `codexd: /path/to/codexd` for the machine in the config",
+            "install it with `codex-remote machine up --machine NAME`, or set `codexd: \
+             /path/to/codexd` for the machine in the config (a directory not on the PATH of \
+             `ssh HOST cmd`)",
         );
         return (err, false);
     }
     // 255 is ssh's own failure; from a local process or over HTTP it means nothing special.
     if via_ssh && exit == Some(255) {
+        // Failures that another try within seconds will not mend: an unreachable or refusing
+        // host fails at once, within ssh's ConnectTimeout, instead of after every retry.
+        // ("Control socket connect(...): Connection refused" is only a stale master socket:
+        // ssh goes on without it, so only `connect to host` lines count.)
+        let unreachable = ["Connection refused", "timed out", "No route", "unreachable"];
         let fatal = ["Permission denied", "Host key verification failed", "Could not resolve"]
             .iter()
-            .any(|p| text.contains(p));
+            .any(|p| text.contains(p))
+            || text.lines().any(|l| {
+                l.contains("connect to host") && unreachable.iter().any(|p| l.contains(p))
+            });
         let message = if short.is_empty() { "ssh failed".to_string() } else { short };
         return (Error::new(ErrorCode::SshFailed, message), !fatal);
     }
@@ -330,6 +423,7 @@ mod tests {
             codexd: "codexd".into(),
             data_dir: Some("~/my jobs".into()),
             control: false,
+            connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
         }
     }
 
@@ -363,6 +457,8 @@ mod tests {
             true,
         );
         assert_eq!((e.code, retry), (ErrorCode::SshFailed, true));
+        let refused = "ssh: connect to host 127.0.0.1 port 1: Connection refused";
+        assert!(!classify_failure(Some(255), refused, true).1);
         // A local codexd that exits 255 is not an ssh failure.
         let (e, retry) = classify_failure(Some(255), "", false);
         assert_eq!((e.code, retry), (ErrorCode::ProtocolError, false));

@@ -1,36 +1,28 @@
-//! Reaching a machine's `codexd rpc`: over ssh, or as a local child process for `local`.
+//! Picking a door to a machine's `codexd` and calling through it: [`Machine`] (a configured
+//! machine), [`Route`] (how it is reached), retries, and the version check.
 //!
-//! A call writes one request line, closes stdin and reads answer lines until the final one.
-//! Lines that are not answers to our request (login-shell noise) are skipped. A call that failed
-//! before any answer arrived is retried with backoff when ssh says the failure may pass
-//! (refused channels, dropped connections): safe, because `exec_start` always carries an
-//! idempotency key.
+//! The doors are [`super::pipe`] (`ssh HOST codexd rpc`, or `codexd rpc` for `local`) and
+//! [`super::http`] (`codexd serve`). A call that failed before any answer arrived is retried
+//! with backoff when the failure may pass (refused channels, dropped connections): safe,
+//! because `exec_start` always carries an idempotency key.
 
-use std::io::{BufRead, BufReader, Read, Seek};
-use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::cache::RouteKey;
 use super::compat;
 use super::config::{LOCAL, MachineConfig};
-use super::http::HttpTarget;
-use super::ssh::{CallKind, Connection, SshTarget, classify_failure};
+use super::http::{HttpTarget, TokenSource};
+use super::pipe::{self, PipeKind};
+use super::ssh::{CallKind, Connection, DEFAULT_CONNECT_TIMEOUT_SECS, SshTarget};
 use crate::error::{Error, ErrorCode, Result};
-use crate::protocol::{
-    HelloRequest, PROTOCOL_VERSION, Request, RequestLine, Response, ResponseLine,
-};
-use crate::wire::{self, Line};
+use crate::protocol::{Request, Response};
 
-/// The longest answer line read (a log line of 64 KiB escaped fits many times).
-const MAX_ANSWER_LINE: usize = 16 * 1024 * 1024;
+pub use super::answer::CallError;
+pub use super::pipe::CURRENT_CHILD;
+
 /// Attempts for a call that failed in a way that may pass.
 const ATTEMPTS: u32 = 6;
-
-/// The pid of the transport child of the call in progress (0: none), so that a Ctrl-C handler
-/// can end it.
-pub static CURRENT_CHILD: AtomicU32 = AtomicU32::new(0);
 
 /// How a machine is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +37,27 @@ pub enum Route {
     Http(Box<HttpTarget>),
 }
 
+impl Route {
+    /// `local`, `ssh` or `http`.
+    pub fn door(&self) -> &'static str {
+        match self {
+            Route::Local { .. } => "local",
+            Route::Ssh(_) => "ssh",
+            Route::Http(_) => "http",
+        }
+    }
+}
+
 /// A configured machine, ready for calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
     pub name: String,
     pub route: Route,
+    /// The machine's ssh, for what goes around codexd (`machine up`, `machine ssh`, token
+    /// fetches): the route itself for ssh machines, `ssh:` of an HTTP machine.
+    pub ssh: Option<SshTarget>,
+    /// The route's identity, keying the machine's caches.
+    pub key: RouteKey,
 }
 
 impl Machine {
@@ -62,36 +70,62 @@ impl Machine {
                     codexd: m.codexd.clone().unwrap_or_else(|| "codexd".to_string()),
                     data_dir: m.data_dir.clone(),
                     control: m.ssh_control.unwrap_or(true),
+                    connect_timeout_secs: m.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS),
                 };
                 target.validate()?;
                 Some(target)
             }
             None => None,
         };
-        let http = |addr: String| {
-            Route::Http(Box::new(HttpTarget {
+        let ssh_key = ssh.as_ref().map(|t| RouteKey::Ssh {
+            destination: t.destination.clone(),
+            ssh_args: t.ssh_args.clone(),
+            codexd: t.codexd.clone(),
+            data_dir: t.data_dir.clone(),
+        });
+        let http = |addr: String, forward: Option<super::tunnel::Forward>| {
+            let key = RouteKey::Http {
+                addr: addr.clone(),
+                ssh: ssh_key.clone().map(Box::new),
+                remote_port: forward.as_ref().map(|f| f.remote_port),
+            };
+            let token = match (&m.token, &ssh) {
+                (Some(t), _) => TokenSource::Configured(t.clone()),
+                (None, Some(t)) => TokenSource::FetchedOverSsh(t.clone()),
+                (None, None) => TokenSource::Missing,
+            };
+            let target = HttpTarget {
                 machine: m.name.clone(),
                 addr,
-                token: m.token.clone(),
+                token,
                 user: m.user.clone(),
-                ssh: ssh.clone(),
-                forward: None,
-            }))
+                forward,
+                route: key.clone(),
+            };
+            (Route::Http(Box::new(target)), key)
         };
-        let route = match (&ssh, &m.addr) {
+        let (route, key) = match (&ssh, &m.addr) {
             (Some(target), _) if m.use_direct_addr => {
-                let mut route = http(String::new());
-                if let Route::Http(h) = &mut route {
-                    h.forward = Some(super::tunnel::Forward::of(target, m)?);
-                }
-                route
+                let forward_key = RouteKey::Http {
+                    addr: String::new(),
+                    ssh: ssh_key.clone().map(Box::new),
+                    remote_port: None,
+                };
+                let forward = super::tunnel::Forward::of(target, m, forward_key)?;
+                http(String::new(), Some(forward))
             }
-            (_, Some(addr)) => http(addr.clone()),
-            (Some(target), None) => Route::Ssh(target.clone()),
-            (None, None) if m.name == LOCAL => Route::Local {
-                codexd: m.codexd.as_ref().map(PathBuf::from).unwrap_or_else(local_codexd),
-                data_dir: m.data_dir.clone(),
-            },
+            (_, Some(addr)) => http(addr.clone(), None),
+            (Some(target), None) => {
+                (Route::Ssh(target.clone()), ssh_key.clone().expect("an ssh machine"))
+            }
+            (None, None) if m.name == LOCAL => {
+                let codexd = m.codexd.as_ref().map(PathBuf::from).unwrap_or_else(local_codexd);
+                let key = RouteKey::Local {
+                    codexd: codexd.display().to_string(),
+                    data_dir: m.data_dir.clone(),
+                };
+                (Route::Local { codexd, data_dir: m.data_dir.clone() }, key)
+            }
             (None, None) => {
                 return Err(Error::new(
                     ErrorCode::ConfigError,
@@ -99,30 +133,7 @@ impl Machine {
                 ));
             }
         };
-        Ok(Machine { name: m.name.clone(), route })
-    }
-
-    fn connect(&self, request: &Request) -> Result<Connection> {
-        match &self.route {
-            Route::Local { codexd, data_dir } => {
-                let mut cmd = Command::new(codexd);
-                cmd.arg("rpc");
-                if let Some(dir) = data_dir {
-                    cmd.arg("--data-dir").arg(dir);
-                }
-                Ok(Connection::plain(cmd))
-            }
-            Route::Ssh(target) => {
-                let long = match request {
-                    Request::ExecLogs(r) => r.follow,
-                    Request::ExecWait(_) | Request::ExecCancel(_) => true,
-                    _ => false,
-                };
-                let kind = if long { CallKind::Long } else { CallKind::Short };
-                target.connect(&target.remote_command(), kind)
-            }
-            Route::Http(_) => Err(Error::internal("transport", "an HTTP machine has no command")),
-        }
+        Ok(Machine { name: m.name.clone(), route, ssh, key })
     }
 
     /// Sends `request` and returns its final answer; `log`/`chunk` lines before it go to
@@ -142,8 +153,12 @@ impl Machine {
                     let jitter = u64::from(uuid::Uuid::now_v7().as_bytes()[15]) % (base / 2 + 1);
                     std::thread::sleep(Duration::from_millis(base + jitter));
                 }
-                Err(CallError::Retryable(e) | CallError::Final(e)) => return Err(self.checked(e)),
-                Ok(Response::Error(body)) => return Err(self.checked(body.into())),
+                Err(CallError::Retryable(e) | CallError::Final(e)) => {
+                    return Err(self.explained(request, self.checked(e)));
+                }
+                Ok(Response::Error(body)) => {
+                    return Err(self.explained(request, self.checked(body.into())));
+                }
                 Ok(answer) => return Ok(answer),
             }
         }
@@ -160,171 +175,77 @@ impl Machine {
         e
     }
 
+    /// Says which machine an error came from, and what to do about the job-related ones.
+    fn explained(&self, request: &Request, mut e: Error) -> Error {
+        let name = &self.name;
+        let id = request.exec_id().unwrap_or("ID");
+        match e.code {
+            ErrorCode::JobNotFound => {
+                e.message = format!("{} on machine {name}", e.message);
+                e.hint = Some(format!(
+                    "jobs are kept per machine: if it ran elsewhere, pass --machine NAME \
+                     (`codex-remote exec list --machine {name}` lists this one's jobs)"
+                ));
+            }
+            ErrorCode::JobRunning => {
+                e.message = format!("{} on machine {name}", e.message);
+                e.hint = Some(format!(
+                    "cancel it first: codex-remote exec cancel --machine {name} --id {id}"
+                ));
+            }
+            ErrorCode::CodexdNotFound => {
+                e.message = format!("machine {name}: {}", e.message);
+                e.hint = Some(format!(
+                    "install it with `codex-remote machine up --machine {name}`, or set `codexd: \
+                     /path/to/codexd` for machine {name} in the config"
+                ));
+            }
+            _ if !e.message.contains(name.as_str()) => {
+                e.message = format!("machine {name}: {}", e.message);
+            }
+            _ => {}
+        }
+        e
+    }
+
     fn call_once(
         &self,
         request: &Request,
         on_line: &mut dyn FnMut(Response) -> Result<()>,
     ) -> Result<Response, CallError> {
-        if let Route::Http(target) = &self.route {
-            return target.call_once(request, on_line);
-        }
-        let mut conn = self.connect(request).map_err(CallError::Final)?;
-        let cmd = &mut conn.command;
-        let stderr_file = tempfile::tempfile()
-            .map_err(|e| CallError::Final(Error::internal("creating a temp file", e)))?;
-        let stderr_copy = stderr_file
-            .try_clone()
-            .map_err(|e| CallError::Final(Error::internal("creating a temp file", e)))?;
-        // stderr goes to a file, not a pipe: a ControlPersist master may keep it open for minutes.
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr_copy);
-        let spawned = cmd.spawn();
-        conn.started();
-        let mut child = spawned.map_err(|e| CallError::Final(self.spawn_error(e)))?;
-        CURRENT_CHILD.store(child.id(), Ordering::SeqCst);
-
-        let call_id = serde_json::Value::String(uuid::Uuid::now_v7().simple().to_string());
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let mut reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let flow = self.check_version(&mut stdin, &mut reader, &call_id);
-        if let Ok(ControlFlow::Continue(())) = flow {
-            let line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
-            // A write error means the process died early; its exit status tells why, below.
-            let _ = wire::write_line(&mut stdin, &line);
-        }
-        drop(stdin);
-        let read = match flow {
-            Ok(ControlFlow::Continue(())) => read_answer(reader, &call_id, on_line),
-            Ok(ControlFlow::Break(Some(answer))) => AnswerRead::Final(Box::new(answer)),
-            Ok(ControlFlow::Break(None)) => AnswerRead::Ended { answered_any: false },
-            Err(e) => AnswerRead::Refused(e),
-        };
-        if let AnswerRead::Refused(e) = read {
-            let _ = child.kill();
-            let _ = child.wait();
-            CURRENT_CHILD.store(0, Ordering::SeqCst);
-            return Err(CallError::Final(e));
-        }
-        let status = child.wait();
-        CURRENT_CHILD.store(0, Ordering::SeqCst);
-        let answered_any = match read {
-            AnswerRead::Final(answer) => return Ok(*answer),
-            AnswerRead::Ended { answered_any } => answered_any,
-            AnswerRead::Refused(_) => unreachable!("handled above"),
-        };
-        let stderr = read_all(stderr_file);
-        let code = status.ok().and_then(|s| s.code());
-        let via_ssh = matches!(self.route, Route::Ssh(_));
-        let (err, retryable) = classify_failure(code, &stderr, via_ssh);
-        if retryable && !answered_any {
-            Err(CallError::Retryable(err))
-        } else {
-            Err(CallError::Final(err))
-        }
-    }
-
-    /// Without a fresh cached `hello` answer for this machine, sends `hello` on the call's own
-    /// session and checks it ([`compat`]): `Err` for a codexd of another protocol, so the
-    /// request is never sent to it. `Break` ends the call before the request too, with codexd's
-    /// answer when it gave one (an error line) or none (the session ended; stderr tells why).
-    fn check_version(
-        &self,
-        stdin: &mut impl std::io::Write,
-        reader: &mut impl BufRead,
-        call_id: &serde_json::Value,
-    ) -> Result<ControlFlow<Option<Response>>> {
-        let route = format!("{:?}", self.route);
-        if !compat::needs_hello(&self.name, &route) {
-            return Ok(ControlFlow::Continue(()));
-        }
-        let id = serde_json::Value::String(format!("{}-hello", call_id.as_str().unwrap_or("")));
-        let hello = Request::Hello(HelloRequest {
-            protocol: Some(PROTOCOL_VERSION),
-            client_version: Some(crate::version::VERSION.to_string()),
-        });
-        let _ = wire::write_line(stdin, &RequestLine { id: Some(id.clone()), request: hello });
-        match read_answer(reader, &id, &mut |_| Ok(())) {
-            AnswerRead::Final(answer) => match *answer {
-                Response::Hello(h) => {
-                    compat::check_hello(&self.name, &route, &h)?;
-                    Ok(ControlFlow::Continue(()))
+        let (conn, kind) = match &self.route {
+            Route::Http(target) => return target.call_once(request, on_line),
+            Route::Local { codexd, data_dir } => {
+                let mut cmd = std::process::Command::new(codexd);
+                cmd.arg("rpc");
+                if let Some(dir) = data_dir {
+                    cmd.arg("--data-dir").arg(dir);
                 }
-                other => Ok(ControlFlow::Break(Some(other))),
-            },
-            _ => Ok(ControlFlow::Break(None)),
-        }
-    }
-
-    fn spawn_error(&self, e: std::io::Error) -> Error {
-        match &self.route {
-            Route::Local { codexd, .. } => Error::new(
-                ErrorCode::CodexdNotFound,
-                format!("cannot run {}: {e}", codexd.display()),
-            )
-            .with_hint(if cfg!(target_os = "linux") {
-                "build it next to codex-remote (cargo build --release) or put codexd on PATH"
-            } else {
-                "codexd runs on Linux only: use a machine reached over ssh (--machine NAME, \
-                 default_machine in the config)"
-            }),
-            Route::Ssh(_) | Route::Http(_) => Error::new(
-                ErrorCode::SshFailed,
-                format!("cannot run {}: {e}", super::ssh::ssh_program()),
-            )
-            .with_hint("install the OpenSSH client"),
-        }
-    }
-}
-
-/// Why a call failed, and whether trying again may help.
-pub enum CallError {
-    Retryable(Error),
-    Final(Error),
-}
-
-/// How reading the answer lines of one call ended.
-pub enum AnswerRead {
-    /// The final answer.
-    Final(Box<Response>),
-    /// `on_line` refused a line (e.g. stdout closed).
-    Refused(Error),
-    /// The stream ended before the final answer.
-    Ended { answered_any: bool },
-}
-
-/// Reads answer lines until the final one for `call_id`; others (login-shell noise, answers to
-/// other ids) are skipped. An error without an id is the peer failing before it read ours.
-pub fn read_answer(
-    mut reader: impl std::io::BufRead,
-    call_id: &serde_json::Value,
-    on_line: &mut dyn FnMut(Response) -> Result<()>,
-) -> AnswerRead {
-    let mut answered_any = false;
-    while let Ok(Some(line)) = wire::read_line_capped(&mut reader, MAX_ANSWER_LINE) {
-        let Line::Text(bytes) = line else { continue };
-        let Ok(answer) = serde_json::from_slice::<ResponseLine>(&bytes) else {
-            continue;
+                (Connection::plain(cmd), PipeKind::Local { codexd: codexd.clone() })
+            }
+            Route::Ssh(target) => {
+                let long = match request {
+                    Request::ExecLogs(r) => r.follow,
+                    Request::ExecWait(_) | Request::ExecCancel(_) => true,
+                    _ => false,
+                };
+                let kind = if long { CallKind::Long } else { CallKind::Short };
+                let conn = target.connect(&target.remote_command(), kind);
+                (conn.map_err(CallError::Final)?, PipeKind::Ssh)
+            }
         };
-        let ours = answer.id.as_ref() == Some(call_id)
-            || (answer.id.is_none() && matches!(answer.response, Response::Error(_)));
-        if !ours {
-            continue;
+        // The version check: from a fresh cached `hello`, else a `hello` on this call's session.
+        let needs = request.needs();
+        if let Some(seen) = compat::cached(&self.name, &self.key) {
+            compat::require(&self.name, &seen.capabilities, needs).map_err(CallError::Final)?;
+            return pipe::call_once(conn, &kind, None, request, on_line);
         }
-        answered_any = true;
-        if answer.response.is_final() {
-            return AnswerRead::Final(Box::new(answer.response));
-        }
-        if let Err(e) = on_line(answer.response) {
-            return AnswerRead::Refused(e);
-        }
+        let mut check = |hello: &crate::protocol::HelloResponse| {
+            compat::check_hello(&self.name, &self.key, hello)?;
+            compat::require(&self.name, &hello.capabilities, needs)
+        };
+        pipe::call_once(conn, &kind, Some(&mut check), request, on_line)
     }
-    AnswerRead::Ended { answered_any }
-}
-
-fn read_all(mut file: std::fs::File) -> String {
-    let mut text = String::new();
-    let _ = file.rewind();
-    let _ = file.read_to_string(&mut text);
-    text
 }
 
 /// The `codexd` for the `local` machine: `CODEXD_BIN`, else next to this executable, else PATH.

@@ -1,21 +1,21 @@
 //! `use_direct_addr: true`: one reusable local forward to the machine's `codexd serve`.
 //!
 //! Over the ControlMaster connection when there is one (`ssh -O forward`), else a detached
-//! `ssh -N -L` of our own. The forward is remembered in `~/.cache/codex-remote/tunnels/` and
+//! `ssh -N -L` of our own. The forward is remembered in `~/.cache/codex-remote/tunnels/` ([`super::cache`]) and
 //! reused while its port still answers. A port is picked free, then bound by ssh with
 //! `ExitOnForwardFailure=yes`: if another process took it in between, ssh fails and another port
 //! is tried, so a forward is never pointed at someone else's listener (and `/health` checks the
 //! owner anyway).
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::cache::{self, CacheKind, RouteKey};
 use super::config::MachineConfig;
-use super::ssh::{SshTarget, control_dir};
+use super::ssh::SshTarget;
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::DEFAULT_LISTEN;
 
@@ -30,6 +30,8 @@ pub struct Forward {
     pub ssh: SshTarget,
     /// The remote `codexd serve` port (on the remote loopback).
     pub remote_port: u16,
+    /// The machine's route identity: a forward remembered for another config is not reused.
+    pub route: RouteKey,
 }
 
 /// An open forward, as remembered between calls.
@@ -45,29 +47,19 @@ pub struct OpenForward {
 }
 
 impl Forward {
-    pub fn of(ssh: &SshTarget, m: &MachineConfig) -> Result<Self> {
+    pub fn of(ssh: &SshTarget, m: &MachineConfig, route: RouteKey) -> Result<Self> {
         let remote_port = match (m.daemon_port, &m.addr) {
             (Some(p), _) => p,
             (None, Some(addr)) => port_of(addr)?,
             (None, None) => port_of(DEFAULT_LISTEN)?,
         };
-        Ok(Forward { machine: m.name.clone(), ssh: ssh.clone(), remote_port })
-    }
-
-    fn state_path(&self) -> PathBuf {
-        let safe: String = (self.machine.chars())
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-            .collect();
-        crate::platform::cache_dir()
-            .join("codex-remote")
-            .join("tunnels")
-            .join(format!("{safe}.json"))
+        Ok(Forward { machine: m.name.clone(), ssh: ssh.clone(), remote_port, route })
     }
 
     /// The forward's local port: the remembered one while it answers, else a new forward.
     pub fn open(&self) -> Result<OpenForward> {
-        if let Ok(text) = std::fs::read_to_string(self.state_path())
-            && let Ok(mut known) = serde_json::from_str::<OpenForward>(&text)
+        if let Some(mut known) =
+            cache::load::<OpenForward>(CacheKind::Tunnel, &self.machine, &self.route)
             && known.remote_port == self.remote_port
             && port_answers(known.local_port)
         {
@@ -78,7 +70,7 @@ impl Forward {
         let mut last = None;
         for retry_count in 0..ATTEMPTS {
             let local_port = free_port()?;
-            match self.bind(local_port) {
+            match self.bind(local_port).map_err(|e| (e, true)).and_then(|r| r) {
                 Ok(tunnel_pid) => {
                     let open = OpenForward {
                         local_port,
@@ -87,48 +79,30 @@ impl Forward {
                         retry_count,
                         reused: false,
                     };
-                    let path = self.state_path();
-                    if let Some(dir) = path.parent() {
-                        crate::platform::create_private_dir(dir)?;
-                    }
-                    crate::platform::write_json_atomic(&path, &open)?;
+                    cache::save(CacheKind::Tunnel, &self.machine, &self.route, &open)?;
                     return Ok(open);
                 }
-                Err(e) => last = Some(e),
+                Err((e, true)) => return Err(e),
+                Err((e, false)) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| Error::new(ErrorCode::SshFailed, "no forward")))
     }
 
-    /// Binds `127.0.0.1:local_port` to the remote port; returns the pid holding it.
-    fn bind(&self, local_port: u16) -> Result<Option<u32>> {
+    /// Binds `127.0.0.1:local_port` to the remote port; returns the pid holding it. The outer
+    /// error is final (ssh cannot reach the host: another local port will not help); the inner
+    /// one is this port failing (maybe taken meanwhile), worth another port.
+    fn bind(&self, local_port: u16) -> Result<Result<Option<u32>, (Error, bool)>> {
         let spec = format!("127.0.0.1:{local_port}:127.0.0.1:{}", self.remote_port);
-        if self.ssh.control && control_dir().is_some() {
+        if let Some(forward) = self.ssh.master_forward_command(&spec) {
             // Start (or reuse) the master, then add the forward to it.
-            if super::ssh::run_remote(&self.ssh, "true", None).is_ok() {
-                let cmd = self.ssh.command("true")?;
-                // `-O forward` goes to the master; the trailing command is ignored.
-                let args: Vec<_> = cmd.get_args().map(|a| a.to_os_string()).collect();
-                let mut fwd = Command::new(cmd.get_program());
-                let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
-                fwd.args(&args[..split]);
-                fwd.args(["-o", "ExitOnForwardFailure=yes", "-O", "forward", "-L", &spec]);
-                fwd.args(&args[split..args.len() - 1]);
-                let out = super::ssh::run_captured(fwd, None)?;
-                if out.code == Some(0) && wait_port(local_port, None) {
-                    let check = cmd_check(&args[..split], &args[split..args.len() - 1]);
-                    return Ok(check);
-                }
+            super::ssh::run_remote(&self.ssh, "true", None)?;
+            let out = super::ssh::run_captured(forward, None)?;
+            if out.code == Some(0) && wait_port(local_port, None) {
+                return Ok(Ok(self.master_pid()));
             }
         }
-        let cmd = self.ssh.command("true")?;
-        let args: Vec<_> = cmd.get_args().map(|a| a.to_os_string()).collect();
-        let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
-        let mut own = Command::new(cmd.get_program());
-        own.args(&args[..split]);
-        own.args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
-        own.args(["-o", "ExitOnForwardFailure=yes", "-N", "-L", &spec]);
-        own.args(&args[split..args.len() - 1]);
+        let mut own = self.ssh.own_forward_command(&spec)?;
         own.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         crate::platform::detach(&mut own);
         let mut child = own.spawn().map_err(ssh_error)?;
@@ -138,28 +112,27 @@ impl Forward {
             std::thread::spawn(move || {
                 let _ = child.wait();
             });
-            return Ok(Some(pid));
+            return Ok(Ok(Some(pid)));
         }
         let _ = child.kill();
         let _ = child.wait();
-        Err(Error::new(
+        let err = Error::new(
             ErrorCode::SshFailed,
             format!("ssh could not forward local port {local_port} to the machine"),
-        ))
+        );
+        Ok(Err((err, false)))
+    }
+
+    /// The master's pid from `ssh -O check` ("Master running (pid=N)").
+    fn master_pid(&self) -> Option<u32> {
+        let out = super::ssh::run_captured(self.ssh.master_check_command()?, None).ok()?;
+        let rest = out.stderr.split("pid=").nth(1)?;
+        rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
     }
 }
 
 fn ssh_error(e: std::io::Error) -> Error {
     Error::new(ErrorCode::SshFailed, format!("running ssh: {e}"))
-}
-
-/// The master's pid from `ssh -O check` ("Master running (pid=N)").
-fn cmd_check(options: &[std::ffi::OsString], dest: &[std::ffi::OsString]) -> Option<u32> {
-    let mut cmd = Command::new(super::ssh::ssh_program());
-    cmd.args(options).args(["-O", "check"]).args(dest);
-    let out = super::ssh::run_captured(cmd, None).ok()?;
-    let rest = out.stderr.split("pid=").nth(1)?;
-    rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
 }
 
 /// Waits until the local port accepts connections (or the ssh holding it exits).

@@ -23,11 +23,12 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Dashboard, blocking, error_response};
 use crate::error::{Error, Result};
+use crate::protocol::OnMachine;
 use crate::protocol::{
     CancelRequest, CommandSpec, ExecStartRequest, JobRef, ListRequest, LogsRequest, Request,
     Response as Answer, RunStatus, StreamOffsets, StreamSel,
 };
-use crate::remote::client::{self, with_machine};
+use crate::remote::client;
 use crate::remote::transport::Machine;
 
 /// Jobs listed per machine.
@@ -69,7 +70,9 @@ pub async fn list(State(d): State<Arc<Dashboard>>) -> Response {
     let mut errors = Vec::new();
     for (name, call) in calls {
         match call.await {
-            Ok(Ok(Ok(list))) => jobs.extend(list.iter().map(|j| with_machine(j, &name, None))),
+            Ok(Ok(Ok(list))) => {
+                jobs.extend(list.iter().map(|j| OnMachine::new(j, &name).to_value()))
+            }
             Ok(Ok(Err(e))) => errors.push(serde_json::json!({
                 "machine": name, "code": e.code, "message": e.message,
             })),
@@ -136,7 +139,7 @@ async fn status_call(d: Arc<Dashboard>, machine: String, req: Request) -> Respon
     })
     .await;
     match answer {
-        Ok(status) => Json(with_machine(&status, &machine, None)).into_response(),
+        Ok(status) => Json(OnMachine::new(&status, &machine)).into_response(),
         Err(e) => error_response(&e),
     }
 }

@@ -129,14 +129,6 @@ pub fn uid() -> Option<u32> {
     None
 }
 
-/// This user's login name, from the environment (`USER`, `LOGNAME`, or Windows' `USERNAME`).
-pub fn user_name() -> String {
-    ["USER", "LOGNAME", "USERNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .unwrap_or_default()
-}
-
 /// Writes `value` as JSON to `path` whole: a private temp file in the same directory, renamed
 /// over it, so a reader never sees half a file.
 pub fn write_json_atomic(path: &Path, value: &impl serde::Serialize) -> Result<()> {

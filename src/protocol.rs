@@ -1,10 +1,68 @@
-//! Every type that crosses the wire between `codex-remote` and `codexd`, and nothing else.
+//! Every type that crosses the wire between `codex-remote` and `codexd`, and nothing else
+//! (plus the two shapes `codex-remote` prints around them: [`OnMachine`] and [`RunEvent`]).
 //!
-//! One JSON object per line. A request is `{"type": "...", "id": <any JSON>?, ...fields}`; every
-//! answer line echoes the request's `id`. Each request gets exactly one *final* answer line;
+//! ## Wire format
+//!
+//! JSON Lines: one JSON object per line, UTF-8, `\n`-terminated, at most 4 MiB a request line
+//! ([`crate::wire`]). The same lines travel on every door: the stdin/stdout of `codexd rpc`
+//! (started by `ssh HOST codexd rpc`) and the body of `POST /v1/rpc` on `codexd serve`.
+//!
+//! A **request** is an object tagged by `type`, with an optional `id` (any JSON value) that is
+//! echoed in every line of its answer. Each request gets exactly one *final* answer line;
 //! `exec_logs` sends `log` (or `chunk`) lines before its final `logs_end`. Unknown fields are
-//! ignored so that old and new peers keep talking; the `protocol` integer of `hello` says what a
-//! peer speaks. `status.json` in the job store is the same [`JobStatus`] object.
+//! ignored, so old and new peers keep talking; the `protocol` integer of `hello` says what a peer
+//! speaks and `capabilities` ([`capability`]) what it can do. Lines on stdout that are not JSON
+//! objects (a login shell's noise) are skipped by the client.
+//!
+//! The examples below are the golden texts of `tests/it/golden.rs` (parsed and re-serialized in
+//! CI, so a renamed field fails the build). `STATUS` stands for a status object ([`JobStatus`]).
+//!
+//! ### Requests
+//! ```text
+//! {"id":1,"type":"hello","protocol":1,"client_version":"0.1.0"}
+//! {"id":"a","type":"exec_start","cmd":"nvidia-smi","shell":"bash -lc","cwd":"~/w","env":{"A":"1"},
+//!   "name":"n","labels":{"k":"v"},"idempotency_key":"k1"}
+//! {"type":"exec_start","cmd":["python","train.py"]}          argv: run without a shell
+//! {"type":"exec_start","script":"echo hi\n"}                 needs capability "script"
+//! {"type":"exec_status","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096"}
+//! {"type":"exec_logs","exec_id":"x","stream":"both","tail":2000,"since":{"stdout":10,"stderr":0},
+//!   "follow":true,"raw":true,"max_bytes":100}
+//! {"type":"exec_logs","exec_id":"x","stream":"stdout","tail_lines":5}
+//! {"type":"exec_cancel","exec_id":"x","grace_ms":5000}
+//! {"type":"exec_wait","exec_id":"x","timeout_ms":30000}
+//! {"type":"exec_list","state":"running","limit":50}
+//! {"type":"exec_rm","exec_id":"x"}
+//! {"type":"exec_prune","keep":200}
+//! ```
+//!
+//! ### Answers
+//! ```text
+//! {"id":1,"type":"hello","protocol":1,"version":"0.1.0","capabilities":["exec"],"user":"u",
+//!   "host":"h","data_dir":"/d"}
+//! {"id":"a","type":"status",STATUS}                          exec_start, _status, _cancel, _wait
+//! {"type":"status",STATUS,"timed_out":true,"replayed":true,"message":"m"}
+//! {"type":"list","jobs":[{STATUS}]}                          exec_list, newest first
+//! {"type":"log","stream":"stdout","offset":0,"line":"hi"}    exec_logs, before logs_end
+//! {"type":"log","stream":"stderr","offset":3,"line":"par","partial":true}
+//! {"type":"chunk","stream":"stdout","offset":0,"data_b64":"aGkK"}   exec_logs with raw
+//! {"type":"logs_end","exec_id":"x","next_offset":{"stdout":3,"stderr":0},
+//!   "size":{"stdout":3,"stderr":0},"more":true,"status":"finished","state":"failed",
+//!   "exit_code":3,"job":{STATUS}}
+//! {"type":"removed","exec_id":"x"}
+//! {"type":"pruned","removed":["x"],"kept":3}
+//! {"type":"error","code":"job_not_found","message":"no job x","hint":"h"}
+//! ```
+//! A `log` line's `offset` is the byte offset of its first byte in the log; `next_offset` is
+//! where to continue (`since`) without losing or repeating a byte. An `error` line without an `id`
+//! is a peer that failed before it could read the request. Error `code`s are
+//! [`crate::error::ErrorCode`], stable and documented in the README.
+//!
+//! ### What `codex-remote` prints
+//! Answers printed by the CLI carry the machine they came from as a last field
+//! ([`OnMachine`]): `{"exec_id":...,"status":"running",...,"machine":"gpu1"}`. `exec run` prints
+//! [`RunEvent`]s: `{"type":"started",STATUS,"machine"}`, then `log` lines as above, then
+//! `{"type":"finished",STATUS,"machine"}` (or `{"type":"detached","exec_id","machine","hint"}`
+//! after Ctrl-C).
 
 use std::collections::BTreeMap;
 

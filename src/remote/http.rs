@@ -125,8 +125,10 @@ impl HttpTarget {
             return Err(Error::new(
                 ErrorCode::ForeignDaemon,
                 format!(
-                    "the server at {addr} did not prove that it holds the token of machine {:?}: \
-                     the token was not sent to it",
+                    "the server at {addr} (it says it is codexd of user {:?}, uid {}) did not \
+                     prove that it holds the token of machine {:?}: the token was not sent to it",
+                    health.user,
+                    health.uid.map_or("?".to_string(), |u| u.to_string()),
                     self.machine
                 ),
             )

@@ -638,4 +638,32 @@ pub enum RunEvent<'a> {
     Finished(OnMachine<'a, &'a JobStatus>),
     /// Ctrl-C detached `exec run`; the job goes on.
     Detached { exec_id: &'a str, machine: &'a str, hint: &'a str },
+    /// `exec watch`'s last line (the original tool's).
+    Summary(OnMachine<'a, Summary<'a>>),
+}
+
+/// What `exec watch` ends with: the outcome of the job in the original tool's fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary<'a> {
+    pub exec_id: &'a str,
+    pub status: RunStatus,
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_ms: Option<u64>,
+    pub error: Option<&'a str>,
+}
+
+impl<'a> Summary<'a> {
+    pub fn of(job: &'a JobStatus) -> Self {
+        Summary {
+            exec_id: &job.exec_id,
+            status: job.status,
+            state: job.state,
+            exit_code: job.exit_code,
+            signal: job.signal,
+            duration_ms: job.duration_ms,
+            error: job.error.as_deref(),
+        }
+    }
 }

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
     CancelRequest, CommandSpec, ExecStartRequest, JobRef, JobState, JobStatus, ListRequest,
     LogsEnd, LogsRequest, OnMachine, PruneRequest, Request, Response, RunEvent, Stream,
-    StreamOffsets, StreamSel, WaitRequest,
+    StreamOffsets, StreamSel, Summary, WaitRequest,
 };
 use crate::remote::client;
 use crate::remote::transport::{CURRENT_CHILD, Machine};
@@ -39,6 +39,9 @@ pub enum ExecCommand {
     Prune(PruneArgs),
     /// Start a job, stream its output as NDJSON events and exit with its exit code.
     Run(StartArgs),
+    /// Follow a running job's output as NDJSON, then print a `summary` line and exit with the
+    /// job's exit code (the original tool's `exec watch`).
+    Watch(WatchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +100,16 @@ enum StreamArg {
     Both,
 }
 
+impl StreamArg {
+    fn selection(self) -> StreamSel {
+        match self {
+            StreamArg::Stdout => StreamSel::Stdout,
+            StreamArg::Stderr => StreamSel::Stderr,
+            StreamArg::Both => StreamSel::Both,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     #[command(flatten)]
@@ -128,6 +141,28 @@ pub struct LogsArgs {
     /// Read at most this many bytes per stream, then stop (`more: true` says there is more).
     #[arg(long, value_name = "BYTES")]
     max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    machine: MachineArg,
+    /// The job's exec_id.
+    #[arg(long)]
+    id: String,
+    /// Which output to follow.
+    #[arg(long, value_enum, default_value = "both")]
+    stream: StreamArg,
+    /// Start with the last BYTES bytes of each stream.
+    #[arg(long, value_name = "BYTES", default_value_t = 2000, conflicts_with = "full")]
+    tail: u64,
+    /// Start at the beginning of the output.
+    #[arg(long)]
+    full: bool,
+    /// Accepted for the original tool's scripts: output is pushed as it is written, and this
+    /// is only the pause before following again after a dropped connection.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    poll: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +263,7 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
             Ok(exit::OK)
         }
         ExecCommand::Run(args) => run_job(ctx, args),
+        ExecCommand::Watch(args) => watch(ctx, args),
     }
 }
 
@@ -287,11 +323,7 @@ fn start(ctx: &Ctx, args: StartArgs) -> Result<u8> {
 
 fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
     let m = ctx.machine(args.machine.machine.as_deref())?;
-    let stream = match args.stream {
-        StreamArg::Stdout => StreamSel::Stdout,
-        StreamArg::Stderr => StreamSel::Stderr,
-        StreamArg::Both => StreamSel::Both,
-    };
+    let stream = args.stream.selection();
     if args.since_stderr.is_some() && stream != StreamSel::Both {
         return Err(usage("--since-stderr goes with --stream both"));
     }
@@ -368,52 +400,106 @@ fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
     // From here on Ctrl-C detaches; before, it simply stops us (the start completes remotely).
     let detached = Arc::new(AtomicBool::new(false));
     watch_interrupts(&detached)?;
-    let id = started.job.exec_id.clone();
     emit(&RunEvent::Started(OnMachine { value: &started, machine: &m.name }))?;
-    if started.job.state == JobState::StartFailed {
-        emit(&RunEvent::Finished(OnMachine { value: &started.job, machine: &m.name }))?;
-        return Ok(job_exit_code(&started.job));
-    }
+    let job = if started.job.state == JobState::StartFailed {
+        started.job
+    } else {
+        let from = StreamOffsets { stdout: Some(0), stderr: Some(0) };
+        match follow_to_end(
+            &m,
+            &started.job.exec_id,
+            StreamSel::Both,
+            Start::At(from),
+            &detached,
+            None,
+        )? {
+            Some(job) => job,
+            None => return Ok(exit::DETACHED),
+        }
+    };
+    emit(&RunEvent::Finished(OnMachine { value: &job, machine: &m.name }))?;
+    Ok(job_exit_code(&job))
+}
+
+/// `exec watch`: the original tool's attach: output as NDJSON `log` lines until the job ends,
+/// then a `summary` line; exits with the job's code.
+fn watch(ctx: &Ctx, args: WatchArgs) -> Result<u8> {
+    let m = ctx.machine(args.machine.machine.as_deref())?;
+    let detached = Arc::new(AtomicBool::new(false));
+    watch_interrupts(&detached)?;
+    let start =
+        if args.full { Start::At(StreamOffsets::default()) } else { Start::Tail(args.tail) };
+    let stream = args.stream.selection();
+    let Some(job) = follow_to_end(&m, &args.id, stream, start, &detached, Some(args.poll))? else {
+        return Ok(exit::DETACHED);
+    };
+    emit(&RunEvent::Summary(OnMachine { value: Summary::of(&job), machine: &m.name }))?;
+    Ok(job_exit_code(&job))
+}
+
+/// Where following starts.
+enum Start {
+    /// At these offsets (`None` per stream: 0).
+    At(StreamOffsets),
+    /// At the last BYTES bytes of each stream.
+    Tail(u64),
+}
+
+/// Prints the job's output as `log` lines until it has ended and returns its final status;
+/// `None` when Ctrl-C detached (a `detached` line is printed). A dropped connection (laptop
+/// asleep, network gone) follows again from the last line seen, without repeating it.
+fn follow_to_end(
+    m: &Machine,
+    id: &str,
+    stream: StreamSel,
+    start: Start,
+    detached: &AtomicBool,
+    pause: Option<std::time::Duration>,
+) -> Result<Option<JobStatus>> {
     let mut seen = StreamOffsets::default();
     let mut failures = 0;
     loop {
-        let since = StreamOffsets {
-            stdout: Some(seen.stdout.unwrap_or(0)),
-            stderr: Some(seen.stderr.unwrap_or(0)),
+        let resumed = seen != StreamOffsets::default();
+        let (since, tail) = match &start {
+            Start::Tail(bytes) if !resumed => (None, Some(*bytes)),
+            Start::At(from) if !resumed => (Some(*from), None),
+            _ => (Some(seen), None),
         };
+        let since = since.map(|s| StreamOffsets {
+            stdout: Some(s.stdout.unwrap_or(0)),
+            stderr: Some(s.stderr.unwrap_or(0)),
+        });
         let req = LogsRequest {
-            exec_id: id.clone(),
-            stream: StreamSel::Both,
-            tail: None,
+            exec_id: id.to_string(),
+            stream,
+            tail,
             tail_lines: None,
-            since: Some(since),
+            since,
             follow: true,
             raw: false,
             max_bytes: None,
         };
-        let result = read_logs(&m, &req, Some(&mut seen));
+        let result = read_logs(m, &req, Some(&mut seen));
         if detached.load(Ordering::SeqCst) {
             let hint = format!(
                 "codex-remote exec logs --machine {} --id {id} --stream both --follow",
                 m.name
             );
-            emit(&RunEvent::Detached { exec_id: &id, machine: &m.name, hint: &hint })?;
+            emit(&RunEvent::Detached { exec_id: id, machine: &m.name, hint: &hint })?;
             eprintln!("codex-remote: detached; the job goes on. Reattach with:\n  {hint}");
-            return Ok(exit::DETACHED);
+            return Ok(None);
         }
         match result {
-            Ok(end) => {
-                emit(&RunEvent::Finished(OnMachine { value: &end.job, machine: &m.name }))?;
-                return Ok(job_exit_code(&end.job));
-            }
-            // The connection dropped (laptop asleep, network gone): follow again from where we were.
+            Ok(end) => return Ok(Some(end.job)),
             Err(e)
-                if matches!(e.code, ErrorCode::SshFailed | ErrorCode::ProtocolError)
-                    && failures < 5 =>
+                if matches!(
+                    e.code,
+                    ErrorCode::SshFailed | ErrorCode::ConnectFailed | ErrorCode::ProtocolError
+                ) && failures < 5 =>
             {
                 failures += 1;
                 eprintln!("codex-remote: {e}; following again ({failures}/5)");
-                std::thread::sleep(std::time::Duration::from_secs(failures));
+                std::thread::sleep(pause.unwrap_or(std::time::Duration::from_secs(failures)));
             }
             Err(e) => return Err(e),
         }

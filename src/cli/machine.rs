@@ -1,12 +1,15 @@
 //! `codex-remote machine check|ls|up|ssh`: is a machine ready, make it ready, or log into it.
 
 use std::io::IsTerminal;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
 use super::exec::MachineArg;
-use super::{Ctx, emit, usage};
+use super::{Ctx, emit, parse_duration, usage};
 use crate::error::{Error, ErrorCode, Result, exit};
+use crate::remote::config::MachineConfig;
 use crate::remote::machine::{CheckReport, check, up};
 use crate::remote::transport::{Machine, Route};
 
@@ -15,6 +18,7 @@ pub enum MachineCommand {
     /// Check that ssh works and codexd answers; prints a report (exit 0 when it could).
     Check(CheckArgs),
     /// Check every configured machine in parallel (a table on a terminal, JSON with --json).
+    #[command(alias = "list")]
     Ls(LsArgs),
     /// Install or upgrade codexd through ssh and, for HTTP machines, start `codexd serve`.
     Up(UpArgs),
@@ -39,6 +43,12 @@ pub struct LsArgs {
     /// Exit 1 when a machine is not ok.
     #[arg(long)]
     strict: bool,
+    /// Machines checked at once.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: u16,
+    /// Give up on a machine after this long (it is reported as not ok, code `timeout`).
+    #[arg(long, value_parser = parse_duration, default_value = "8s")]
+    timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +67,10 @@ pub struct SshArgs {
     /// Allocate a terminal (for interactive commands).
     #[arg(long)]
     tty: bool,
+    /// Capture the output and print the original tool's object
+    /// `{ok, ssh, forward_agent, tty, stdout, stderr, code}` (exit 0).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(ctx: &Ctx, cmd: MachineCommand) -> Result<u8> {
@@ -83,17 +97,67 @@ fn ls(ctx: &Ctx, args: LsArgs) -> Result<u8> {
     if !configs.iter().any(|m| m.name == crate::remote::config::LOCAL) {
         configs.push(ctx.config.machine(Some(crate::remote::config::LOCAL))?);
     }
-    let reports: Vec<CheckReport> = std::thread::scope(|s| {
-        let handles: Vec<_> = configs.iter().map(|c| s.spawn(move || check(c))).collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
+    let reports = check_all(configs, usize::from(args.parallel), args.timeout);
     let all_ok = reports.iter().all(|r| r.ok);
     if args.json || !std::io::stdout().is_terminal() {
-        emit(&serde_json::json!({ "machines": reports }))?;
+        #[derive(serde::Serialize)]
+        struct Listing<'a> {
+            total: usize,
+            ssh_ok: usize,
+            daemon_ok: usize,
+            failed: usize,
+            checked_at: String,
+            machines: &'a [CheckReport],
+        }
+        emit(&Listing {
+            total: reports.len(),
+            ssh_ok: reports.iter().filter(|r| r.ssh_ok == Some(true)).count(),
+            daemon_ok: reports.iter().filter(|r| r.daemon_ok).count(),
+            failed: reports.iter().filter(|r| !r.ok).count(),
+            checked_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            machines: &reports,
+        })?;
     } else {
         print_table(&reports);
     }
     Ok(if args.strict && !all_ok { exit::JOB_FAILED } else { exit::OK })
+}
+
+/// Checks `configs`, `parallel` at a time, each given at most `timeout`; the reports come
+/// back in the order of `configs`.
+fn check_all(configs: Vec<MachineConfig>, parallel: usize, timeout: Duration) -> Vec<CheckReport> {
+    let mut reports: Vec<Option<CheckReport>> = vec![None; configs.len()];
+    let queue = std::sync::Mutex::new(configs.into_iter().enumerate());
+    std::thread::scope(|s| {
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..parallel {
+            let (queue, tx) = (&queue, tx.clone());
+            s.spawn(move || {
+                while let Some((i, config)) = queue.lock().expect("not poisoned").next() {
+                    // The check runs on a thread of its own so that one that hangs past the
+                    // timeout is reported as such (the thread ends with the process).
+                    let (done_tx, done_rx) = mpsc::channel();
+                    let name = config.name.clone();
+                    std::thread::spawn(move || {
+                        let _ = done_tx.send(check(&config));
+                    });
+                    let report = done_rx.recv_timeout(timeout).unwrap_or_else(|_| {
+                        let e = Error::new(
+                            ErrorCode::Timeout,
+                            format!("no answer within {}", humantime::format_duration(timeout)),
+                        );
+                        CheckReport::failed(&name, e)
+                    });
+                    let _ = tx.send((i, report));
+                }
+            });
+        }
+        drop(tx);
+        for (i, report) in rx {
+            reports[i] = Some(report);
+        }
+    });
+    reports.into_iter().flatten().collect()
 }
 
 fn print_table(reports: &[CheckReport]) {
@@ -123,9 +187,18 @@ fn print_table(reports: &[CheckReport]) {
             r.error.as_deref().unwrap_or("")
         );
     }
+    let ssh_ok = reports.iter().filter(|r| r.ssh_ok == Some(true)).count();
+    let daemon_ok = reports.iter().filter(|r| r.daemon_ok).count();
+    let failed = reports.iter().filter(|r| !r.ok).count();
+    let _ = writeln!(
+        out,
+        "\nsummary: total={} ssh_ok={ssh_ok} daemon_ok={daemon_ok} failed={failed}",
+        reports.len()
+    );
 }
 
-/// `ssh -A [-t] HOST CMD` with the terminal's stdio; the remote exit code is ours.
+/// `ssh -A [-t] HOST CMD` with the terminal's stdio; the remote exit code is ours. With
+/// `--json` the output is captured and printed as the original tool's object instead.
 fn ssh(ctx: &Ctx, args: SshArgs) -> Result<u8> {
     let config = ctx.config.machine(args.machine.machine.as_deref())?;
     let machine = Machine::from_config(&config)?;
@@ -133,8 +206,22 @@ fn ssh(ctx: &Ctx, args: SshArgs) -> Result<u8> {
         return Err(usage("the local machine needs no ssh"));
     }
     let target = machine.ssh.ok_or_else(|| usage("the machine has no `ssh:`"))?;
-    let status = target
-        .interactive_command(&args.cmd, args.tty)?
+    let command = target.interactive_command(&args.cmd, args.tty)?;
+    if args.json {
+        let out = crate::remote::ssh::run_captured(command, None)?;
+        emit(&serde_json::json!({
+            "ok": out.code == Some(0),
+            "ssh": target.destination,
+            "forward_agent": true,
+            "tty": args.tty,
+            "stdout": out.stdout,
+            "stderr": out.stderr,
+            "code": out.code,
+        }))?;
+        return Ok(exit::OK);
+    }
+    let mut command = command;
+    let status = command
         .status()
         .map_err(|e| Error::new(ErrorCode::SshFailed, format!("running ssh: {e}")))?;
     Ok(status.code().map_or(exit::TRANSPORT, |c| c as u8))

@@ -20,6 +20,8 @@ struct ConfigFile {
     data_dir: Option<String>,
     retention_count: Option<usize>,
     shell: Option<String>,
+    /// The original tool's name for `shell`.
+    default_shell: Option<String>,
     listen: Option<String>,
     auth_token: Option<String>,
     allowed_cwd_roots: Option<Vec<String>>,
@@ -53,15 +55,21 @@ pub struct DaemonConfig {
 }
 
 impl DaemonConfig {
-    /// Loads the config file (`config` or `~/.codexd/config.yaml` if present), then applies
-    /// `CODEXD_DATA_DIR` and the `--data-dir` flag, which win in that order.
+    /// Loads the config file (`config`, else `~/.codexd/config.yaml`, else the original tool's
+    /// `~/.config/codexd/config.yaml`, when present), then applies `CODEXD_DATA_DIR` and the
+    /// `--data-dir` flag, which win in that order.
     pub fn load(config: Option<&Path>, data_dir_flag: Option<&str>) -> Result<Self> {
         let home = super::home_dir();
-        let default_path = home.join(".codexd").join("config.yaml");
+        let defaults = [
+            home.join(".codexd").join("config.yaml"),
+            crate::platform::config_dir().join("codexd").join("config.yaml"),
+        ];
         let file = match config {
             Some(p) => parse_file(p)?,
-            None if default_path.is_file() => parse_file(&default_path)?,
-            None => ConfigFile::default(),
+            None => match defaults.iter().find(|p| p.is_file()) {
+                Some(p) => parse_file(p)?,
+                None => ConfigFile::default(),
+            },
         };
         let data_dir = data_dir_flag
             .map(String::from)
@@ -76,7 +84,7 @@ impl DaemonConfig {
         };
         Ok(DaemonConfig {
             retention_count: file.retention_count.unwrap_or(DEFAULT_RETENTION),
-            shell: file.shell.unwrap_or_else(|| DEFAULT_SHELL.to_string()),
+            shell: (file.shell.or(file.default_shell)).unwrap_or_else(|| DEFAULT_SHELL.to_string()),
             listen: file.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
             auth_token: file.auth_token.filter(|t| !t.is_empty()),
             allowed_cwd_roots: (file.allowed_cwd_roots.unwrap_or_default().iter())

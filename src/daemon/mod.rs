@@ -228,7 +228,7 @@ struct StartPlan {
 impl StartPlan {
     fn from_request(req: &ExecStartRequest, config: &DaemonConfig) -> Result<Self> {
         let shell_text = req.shell.as_deref().unwrap_or(&config.shell);
-        let shell: Vec<String> = shell_text.split_whitespace().map(String::from).collect();
+        let shell = crate::shell::shell_words(shell_text);
         let needs_shell = !matches!(req.cmd, Some(CommandSpec::Argv(_)));
         if needs_shell && shell.is_empty() {
             return Err(Error::invalid("shell is empty; e.g. \"bash -lc\""));

@@ -151,6 +151,27 @@ impl RemoteConfig {
     }
 }
 
+impl MachineConfig {
+    /// `addr` as `host:port`: the original tool's URL form (`http://127.0.0.1:7337/`) is
+    /// accepted too. HTTPS is not: `codexd serve` speaks plain HTTP on loopback.
+    pub fn host_port(&self) -> Result<Option<String>> {
+        let Some(addr) = self.addr.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        let bare = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
+        let port_ok =
+            bare.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if bare.contains("://") || bare.contains('/') || !port_ok {
+            return Err(Error::new(
+                ErrorCode::ConfigError,
+                format!("machine {:?}: addr {addr:?} is not host:port nor http://host:port", self.name),
+            )
+            .with_hint("e.g. `addr: 127.0.0.1:7337`; for a remote serve use `ssh:` with `use_direct_addr: true`"));
+        }
+        Ok(Some(bare.to_string()))
+    }
+}
+
 impl crate::config_file::ConfigKeys for RemoteConfig {
     fn known_keys(parent: &str) -> Vec<&'static str> {
         if parent.starts_with("machines.") {
@@ -213,8 +234,30 @@ mod tests {
                 "unknown key `zzz` (ignored)",
             ]
         );
-        assert!(crate::config_file::unknown_keys::<RemoteConfig>(TEMPLATE, Path::new("c.yaml"))
-            .is_empty());
+        assert!(
+            crate::config_file::unknown_keys::<RemoteConfig>(TEMPLATE, Path::new("c.yaml"))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn addr_takes_the_original_url_form() {
+        let m = |addr: &str| MachineConfig {
+            name: "g".into(),
+            addr: Some(addr.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            m("http://127.0.0.1:7337").host_port().unwrap().as_deref(),
+            Some("127.0.0.1:7337")
+        );
+        assert_eq!(
+            m("http://127.0.0.1:7337/").host_port().unwrap().as_deref(),
+            Some("127.0.0.1:7337")
+        );
+        assert_eq!(m("127.0.0.1:7337").host_port().unwrap().as_deref(), Some("127.0.0.1:7337"));
+        assert_eq!(m("https://h:7337").host_port().unwrap_err().code, ErrorCode::ConfigError);
+        assert_eq!(m("h").host_port().unwrap_err().code, ErrorCode::ConfigError);
     }
 
     #[test]

@@ -32,35 +32,62 @@ pub struct CheckReport {
     pub codexd_version: Option<String>,
     pub protocol: Option<u32>,
     pub user: Option<String>,
+    /// HTTP machines: the remote `codexd serve` port (`daemon_port`, or the port of `addr`).
+    pub daemon_port: Option<u16>,
+    /// HTTP machines: the address calls go to (`addr`, or the local end of the forward).
+    pub daemon_addr: Option<String>,
     pub error: Option<String>,
     pub code: Option<ErrorCode>,
     pub checked_at: String,
 }
 
+impl CheckReport {
+    /// A report that says only why the machine could not be checked.
+    pub fn failed(name: &str, e: Error) -> Self {
+        let mut report = CheckReport::new(name);
+        report.error = Some(e.message);
+        report.code = Some(e.code);
+        report
+    }
+
+    fn new(name: &str) -> Self {
+        CheckReport {
+            name: name.to_string(),
+            ok: false,
+            transport: "local",
+            ssh_ok: None,
+            daemon_ok: false,
+            latency_ms: None,
+            codexd_version: None,
+            protocol: None,
+            user: None,
+            daemon_port: None,
+            daemon_addr: None,
+            error: None,
+            code: None,
+            checked_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        }
+    }
+}
+
 /// `daemon_ok` is `hello` answered (over `rpc` for ssh machines, after `/health` for HTTP ones).
 pub fn check(config: &MachineConfig) -> CheckReport {
-    let mut report = CheckReport {
-        name: config.name.clone(),
-        ok: false,
-        transport: "local",
-        ssh_ok: None,
-        daemon_ok: false,
-        latency_ms: None,
-        codexd_version: None,
-        protocol: None,
-        user: None,
-        error: None,
-        code: None,
-        checked_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-    };
+    let mut report = CheckReport::new(&config.name);
     let machine = match Machine::from_config(config) {
         Ok(m) => m,
-        Err(e) => {
-            report.error = Some(e.message);
-            report.code = Some(e.code);
-            return report;
-        }
+        Err(e) => return CheckReport::failed(&config.name, e),
     };
+    if let Route::Http(h) = &machine.route {
+        report.daemon_port = h
+            .forward
+            .as_ref()
+            .map(|f| f.remote_port)
+            .or_else(|| h.addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()));
+        report.daemon_addr = match &h.forward {
+            Some(_) => h.endpoint().ok().map(|(addr, _)| addr),
+            None => Some(h.addr.clone()),
+        };
+    }
     let ssh = machine.ssh.clone();
     report.transport = machine.route.door();
     // Over `rpc` a working hello proves ssh too; HTTP machines probe ssh on its own.

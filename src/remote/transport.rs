@@ -104,7 +104,8 @@ impl Machine {
             };
             (Route::Http(Box::new(target)), key)
         };
-        let (route, key) = match (&ssh, &m.addr) {
+        let addr = m.host_port()?;
+        let (route, key) = match (&ssh, &addr) {
             (Some(target), _) if m.use_direct_addr => {
                 let forward_key = RouteKey::Http {
                     addr: String::new(),

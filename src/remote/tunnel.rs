@@ -48,7 +48,7 @@ pub struct OpenForward {
 
 impl Forward {
     pub fn of(ssh: &SshTarget, m: &MachineConfig, route: RouteKey) -> Result<Self> {
-        let remote_port = match (m.daemon_port, &m.addr) {
+        let remote_port = match (m.daemon_port, &m.host_port()?) {
             (Some(p), _) => p,
             (None, Some(addr)) => port_of(addr)?,
             (None, None) => port_of(DEFAULT_LISTEN)?,

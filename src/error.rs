@@ -67,6 +67,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// `codexd serve`: the request is refused (a `Host` not allowed, a cwd outside the roots).
     Forbidden,
+    /// `update`: the downloaded binary does not match its `SHA256SUMS` line.
+    ChecksumMismatch,
     /// The port is served by a codexd of another user (or something that is not codexd).
     ForeignDaemon,
     /// A code this version does not know (sent by a newer peer).
@@ -84,7 +86,8 @@ impl ErrorCode {
             | Unauthorized | ForeignDaemon => exit::TRANSPORT,
             Timeout => exit::TIMED_OUT,
             BadRequest | RequestTooLarge | UnknownType | InvalidId | InvalidArgument
-            | JobNotFound | JobRunning | StartFailed | Internal | Forbidden | Other => exit::REMOTE,
+            | JobNotFound | JobRunning | StartFailed | Internal | Forbidden | ChecksumMismatch
+            | Other => exit::REMOTE,
         }
     }
 
@@ -113,6 +116,7 @@ impl ErrorCode {
             Unauthorized => "unauthorized",
             Forbidden => "forbidden",
             ForeignDaemon => "foreign_daemon",
+            ChecksumMismatch => "checksum_mismatch",
             Other => "other",
         }
     }

@@ -26,5 +26,6 @@ pub mod platform;
 pub mod protocol;
 pub mod remote;
 pub mod shell;
+pub mod update;
 pub mod version;
 pub mod wire;

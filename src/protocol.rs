@@ -84,6 +84,7 @@ pub mod capability {
     pub const CANCEL_TREE: &str = "cancel_tree";
     pub const SCRIPT: &str = "script";
     pub const PRUNE: &str = "prune";
+    pub const DOCTOR: &str = "doctor";
 }
 
 /// What this codexd can do, reported by `hello`.
@@ -95,6 +96,7 @@ pub const CAPABILITIES: &[&str] = &[
     capability::CANCEL_TREE,
     capability::SCRIPT,
     capability::PRUNE,
+    capability::DOCTOR,
 ];
 
 /// The request `type`s this version knows.
@@ -108,6 +110,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "exec_list",
     "exec_rm",
     "exec_prune",
+    "doctor",
 ];
 
 /// A request, tagged by `type`.
@@ -123,6 +126,7 @@ pub enum Request {
     ExecList(ListRequest),
     ExecRm(JobRef),
     ExecPrune(PruneRequest),
+    Doctor(DoctorRequest),
 }
 
 impl Request {
@@ -133,6 +137,7 @@ impl Request {
             Request::ExecLogs(r) if r.raw => Some(capability::LOGS_RAW),
             Request::ExecLogs(r) if r.follow => Some(capability::LOGS_FOLLOW),
             Request::ExecPrune(_) => Some(capability::PRUNE),
+            Request::Doctor(_) => Some(capability::DOCTOR),
             _ => None,
         }
     }
@@ -350,6 +355,37 @@ pub struct PruneRequest {
     pub keep: Option<usize>,
 }
 
+/// `doctor`: check what jobs on this machine will need.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DoctorRequest {
+    /// Time for each probe, in milliseconds (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// One finding of `doctor`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoctorCheck {
+    /// `ssh`, `codexd`, `data_dir`, `python`, `conda`, `pixi`, `nvidia-smi`, `git`, `rsync`, `rg`.
+    pub name: String,
+    pub ok: bool,
+    /// A failed required check makes the report not ok; the others are information.
+    pub required: bool,
+    /// What was found (a version, free space, GPUs ...), or what went wrong.
+    pub detail: String,
+    /// What to do, for a failed check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// `doctor`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoctorReport {
+    /// Every required check passed.
+    pub ok: bool,
+    pub checks: Vec<DoctorCheck>,
+}
+
 /// The two values existing clients rely on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -561,6 +597,7 @@ pub enum Response {
     LogsEnd(LogsEnd),
     Removed(RemovedResponse),
     Pruned(PrunedResponse),
+    Doctor(DoctorReport),
     Error(ErrorBody),
 }
 
@@ -576,6 +613,7 @@ impl Response {
             Response::LogsEnd(_) => "logs_end",
             Response::Removed(_) => "removed",
             Response::Pruned(_) => "pruned",
+            Response::Doctor(_) => "doctor",
             Response::Error(_) => "error",
         }
     }

@@ -1,6 +1,7 @@
 //! `codex-remote exec start|result|logs|cancel|wait|list|rm|prune|run`.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,9 +13,9 @@ use serde::Serialize;
 use super::{Ctx, emit, emit_on, emit_raw, parse_duration, parse_key_value, usage};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
-    CancelRequest, CommandSpec, ExecStartRequest, JobRef, JobState, JobStatus, ListRequest,
-    LogsEnd, LogsRequest, OnMachine, PruneRequest, Request, Response, RunEvent, Stream,
-    StreamOffsets, StreamSel, Summary, WaitRequest,
+    CancelRequest, CommandSpec, DoctorCheck, DoctorReport, DoctorRequest, ExecStartRequest, JobRef,
+    JobState, JobStatus, ListRequest, LogsEnd, LogsRequest, OnMachine, PruneRequest, Request,
+    Response, RunEvent, Stream, StreamOffsets, StreamSel, Summary, WaitRequest,
 };
 use crate::remote::client;
 use crate::remote::transport::{CURRENT_CHILD, Machine};
@@ -39,6 +40,9 @@ pub enum ExecCommand {
     Prune(PruneArgs),
     /// Start a job, stream its output as NDJSON events and exit with its exit code.
     Run(StartArgs),
+    /// Check what jobs on the machine will find: ssh, codexd and its version, the data dir,
+    /// python, conda/pixi, nvidia-smi, git, rsync, rg (exit 1 when a required check fails).
+    Doctor(DoctorArgs),
     /// Follow a running job's output as NDJSON, then print a `summary` line and exit with the
     /// job's exit code (the original tool's `exec watch`).
     Watch(WatchArgs),
@@ -141,6 +145,18 @@ pub struct LogsArgs {
     /// Read at most this many bytes per stream, then stop (`more: true` says there is more).
     #[arg(long, value_name = "BYTES")]
     max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    machine: MachineArg,
+    /// JSON even on a terminal.
+    #[arg(long)]
+    json: bool,
+    /// Time for each probe on the machine.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +280,7 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
         }
         ExecCommand::Run(args) => run_job(ctx, args),
         ExecCommand::Watch(args) => watch(ctx, args),
+        ExecCommand::Doctor(args) => doctor(ctx, args),
     }
 }
 
@@ -435,6 +452,74 @@ fn watch(ctx: &Ctx, args: WatchArgs) -> Result<u8> {
     };
     emit(&RunEvent::Summary(OnMachine { value: Summary::of(&job), machine: &m.name }))?;
     Ok(job_exit_code(&job))
+}
+
+/// `exec doctor`: the transport and codexd checked from here, the rest by codexd there.
+fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<u8> {
+    let m = ctx.machine(args.machine.machine.as_deref())?;
+    let check = |name: &str, ok: bool, detail: String, hint: Option<String>| DoctorCheck {
+        name: name.into(),
+        ok,
+        required: true,
+        detail,
+        hint: if ok { None } else { hint },
+    };
+    let mut checks = Vec::new();
+    let started = std::time::Instant::now();
+    let door = m.route.door();
+    let remote = client::hello(&m).and_then(|hello| {
+        let elapsed = started.elapsed().as_millis();
+        checks.push(check(door, true, format!("{} answered in {elapsed} ms", m.name), None));
+        let same = hello.protocol == crate::protocol::PROTOCOL_VERSION;
+        let detail = format!(
+            "codexd {} (protocol {}) as {} on {}; this codex-remote is {}",
+            hello.version,
+            hello.protocol,
+            hello.user,
+            hello.host,
+            crate::version::VERSION
+        );
+        let hint = Some(format!("codex-remote machine up --machine {}", m.name));
+        checks.push(check("codexd", same, detail, hint));
+        let timeout_ms = Some(args.timeout.as_millis() as u64);
+        match m.call(&Request::Doctor(DoctorRequest { timeout_ms }), &mut |_| Ok(()))? {
+            Response::Doctor(report) => Ok(report),
+            other => Err(client::unexpected(&other)),
+        }
+    });
+    match remote {
+        Ok(report) => checks.extend(report.checks),
+        Err(e) => {
+            let name = if checks.is_empty() { door } else { "codexd" };
+            let hint =
+                e.hint.clone().or(Some(format!("codex-remote machine check --machine {}", m.name)));
+            checks.push(check(name, false, format!("{}: {}", e.code, e.message), hint));
+        }
+    }
+    let report = DoctorReport { ok: checks.iter().all(|c| c.ok || !c.required), checks };
+    if args.json || !std::io::stdout().is_terminal() {
+        emit_on(&m, &report)?;
+    } else {
+        print_doctor(&m.name, &report);
+    }
+    Ok(if report.ok { exit::OK } else { exit::JOB_FAILED })
+}
+
+fn print_doctor(machine: &str, report: &DoctorReport) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{machine}: {}", if report.ok { "ok" } else { "NOT OK" });
+    for c in &report.checks {
+        let mark = match (c.ok, c.required) {
+            (true, _) => "ok  ",
+            (false, true) => "FAIL",
+            (false, false) => "-   ",
+        };
+        let _ = writeln!(out, "  {mark} {:<11} {}", c.name, c.detail);
+        if let Some(hint) = &c.hint {
+            let _ = writeln!(out, "       {:<11} hint: {hint}", "");
+        }
+    }
 }
 
 /// Where following starts.

@@ -53,6 +53,13 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Serve a live web page of every machine and job (loopback only unless --listen says so).
     Dashboard(dashboard::DashboardArgs),
+    /// Print the version (`--json`: with the git commit, protocol and target).
+    Version {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace this binary with a newer build from a release location (`--check`: only say).
+    Update(crate::update::UpdateArgs),
 }
 
 /// Everything a command needs: the config and where its output goes.
@@ -83,6 +90,15 @@ pub fn main() -> ExitCode {
         Command::Completions(args) => completions::run(args, Cli::command()),
         Command::Dashboard(args) => RemoteConfig::load(cli.config.as_deref())
             .and_then(|config| dashboard::run(&Ctx { config }, args)),
+        Command::Version { json } => {
+            crate::update::print_version("codex-remote", json);
+            Ok(exit::OK)
+        }
+        Command::Update(args) => RemoteConfig::load(cli.config.as_deref()).and_then(|config| {
+            let report = crate::update::run("codex-remote", &args, config.update_url.as_deref())?;
+            emit(&report)?;
+            Ok(exit::OK)
+        }),
     };
     match result {
         Ok(code) => ExitCode::from(code),

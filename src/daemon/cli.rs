@@ -56,6 +56,18 @@ enum Command {
         #[arg(long, env = "CODEXD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print the version (`--json`: with the git commit, protocol and target).
+    Version {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace this binary with a newer build from a release location (`--check`: only say).
+    Update {
+        #[command(flatten)]
+        args: crate::update::UpdateArgs,
+        #[arg(long, env = "CODEXD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Run one job (started by `rpc`; not for people).
     #[command(hide = true)]
     Worker {
@@ -92,6 +104,17 @@ pub fn main() -> ExitCode {
                 })
         }
         Command::Worker { data_dir, id } => worker::run_worker(&data_dir, &id).map(|c| c as u8),
+        Command::Version { json } => {
+            crate::update::print_version("codexd", json);
+            Ok(exit::OK)
+        }
+        Command::Update { args, config } => DaemonConfig::load(config.as_deref(), None)
+            .and_then(|c| crate::update::run("codexd", &args, c.update_url.as_deref()))
+            .and_then(|report| {
+                crate::wire::write_line(&mut std::io::stdout(), &report)
+                    .map_err(|e| crate::error::Error::io("writing", e))?;
+                Ok(exit::OK)
+            }),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -22,6 +22,8 @@ struct ConfigFile {
     shell: Option<String>,
     /// The original tool's name for `shell`.
     default_shell: Option<String>,
+    /// `codexd update`: the release location.
+    update_url: Option<String>,
     listen: Option<String>,
     auth_token: Option<String>,
     allowed_cwd_roots: Option<Vec<String>>,
@@ -52,6 +54,8 @@ pub struct DaemonConfig {
     pub unix_socket: Option<PathBuf>,
     /// `codexd serve`: `Host` header names accepted besides the loopback ones.
     pub allowed_hosts: Vec<String>,
+    /// `codexd update`: the release location (`http://` URL or directory of a `dist/`).
+    pub update_url: Option<String>,
 }
 
 impl DaemonConfig {
@@ -92,6 +96,7 @@ impl DaemonConfig {
                 .collect(),
             unix_socket,
             allowed_hosts: file.allowed_hosts.unwrap_or_default(),
+            update_url: file.update_url,
             data_dir,
         })
     }

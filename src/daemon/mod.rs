@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod http;
 pub mod logs;
 pub mod rpc;
@@ -67,6 +68,7 @@ impl Daemon {
                 Ok(Response::Removed(RemovedResponse { exec_id: exec_id.clone() }))
             }
             Request::ExecPrune(req) => self.exec_prune(req).map(Response::Pruned),
+            Request::Doctor(req) => Ok(Response::Doctor(doctor::checks(self, req))),
         }
     }
 

@@ -39,6 +39,9 @@ pub struct RemoteConfig {
     /// The machine used when `--machine` is not given (default `local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_machine: Option<String>,
+    /// `update`: the release location (`http://` URL or directory of a `dist/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -78,6 +78,14 @@ impl TestEnv {
         cmd
     }
 
+    /// `PROGRAM ARGS` with this env (e.g. a copy of a binary).
+    pub fn command(&self, program: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdin(Stdio::null());
+        self.apply_env(&mut cmd);
+        cmd
+    }
+
     /// `codexd ARGS` with this env.
     pub fn codexd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(CODEXD);

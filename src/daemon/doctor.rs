@@ -1,0 +1,150 @@
+//! `doctor`: what a job on this machine will find. The job store (exists, ours, private,
+//! writable, free space), and the tools jobs reach for (python, conda/pixi, `nvidia-smi`, git,
+//! rsync, rg), each probed through the jobs' own shell (`bash -lc`, so a profile's conda or
+//! module setup counts) with a time limit, so a hung driver cannot hang the answer.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Daemon;
+use crate::protocol::{DoctorCheck, DoctorReport, DoctorRequest};
+
+/// Time for a probe unless the request says otherwise.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Less free space than this in the data dir fails the check (logs fill it).
+const MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The tools: (name, probe command, hint when missing).
+const TOOLS: &[(&str, &str, &str)] = &[
+    (
+        "python",
+        "python3 --version 2>&1 || python --version 2>&1",
+        "install python3, or activate it in ~/.bash_profile",
+    ),
+    ("conda", "conda --version 2>&1", "optional: install miniforge, or use pixi"),
+    ("pixi", "pixi --version 2>&1", "optional: curl -fsSL https://pixi.sh/install.sh | bash"),
+    (
+        "nvidia-smi",
+        "nvidia-smi --query-gpu=index,name,memory.used,memory.total,driver_version \
+         --format=csv,noheader,nounits 2>&1",
+        "no NVIDIA GPU or driver visible to jobs (CPU jobs still run)",
+    ),
+    ("git", "git --version 2>&1", "install git to run projects at a ref"),
+    ("rsync", "rsync --version 2>&1 | head -n 1", "optional: codex-remote sync needs no rsync"),
+    ("rg", "rg --version 2>&1 | head -n 1", "optional: install ripgrep"),
+];
+
+/// Runs every check; `ok` when the required ones pass.
+pub fn checks(daemon: &Daemon, req: &DoctorRequest) -> DoctorReport {
+    let timeout = req.timeout_ms.map_or(PROBE_TIMEOUT, Duration::from_millis);
+    let mut checks = vec![data_dir(daemon)];
+    let shell = crate::shell::shell_words(&daemon.config.shell);
+    // The probes are independent: run them side by side so the answer takes one timeout.
+    let probed: Vec<DoctorCheck> = std::thread::scope(|s| {
+        let handles: Vec<_> = TOOLS
+            .iter()
+            .map(|&(name, cmd, hint)| {
+                let shell = &shell;
+                s.spawn(move || tool(shell, name, cmd, hint, timeout))
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    checks.extend(probed);
+    let ok = checks.iter().all(|c| c.ok || !c.required);
+    DoctorReport { ok, checks }
+}
+
+fn data_dir(daemon: &Daemon) -> DoctorCheck {
+    use std::os::unix::fs::MetadataExt;
+    let root = daemon.store.root();
+    let mut check = DoctorCheck {
+        name: "data_dir".into(),
+        ok: false,
+        required: true,
+        detail: root.display().to_string(),
+        hint: None,
+    };
+    let problem = match std::fs::metadata(root) {
+        Err(e) => Some(format!("cannot read it: {e}")),
+        Ok(m) if m.uid() != rustix::process::getuid().as_raw() => {
+            Some("it belongs to another user".into())
+        }
+        Ok(m) if m.mode() & 0o077 != 0 => {
+            Some(format!("mode {:o}: others can read the job logs", m.mode() & 0o777))
+        }
+        Ok(_) => tempfile::tempfile_in(root).err().map(|e| format!("not writable: {e}")),
+    };
+    let free = rustix::fs::statvfs(root).ok().map(|s| s.f_bavail * s.f_frsize);
+    if let Some(free) = free {
+        check.detail = format!("{} ({} MiB free)", root.display(), free / (1024 * 1024));
+    }
+    match (problem, free) {
+        (Some(p), _) => {
+            check.detail = format!("{}: {p}", root.display());
+            check.hint = Some(format!("fix it with: chmod 700 {}", root.display()));
+        }
+        (None, Some(free)) if free < MIN_FREE_BYTES => {
+            check.hint = Some("free space there (old jobs: codex-remote exec prune)".into());
+        }
+        (None, _) => check.ok = true,
+    }
+    check
+}
+
+fn tool(shell: &[String], name: &str, cmd: &str, hint: &str, timeout: Duration) -> DoctorCheck {
+    let (ok, detail) = match probe(shell, cmd, timeout) {
+        Ok(out) if out.0 => (true, out.1),
+        Ok(out) => (false, if out.1.is_empty() { "not found".into() } else { out.1 }),
+        Err(e) => (false, e),
+    };
+    DoctorCheck {
+        name: name.into(),
+        ok,
+        required: false,
+        detail,
+        hint: (!ok).then(|| hint.to_string()),
+    }
+}
+
+/// Runs `cmd` with the jobs' shell; (exited 0, its output trimmed to a few lines).
+fn probe(shell: &[String], cmd: &str, timeout: Duration) -> Result<(bool, String), String> {
+    let (program, args) = shell.split_first().ok_or("no shell configured")?;
+    let mut child = Command::new(program)
+        .args(args)
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("{program}: {e}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = (&mut stdout).take(64 * 1024).read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                // The whole group: a probe's children (a hung driver query) go with it.
+                let pgid = rustix::process::Pid::from_raw(child.id() as i32);
+                if let Some(pgid) = pgid {
+                    let _ =
+                        rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+                }
+                let _ = child.wait();
+                return Err(format!("no answer within {} s", timeout.as_secs_f64()));
+            }
+        }
+    };
+    let text = reader.join().unwrap_or_default();
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).take(8).collect();
+    Ok((status.success(), lines.join("; ")))
+}

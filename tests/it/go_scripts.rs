@@ -1,0 +1,211 @@
+//! The original tool's users' shell scripts (tests/scripts/), run unchanged against
+//! `codex-remote` over the loopback sshd: nothing may fail quietly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::{CODEX_REMOTE, CODEXD, Sshd, TestEnv};
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("scripts")
+}
+
+/// Runs `tests/scripts/NAME ARGS` with `codex-remote` on the PATH, in the test's world.
+fn script(env: &TestEnv, name: &str, args: &[&str]) -> Output {
+    let bin = Path::new(CODEX_REMOTE).parent().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut cmd = Command::new(scripts().join(name));
+    cmd.args(args).current_dir(env.dir.path()).env("PATH", path);
+    env.remote(&[]).get_envs().for_each(|(k, v)| match v {
+        Some(v) => {
+            cmd.env(k, v);
+        }
+        None => {
+            cmd.env_remove(k);
+        }
+    });
+    cmd.output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// An ssh machine `gpu` whose codexd `machine up` installs into `<tmp>/rbin`.
+fn gpu_env() -> (TestEnv, Sshd) {
+    let env = TestEnv::new();
+    let sshd = Sshd::start(env.dir.path());
+    let rbin = env.path("rbin");
+    let machine = sshd
+        .machine_yaml(
+            "gpu",
+            &env.path("remote-data"),
+            &format!("    install_dir: {}\n", rbin.display()),
+        )
+        .replace(&format!("codexd: {CODEXD}"), &format!("codexd: {}/codexd", rbin.display()));
+    env.set_config(&format!("machines:\n{machine}"));
+    (env, sshd)
+}
+
+#[test]
+fn the_original_tools_scripts_run_unchanged() {
+    let (env, _sshd) = gpu_env();
+
+    // Check a machine and bring it up when it is down.
+    let out = script(&env, "check_and_up.sh", &["gpu"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"daemon_ok\":false"), "down at first: {}", text(&out));
+    assert!(
+        stdout.trim_end().ends_with('}') && stdout.contains("\"daemon_ok\":true"),
+        "{}",
+        text(&out)
+    );
+
+    // Submit with and without a custom shell; `--shell bash` is `bash -lc`, so `$0` is bash.
+    for shell in ["", "bash", "sh"] {
+        let out = script(&env, "submit.sh", &["gpu", "echo shell=$0", shell]);
+        assert!(out.status.success(), "{}", text(&out));
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let out = script(&env, "watch_until_finish.sh", &["gpu", &id]);
+        assert!(out.status.success(), "{}", text(&out));
+        let result = String::from_utf8_lossy(&out.stdout);
+        assert!(result.contains("\"exit_code\":0"), "--shell {shell:?} failed quietly: {result}");
+    }
+
+    // A chain of jobs stops at the first failure.
+    let out = script(&env, "run_chain.sh", &["gpu", "true", "echo two", "exit 3", "echo never"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok: echo two") && !stdout.contains("never"), "{}", text(&out));
+
+    // Triage a failure: the stderr tail and the exit code.
+    let out = script(&env, "submit.sh", &["gpu", "echo boom >&2; exit 7"]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    script(&env, "watch_until_finish.sh", &["gpu", &id]);
+    let out = script(&env, "triage.sh", &["gpu", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"line\":\"boom\""), "{}", text(&out));
+    assert_eq!(stdout.trim_end().lines().last(), Some("7"), "{}", text(&out));
+
+    // Watch a job to its end: a summary line, the job's exit code as the script's.
+    let out = script(
+        &env,
+        "submit.sh",
+        &["gpu", "for i in 1 2 3; do echo tick $i; sleep 0.2; done; exit 5"],
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = script(&env, "watch.sh", &["gpu", &id]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let watched = std::fs::read_to_string(env.dir.path().join("watch.out")).unwrap();
+    for i in 1..=3 {
+        assert!(watched.contains(&format!("\"line\":\"tick {i}\"")), "{watched}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(watched.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (summary["type"].as_str(), summary["exit_code"].as_i64(), summary["status"].as_str()),
+        (Some("summary"), Some(5), Some("finished")),
+        "{summary}"
+    );
+}
+
+#[test]
+fn machine_commands_speak_the_original_fields() {
+    let (env, _sshd) = gpu_env();
+    env.ok(&["machine", "up", "--machine", "gpu"]);
+    let listing = env.ok(&["machine", "list", "--json", "--parallel", "1", "--timeout", "20s"]);
+    assert_eq!(listing["total"], 2, "gpu and local: {listing}");
+    assert_eq!(listing["daemon_ok"], 2, "{listing}");
+    assert_eq!(listing["failed"], 0, "{listing}");
+    assert_eq!(listing["ssh_ok"], 1, "{listing}");
+    assert!(listing["checked_at"].is_string());
+    assert_eq!(listing["machines"].as_array().unwrap().len(), 2);
+
+    let ssh = env.ok(&[
+        "machine",
+        "ssh",
+        "--machine",
+        "gpu",
+        "--cmd",
+        "echo hi; echo err >&2; exit 3",
+        "--json",
+    ]);
+    assert_eq!(ssh["ok"], false, "{ssh}");
+    assert_eq!(ssh["code"], 3, "{ssh}");
+    assert_eq!(ssh["stdout"], "hi\n", "{ssh}");
+    assert!(ssh["stderr"].as_str().unwrap().contains("err"), "{ssh}");
+    assert_eq!((ssh["forward_agent"].as_bool(), ssh["tty"].as_bool()), (Some(true), Some(false)));
+}
+
+#[test]
+fn an_addr_in_the_original_url_form_is_read_as_host_port() {
+    let env = TestEnv::with_config(
+        "machines:\n  - name: h\n    addr: http://127.0.0.1:1/\n    token: t\n",
+    );
+    // Port 1 refuses: the point is that the URL parsed and the connection was tried.
+    let e = env.err(&["exec", "list", "--machine", "h"], "connect_failed", 3);
+    assert!(e["message"].as_str().unwrap().contains("127.0.0.1:1"), "{e}");
+}
+
+#[test]
+fn codexd_reads_the_original_config_path_and_default_shell() {
+    let env = TestEnv::new();
+    let dir = env.home.join(".config").join("codexd");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.yaml"), "default_shell: sh\n").unwrap();
+    let id = env.start("local", "echo $0");
+    env.wait("local", &id);
+    let (_, lines) = env.run(&["exec", "logs", "--id", &id]);
+    assert_eq!(lines[0]["line"], "sh", "{lines:?}");
+}
+
+#[test]
+fn exec_doctor_reports_every_check_with_a_hint_for_what_failed() {
+    let (env, _sshd) = gpu_env();
+    env.ok(&["machine", "up", "--machine", "gpu"]);
+    let report = env.ok(&["exec", "doctor", "--machine", "gpu", "--json"]);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["machine"], "gpu");
+    let names: Vec<&str> =
+        report["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    for name in
+        ["ssh", "codexd", "data_dir", "python", "conda", "pixi", "nvidia-smi", "git", "rsync", "rg"]
+    {
+        assert!(names.contains(&name), "{name} missing: {names:?}");
+    }
+    for c in report["checks"].as_array().unwrap() {
+        assert_eq!(
+            c["ok"].as_bool() == Some(false),
+            c["hint"].is_string(),
+            "a hint per failed check: {c}"
+        );
+    }
+
+    // A data dir others can read fails the report, with the fix.
+    let data = env.path("remote-data");
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (code, lines) = env.run(&["exec", "doctor", "--machine", "gpu", "--json"]);
+    assert_eq!(code, 1, "{lines:?}");
+    let data_dir = lines[0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "data_dir")
+        .cloned()
+        .unwrap();
+    assert_eq!(data_dir["ok"], false, "{data_dir}");
+    assert!(data_dir["hint"].as_str().unwrap().contains("chmod 700"), "{data_dir}");
+
+    // An unreachable machine is a report too, not a crash.
+    env.set_config("machines:\n  - name: gone\n    ssh: ssh://u@127.0.0.1:1\n    ssh_args: [\"-F\", \"/dev/null\"]\n");
+    let (code, lines) = env.run(&["exec", "doctor", "--machine", "gone", "--json"]);
+    assert_eq!(code, 1);
+    assert_eq!(lines[0]["checks"][0]["name"], "ssh", "{lines:?}");
+    assert_eq!(lines[0]["checks"][0]["ok"], false);
+}

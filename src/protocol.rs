@@ -488,6 +488,23 @@ pub struct HelloResponse {
     pub data_dir: String,
 }
 
+/// `GET /health` of `codexd serve` (no token needed): the `hello` answer, who runs the daemon,
+/// and with `?challenge=C` the `proof` that it holds the token (see `auth`). `user` and `uid` are
+/// what the server says about itself: information, never a reason to trust it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    pub ok: bool,
+    /// Always `"codexd"`.
+    pub service: String,
+    #[serde(flatten)]
+    pub hello: HelloResponse,
+    pub uid: u32,
+    pub pid: i32,
+    /// `hex(HMAC-SHA256(token, challenge))`, only when a challenge was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+}
+
 /// A job's status as an answer, with what the request adds to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusResponse {

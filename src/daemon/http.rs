@@ -31,12 +31,13 @@ use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
 use super::{Daemon, Sink, expand_cwd, home_dir};
+use crate::auth;
 use crate::error::{Error, ErrorCode, Result};
 use crate::jobs::sys;
 use crate::protocol::{
-    CancelRequest, ErrorBody, ExecStartRequest, JobRef, JobState, ListRequest, LogsRequest,
-    PruneRequest, Request, RequestLine, Response, ResponseLine, StreamOffsets, StreamSel,
-    WaitRequest,
+    CancelRequest, ErrorBody, ExecStartRequest, HealthResponse, JobRef, JobState, ListRequest,
+    LogsRequest, PruneRequest, Request, RequestLine, Response, ResponseLine, StreamOffsets,
+    StreamSel, WaitRequest,
 };
 
 /// Answer lines buffered between a blocking handler and the HTTP body.
@@ -45,12 +46,20 @@ const CHANNEL_LINES: usize = 64;
 /// What every request of one listener shares.
 pub struct HttpState {
     pub daemon: Arc<Daemon>,
-    /// Required on TCP; `None` on the Unix socket, whose file mode is the access check.
-    pub token: Option<String>,
-    /// `Host` names accepted besides the loopback ones; `None` accepts any (the Unix socket).
-    pub allowed_hosts: Option<Vec<String>>,
+    /// serve's token: required on TCP, and the key of `/health`'s proof on both doors.
+    pub token: String,
+    pub door: Door,
     /// Set on SIGTERM/SIGINT: streams and waits stop so the server can exit.
     pub stopping: Arc<AtomicBool>,
+}
+
+/// Which listener a request came through, and so which checks it passes.
+pub enum Door {
+    /// Loopback TCP: the token on every request but `/health`, and a `Host` that is a loopback
+    /// name or one of `allowed_hosts` (DNS rebinding).
+    Tcp { allowed_hosts: Vec<String> },
+    /// The 0600 Unix socket: its file mode is the access check.
+    Unix,
 }
 
 /// The routes, with the checks of this listener in front of them.
@@ -87,7 +96,7 @@ async fn guard(State(state): State<Arc<HttpState>>, req: HttpRequest, next: Next
         let e = Error::new(ErrorCode::Forbidden, "cross-origin requests are refused (no CORS)");
         return error_response(e);
     }
-    if let Some(allowed) = &state.allowed_hosts {
+    if let Door::Tcp { allowed_hosts: allowed } = &state.door {
         let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
         if !host_allowed(host, allowed) {
             let e = Error::new(
@@ -98,9 +107,9 @@ async fn guard(State(state): State<Arc<HttpState>>, req: HttpRequest, next: Next
             return error_response(e);
         }
     }
-    if let Some(token) = &state.token
+    if matches!(state.door, Door::Tcp { .. })
         && req.uri().path() != "/health"
-        && !token_matches(req.headers(), token)
+        && !token_matches(req.headers(), &state.token)
     {
         let e = Error::new(ErrorCode::Unauthorized, "missing or wrong token")
             .with_hint("send `Authorization: Bearer TOKEN` (the token is in ~/.codexd/token)");
@@ -279,18 +288,36 @@ impl HttpState {
     }
 }
 
-async fn health(State(state): State<Arc<HttpState>>) -> HttpResponse {
-    Json(serde_json::json!({
-        "ok": true,
-        "service": "codexd",
-        "version": env!("CARGO_PKG_VERSION"),
-        "protocol": crate::protocol::PROTOCOL_VERSION,
-        "user": sys::user_name(),
-        "uid": rustix::process::getuid().as_raw(),
-        "host": sys::hostname(),
-        "pid": sys::current_pid(),
-        "data_dir": state.daemon.store.root().display().to_string(),
-    }))
+#[derive(Debug, Default, Deserialize)]
+struct HealthQuery {
+    challenge: Option<String>,
+}
+
+/// `GET /health[?challenge=C]`: `hello`, who runs this daemon, and the proof that it holds the
+/// token (`auth`), so a client can tell it from another user's listener before sending the token.
+async fn health(
+    State(state): State<Arc<HttpState>>,
+    q: std::result::Result<Query<HealthQuery>, QueryRejection>,
+) -> HttpResponse {
+    let proof = match query(q).map(|q| q.challenge) {
+        Ok(None) => None,
+        Ok(Some(c)) if auth::challenge_ok(&c) => Some(auth::proof(&state.token, &c)),
+        Ok(Some(_)) => {
+            return error_response(Error::new(
+                ErrorCode::BadRequest,
+                "challenge must be 16 to 128 hex digits",
+            ));
+        }
+        Err(e) => return error_response(e),
+    };
+    Json(HealthResponse {
+        ok: true,
+        service: "codexd".to_string(),
+        hello: state.daemon.hello(),
+        uid: rustix::process::getuid().as_raw(),
+        pid: sys::current_pid(),
+        proof,
+    })
     .into_response()
 }
 

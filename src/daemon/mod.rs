@@ -72,7 +72,7 @@ impl Daemon {
         }
     }
 
-    fn hello(&self) -> HelloResponse {
+    pub fn hello(&self) -> HelloResponse {
         HelloResponse {
             protocol: crate::protocol::PROTOCOL_VERSION,
             version: env!("CARGO_PKG_VERSION").to_string(),

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::http::{self, HttpState};
+use super::http::{self, Door, HttpState};
 use super::{Daemon, DaemonConfig};
 use crate::error::{Context, Error, ErrorCode, Result, exit};
 use crate::jobs::store::write_json_atomic;
@@ -121,8 +121,8 @@ async fn serve_until_signal(
     allowed_hosts.push(local.ip().to_string());
     let tcp_state = Arc::new(HttpState {
         daemon: daemon.clone(),
-        token: Some(token),
-        allowed_hosts: Some(allowed_hosts),
+        token: token.clone(),
+        door: Door::Tcp { allowed_hosts },
         stopping: stopping.clone(),
     });
     let info = ServeInfo {
@@ -147,12 +147,8 @@ async fn serve_until_signal(
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(http::serve(tcp, tcp_state, stopped()));
     if let Some(unix) = unix {
-        let unix_state = Arc::new(HttpState {
-            daemon,
-            token: None,
-            allowed_hosts: None,
-            stopping: stopping.clone(),
-        });
+        let unix_state =
+            Arc::new(HttpState { daemon, token, door: Door::Unix, stopping: stopping.clone() });
         servers.spawn(http::serve(unix, unix_state, stopped()));
     }
 

@@ -321,3 +321,49 @@ fn a_cwd_outside_home_and_the_allowed_roots_is_refused() {
     // No job dir was created for the refused starts.
     assert_eq!(std::fs::read_dir(env.data_dir().join("jobs")).unwrap().count(), 1);
 }
+
+#[test]
+fn health_proves_the_token_for_a_challenge_and_says_who_runs_it() {
+    let (_env, serve, token) = served();
+    let challenge = codex_runner::auth::random_token().unwrap();
+    for (door, answer) in [
+        (
+            "tcp",
+            http(&serve.addr, &get(&format!("/health?challenge={challenge}"), "127.0.0.1", "")),
+        ),
+        (
+            "unix",
+            unix_http(
+                &serve.socket,
+                &format!(
+                    "GET /health?challenge={challenge} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                ),
+            ),
+        ),
+    ] {
+        let (status, body) = answer;
+        assert_eq!(status, 200, "{door}: {body}");
+        let proof = body["proof"].as_str().expect("a proof");
+        assert!(codex_runner::auth::verify(&token, &challenge, proof), "{door}: {body}");
+        assert!(!codex_runner::auth::verify("another-token", &challenge, proof));
+    }
+
+    // Without a challenge: the fields old clients read, and no proof.
+    let (status, body) = http(&serve.addr, &get("/health", "127.0.0.1", ""));
+    assert_eq!(status, 200);
+    assert_eq!(body.get("proof"), None, "{body}");
+    assert_eq!((body["ok"].as_bool(), body["service"].as_str()), (Some(true), Some("codexd")));
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(body["uid"].as_u64(), Some(u64::from(rustix::process::getuid().as_raw())));
+    assert_eq!(body["pid"].as_i64(), Some(i64::from(serve.pid())));
+    for field in ["protocol", "user", "host", "data_dir", "capabilities"] {
+        assert!(body.get(field).is_some(), "{field} in {body}");
+    }
+
+    // A malformed challenge is refused as JSON, not hashed.
+    for bad in ["abc", "zz", &"a".repeat(200)] {
+        let (status, body) =
+            http(&serve.addr, &get(&format!("/health?challenge={bad}"), "127.0.0.1", ""));
+        assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{bad}: {body}");
+    }
+}

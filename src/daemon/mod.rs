@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::jobs::outcome::Outcome;
 use crate::jobs::store::{self, CancelFile, JobSpec, JobStore, now_rfc3339};
 use crate::jobs::{sys, worker};
 use crate::protocol::{
@@ -119,13 +120,7 @@ impl Daemon {
     fn record_start_failure(&self, id: &str, message: &str) -> Result<()> {
         let _lock = self.store.lock_job(id)?;
         let mut status = self.store.read_status_raw(id)?;
-        let now = now_rfc3339();
-        status.state = JobState::StartFailed;
-        status.status = RunStatus::Finished;
-        status.error = Some(message.to_string());
-        status.started_at = Some(now.clone());
-        status.finished_at = Some(now);
-        status.duration_ms = Some(0);
+        status.finish(Outcome::StartFailed(message.to_string()), &now_rfc3339());
         self.store.write_status(&status)
     }
 
@@ -289,7 +284,7 @@ impl StartPlan {
         }
         let status = JobStatus {
             exec_id: id.to_string(),
-            status: RunStatus::Running,
+            status: JobState::Running.status(),
             state: JobState::Running,
             cmd: display,
             cwd: self.cwd.clone(),

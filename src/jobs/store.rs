@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::kill::JobTree;
+use super::outcome::Outcome;
 use super::sys;
 use crate::error::{Context, Error, ErrorCode, Result};
 use crate::lockfile::{self, LockGuard};
@@ -216,13 +217,7 @@ impl JobStore {
             let tree = JobTree { worker_pid, worker_alive: false };
             tree.terminate(Duration::ZERO, false);
         }
-        let now = now_rfc3339();
-        status.state = JobState::Lost;
-        status.status = RunStatus::Finished;
-        status.duration_ms =
-            status.started_at.as_deref().and_then(|s| millis_between(s, Some(&now)));
-        status.finished_at = Some(now);
-        status.error = Some(reason);
+        status.finish(Outcome::Lost(reason), &now_rfc3339());
         self.write_status(&status)?;
         Ok(status)
     }

@@ -443,7 +443,7 @@ impl From<Error> for ErrorBody {
 
 impl From<ErrorBody> for Error {
     fn from(e: ErrorBody) -> Self {
-        Error { code: e.code, message: e.message, hint: e.hint }
+        Error { code: e.code, message: e.message, hint: e.hint, io_kind: None }
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::error::{Error, ErrorCode, Result};
 use crate::jobs::outcome::Outcome;
 use crate::jobs::store::{self, CancelFile, JobSpec, JobStore, now_rfc3339};
-use crate::jobs::{sys, worker};
+use crate::jobs::{sys, wait, worker};
 use crate::protocol::{
     CancelRequest, CommandSpec, ExecStartRequest, HelloResponse, JobRef, JobState, JobStatus,
     ListRequest, ListResponse, PruneRequest, PrunedResponse, RemovedResponse, Request, Response,
@@ -152,14 +152,8 @@ impl Daemon {
         }
         // The worker escalates to KILL after the grace; give it that and a margin.
         let timeout = Duration::from_millis(grace_ms) + Duration::from_secs(15);
-        let mut last = None;
-        logs::poll_until(Some(timeout), || {
-            let s = self.store.status(id)?;
-            let done = s.status == RunStatus::Finished;
-            last = Some(s);
-            Ok(done)
-        })?;
-        let mut answer = StatusResponse::of(last.expect("polled at least once"));
+        let (last, _) = wait::wait_finished(&self.store, id, Some(timeout), || Ok(()))?;
+        let mut answer = StatusResponse::of(last);
         if answer.job.status == RunStatus::Running {
             answer.message = Some("cancel requested; the job has not ended yet".to_string());
         }
@@ -168,17 +162,13 @@ impl Daemon {
 
     fn exec_wait(&self, req: &WaitRequest, sink: &mut dyn Sink) -> Result<StatusResponse> {
         let timeout = req.timeout_ms.map(Duration::from_millis);
-        let mut last = None;
-        let ended = logs::poll_until(timeout, || {
+        let (last, ended) = wait::wait_finished(&self.store, &req.exec_id, timeout, || {
             if sink.closed() {
                 return Err(Error::internal("wait", "the client went away"));
             }
-            let s = self.store.status(&req.exec_id)?;
-            let done = s.status == RunStatus::Finished;
-            last = Some(s);
-            Ok(done)
+            Ok(())
         })?;
-        let mut answer = StatusResponse::of(last.expect("polled at least once"));
+        let mut answer = StatusResponse::of(last);
         if !ended {
             answer.timed_out = Some(true);
         }

@@ -135,7 +135,8 @@ pub struct Error {
     pub code: ErrorCode,
     pub message: String,
     pub hint: Option<String>,
-    /// The kind of the I/O error behind it, if one is (e.g. `BrokenPipe`: stdout was closed).
+    /// The kind of the I/O error behind an `internal` error (never on the wire), so a caller
+    /// can tell a full disk or a read-only file system from other failures.
     pub io_kind: Option<std::io::ErrorKind>,
 }
 
@@ -153,16 +154,21 @@ impl Error {
         Error::new(ErrorCode::Internal, format!("{context}: {err}"))
     }
 
-    /// An `internal` error from an I/O error, keeping its kind.
+    /// An `internal` error from an I/O failure, keeping its kind.
     pub fn io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
         let mut e = Error::internal(context, &err);
         e.io_kind = Some(err.kind());
         e
     }
 
+    /// Whether this error is an I/O failure of kind `kind`.
+    pub fn is_io(&self, kind: std::io::ErrorKind) -> bool {
+        self.io_kind == Some(kind)
+    }
+
     /// Whether this is a write to a closed pipe (`| head`): not a failure worth reporting.
     pub fn is_broken_pipe(&self) -> bool {
-        self.io_kind == Some(std::io::ErrorKind::BrokenPipe)
+        self.is_io(std::io::ErrorKind::BrokenPipe)
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -176,13 +182,14 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Adds a "what were we doing" context to I/O errors, turning them into `internal` errors.
+/// Adds a "what were we doing" context to I/O errors, turning them into `internal` errors
+/// that keep the error's kind.
 pub trait Context<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T>;
 }
 
 impl<T> Context<T> for std::io::Result<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|e| Error::internal(what(), e))
+        self.map_err(|e| Error::io(what(), e))
     }
 }

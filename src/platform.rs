@@ -129,16 +129,27 @@ pub fn uid() -> Option<u32> {
     None
 }
 
-/// Writes `value` as JSON to `path` whole: a private temp file in the same directory, renamed
-/// over it, so a reader never sees half a file.
+/// Writes `value` as JSON to `path` whole: see [`write_bytes_atomic`].
 pub fn write_json_atomic(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::internal("encoding", e))?;
+    bytes.push(b'\n');
+    write_bytes_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` whole and durably: a private temp file in the same directory,
+/// fsynced, renamed over `path`, then the directory fsynced (on Unix; Windows has no directory
+/// handle to sync). A reader never sees half a file, and after a crash the file is old or new.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let fail = |e: std::io::Error| Error::internal(format!("writing {}", path.display()), e);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
-    serde_json::to_writer(&mut tmp, value).map_err(|e| fail(e.into()))?;
-    tmp.flush().map_err(fail)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let fail = |e: std::io::Error| Error::io(format!("writing {}", path.display()), e);
+    // tempfile creates the file readable by its owner only (0600 on Unix).
+    let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir).map_err(fail)?;
+    tmp.write_all(bytes).map_err(fail)?;
+    tmp.as_file().sync_all().map_err(fail)?;
     tmp.persist(path).map_err(|e| fail(e.error))?;
+    #[cfg(unix)]
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(fail)?;
     Ok(())
 }
 

@@ -297,6 +297,31 @@ impl StreamOffsets {
             Stream::Stderr => self.stderr = Some(offset),
         }
     }
+
+    /// The offsets of a `since`/`since_stderr` pair as the CLI and the HTTP query give them:
+    /// `since` is the offset of the first stream `sel` reads (stderr for `stderr`), and
+    /// `since_stderr` the stderr offset when both are read. `None` when neither is given.
+    pub fn from_since(
+        sel: StreamSel,
+        since: Option<u64>,
+        since_stderr: Option<u64>,
+    ) -> Option<Self> {
+        match (since, since_stderr, sel) {
+            (None, None, _) => None,
+            (a, _, StreamSel::Stderr) => Some(StreamOffsets { stdout: None, stderr: a }),
+            (a, b, _) => Some(StreamOffsets { stdout: a, stderr: b }),
+        }
+    }
+
+    /// These offsets, with each stream `sel` reads and that has none starting at 0: a reader
+    /// that wants everything (not codexd's default tail).
+    pub fn or_start(self, sel: StreamSel) -> Self {
+        let mut out = self;
+        for &s in sel.streams() {
+            out.set(s, self.get(s).unwrap_or(0));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

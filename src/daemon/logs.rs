@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 
@@ -239,25 +239,6 @@ fn send_line(c: &mut Cursor, bytes: &[u8], partial: bool, sink: &mut dyn Sink) -
 /// A log line could not be written: the reader has gone.
 fn client_gone(e: std::io::Error) -> Error {
     Error::internal("writing the answer", e)
-}
-
-/// Waits up to `timeout` for `cond`, polling with a growing interval.
-pub fn poll_until(
-    timeout: Option<Duration>,
-    mut cond: impl FnMut() -> Result<bool>,
-) -> Result<bool> {
-    let start = Instant::now();
-    let mut interval = Duration::from_millis(5);
-    loop {
-        if cond()? {
-            return Ok(true);
-        }
-        if timeout.is_some_and(|t| start.elapsed() >= t) {
-            return Ok(false);
-        }
-        std::thread::sleep(interval);
-        interval = (interval * 2).min(Duration::from_millis(100));
-    }
 }
 
 #[cfg(test)]

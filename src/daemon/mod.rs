@@ -16,8 +16,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::jobs::outcome::Outcome;
 use crate::jobs::store::{self, CancelFile, JobSpec, JobStore, now_rfc3339};
-use crate::jobs::{sys, worker};
+use crate::jobs::{sys, wait, worker};
 use crate::protocol::{
     CancelRequest, CommandSpec, ExecStartRequest, HelloResponse, JobRef, JobState, JobStatus,
     ListRequest, ListResponse, PruneRequest, PrunedResponse, RemovedResponse, Request, Response,
@@ -121,13 +122,7 @@ impl Daemon {
     fn record_start_failure(&self, id: &str, message: &str) -> Result<()> {
         let _lock = self.store.lock_job(id)?;
         let mut status = self.store.read_status_raw(id)?;
-        let now = now_rfc3339();
-        status.state = JobState::StartFailed;
-        status.status = RunStatus::Finished;
-        status.error = Some(message.to_string());
-        status.started_at = Some(now.clone());
-        status.finished_at = Some(now);
-        status.duration_ms = Some(0);
+        status.finish(Outcome::StartFailed(message.to_string()), &now_rfc3339());
         self.store.write_status(&status)
     }
 
@@ -159,14 +154,8 @@ impl Daemon {
         }
         // The worker escalates to KILL after the grace; give it that and a margin.
         let timeout = Duration::from_millis(grace_ms) + Duration::from_secs(15);
-        let mut last = None;
-        logs::poll_until(Some(timeout), || {
-            let s = self.store.status(id)?;
-            let done = s.status == RunStatus::Finished;
-            last = Some(s);
-            Ok(done)
-        })?;
-        let mut answer = StatusResponse::of(last.expect("polled at least once"));
+        let (last, _) = wait::wait_finished(&self.store, id, Some(timeout), || Ok(()))?;
+        let mut answer = StatusResponse::of(last);
         if answer.job.status == RunStatus::Running {
             answer.message = Some("cancel requested; the job has not ended yet".to_string());
         }
@@ -175,17 +164,13 @@ impl Daemon {
 
     fn exec_wait(&self, req: &WaitRequest, sink: &mut dyn Sink) -> Result<StatusResponse> {
         let timeout = req.timeout_ms.map(Duration::from_millis);
-        let mut last = None;
-        let ended = logs::poll_until(timeout, || {
+        let (last, ended) = wait::wait_finished(&self.store, &req.exec_id, timeout, || {
             if sink.closed() {
                 return Err(Error::internal("wait", "the client went away"));
             }
-            let s = self.store.status(&req.exec_id)?;
-            let done = s.status == RunStatus::Finished;
-            last = Some(s);
-            Ok(done)
+            Ok(())
         })?;
-        let mut answer = StatusResponse::of(last.expect("polled at least once"));
+        let mut answer = StatusResponse::of(last);
         if !ended {
             answer.timed_out = Some(true);
         }
@@ -291,7 +276,7 @@ impl StartPlan {
         }
         let status = JobStatus {
             exec_id: id.to_string(),
-            status: RunStatus::Running,
+            status: JobState::Running.status(),
             state: JobState::Running,
             cmd: display,
             cwd: self.cwd.clone(),

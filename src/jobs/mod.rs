@@ -1,6 +1,9 @@
-//! The job store on disk, the detached worker that runs a job, and how a job is signalled.
+//! The job store on disk, the detached worker that runs a job, how a job is signalled and how
+//! a job ends, and waiting for it.
 
 pub mod kill;
+pub mod outcome;
 pub mod store;
 pub mod sys;
+pub mod wait;
 pub mod worker;

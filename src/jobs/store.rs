@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::kill::JobTree;
+use super::outcome::Outcome;
 use super::sys;
 use crate::error::{Context, Error, ErrorCode, Result};
 use crate::lockfile::{self, LockGuard};
@@ -216,13 +217,7 @@ impl JobStore {
             let tree = JobTree { worker_pid, worker_alive: false };
             tree.terminate(Duration::ZERO, false);
         }
-        let now = now_rfc3339();
-        status.state = JobState::Lost;
-        status.status = RunStatus::Finished;
-        status.duration_ms =
-            status.started_at.as_deref().and_then(|s| millis_between(s, Some(&now)));
-        status.finished_at = Some(now);
-        status.error = Some(reason);
+        status.finish(Outcome::Lost(reason), &now_rfc3339());
         self.write_status(&status)?;
         Ok(status)
     }
@@ -250,11 +245,10 @@ impl JobStore {
         }
     }
 
-    /// Records `key` for job `id`. Not fsynced: after a crash that loses it, the job itself is
-    /// `lost` anyway (the boot id changed).
+    /// Records `key` for job `id`.
     pub fn record_key(&self, key: &str, id: &str) -> Result<()> {
         validate_key(key)?;
-        write_bytes_atomic(&self.root.join("keys").join(key), id.as_bytes(), false)
+        write_bytes_atomic(&self.root.join("keys").join(key), id.as_bytes())
     }
 
     /// Removes a finished job; a running one is `job_running`.
@@ -372,26 +366,5 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         .map_err(|e| Error::internal(format!("parsing {}", path.display()), e))
 }
 
-/// Writes a JSON file whole: temp file in the same dir, fsync, rename, fsync the dir.
-pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::internal("encoding", e))?;
-    bytes.push(b'\n');
-    write_bytes_atomic(path, &bytes, true)
-}
-
-/// Writes a file whole through a temp file and a rename; with `sync`, fsyncs file and dir.
-fn write_bytes_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let what = || format!("writing {}", path.display());
-    // tempfile creates the file 0600.
-    let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir).context(what)?;
-    tmp.write_all(bytes).context(what)?;
-    if sync {
-        tmp.as_file().sync_all().context(what)?;
-    }
-    tmp.persist(path).map_err(|e| Error::internal(what(), e.error))?;
-    if sync {
-        File::open(dir).and_then(|d| d.sync_all()).context(what)?;
-    }
-    Ok(())
-}
+/// Status files are written whole and durably (temp, fsync, rename, fsync the dir).
+pub use crate::platform::{write_bytes_atomic, write_json_atomic};

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use super::kill::JobTree;
+use super::outcome::Outcome;
 use super::store::{JobSpec, JobStore, now_rfc3339};
 use super::sys::{self, Exit};
 use crate::error::{Context, Error, Result};
-use crate::protocol::{JobState, RunStatus};
 
 /// Spawns the worker for job `id` and returns at once.
 pub fn spawn_worker(store: &JobStore, id: &str) -> Result<()> {
@@ -56,8 +56,8 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
 
     // A cancel that came before the worker: the job never runs.
     let spawned = match store.read_cancel(id) {
-        Some(_) => Err(None),
-        None => prepare_and_spawn(&store, id, &dir, &spec).map_err(Some),
+        Some(_) => Err(Outcome::Cancelled(None)),
+        None => prepare_and_spawn(&store, id, &dir, &spec).map_err(Outcome::StartFailed),
     };
     // Re-read under the lock: a cancel may have been recorded meanwhile.
     let lock = store.lock_job(id)?;
@@ -70,13 +70,8 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     status.started_at = Some(now.clone());
     let child_pid = match spawned {
         Ok(pid) => pid,
-        Err(message) => {
-            status.state =
-                if message.is_some() { JobState::StartFailed } else { JobState::Cancelled };
-            status.status = RunStatus::Finished;
-            status.error = message;
-            status.finished_at = Some(now);
-            status.duration_ms = Some(0);
+        Err(outcome) => {
+            status.finish(outcome, &now);
             store.write_status(&status)?;
             drop(lock);
             store.prune(spec.retention)?;
@@ -97,22 +92,9 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
 
     let _lock = store.lock_job(id)?;
     let mut status = store.read_status_raw(id)?;
-    let now = now_rfc3339();
-    let (code, signal) = match exit {
-        Exit::Code(c) => (Some(c), None),
-        Exit::Signal(s) => (None, Some(s)),
-    };
-    status.exit_code = code;
-    status.signal = signal;
-    status.state = match (was_cancelled, code) {
-        (true, _) => JobState::Cancelled,
-        (false, Some(0)) => JobState::Succeeded,
-        _ => JobState::Failed,
-    };
-    status.status = RunStatus::Finished;
-    status.duration_ms =
-        status.started_at.as_deref().and_then(|s| super::store::millis_between(s, Some(&now)));
-    status.finished_at = Some(now);
+    let outcome =
+        if was_cancelled { Outcome::Cancelled(Some(exit)) } else { Outcome::of_exit(exit) };
+    status.finish(outcome, &now_rfc3339());
     store.write_status(&status)?;
     drop(_lock);
     store.prune(spec.retention)?;

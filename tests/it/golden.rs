@@ -112,3 +112,24 @@ fn a_status_file_from_version_0_1_is_still_read() {
     assert_eq!(lines[0]["line"], "hello");
     assert_eq!(env.ok(&["exec", "list"])["jobs"][0]["exec_id"], id);
 }
+
+#[test]
+fn since_offsets_map_to_the_streams_read() {
+    use codex_runner::protocol::{StreamOffsets, StreamSel};
+    let offsets = |stdout, stderr| StreamOffsets { stdout, stderr };
+    assert_eq!(StreamOffsets::from_since(StreamSel::Both, None, None), None);
+    assert_eq!(
+        StreamOffsets::from_since(StreamSel::Stdout, Some(5), None),
+        Some(offsets(Some(5), None))
+    );
+    assert_eq!(
+        StreamOffsets::from_since(StreamSel::Stderr, Some(5), None),
+        Some(offsets(None, Some(5)))
+    );
+    assert_eq!(
+        StreamOffsets::from_since(StreamSel::Both, Some(5), Some(7)),
+        Some(offsets(Some(5), Some(7)))
+    );
+    assert_eq!(offsets(None, Some(7)).or_start(StreamSel::Both), offsets(Some(0), Some(7)));
+    assert_eq!(StreamOffsets::default().or_start(StreamSel::Stderr), offsets(None, Some(0)));
+}

@@ -344,12 +344,7 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
     if args.since_stderr.is_some() && stream != StreamSel::Both {
         return Err(usage("--since-stderr goes with --stream both"));
     }
-    let since = match (args.since, args.since_stderr, stream) {
-        (None, None, _) => None,
-        (a, b, StreamSel::Both) => Some(StreamOffsets { stdout: a, stderr: b }),
-        (a, _, StreamSel::Stderr) => Some(StreamOffsets { stdout: None, stderr: a }),
-        (a, _, _) => Some(StreamOffsets { stdout: a, stderr: None }),
-    };
+    let since = StreamOffsets::from_since(stream, args.since, args.since_stderr);
     let mut req = LogsRequest {
         exec_id: args.id,
         stream,
@@ -421,7 +416,7 @@ fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
     let job = if started.job.state == JobState::StartFailed {
         started.job
     } else {
-        let from = StreamOffsets { stdout: Some(0), stderr: Some(0) };
+        let from = StreamOffsets::default().or_start(StreamSel::Both);
         match follow_to_end(
             &m,
             &started.job.exec_id,
@@ -550,10 +545,7 @@ fn follow_to_end(
             Start::At(from) if !resumed => (Some(*from), None),
             _ => (Some(seen), None),
         };
-        let since = since.map(|s| StreamOffsets {
-            stdout: Some(s.stdout.unwrap_or(0)),
-            stderr: Some(s.stderr.unwrap_or(0)),
-        });
+        let since = since.map(|s| s.or_start(StreamSel::Both));
         let req = LogsRequest {
             exec_id: id.to_string(),
             stream,

@@ -413,11 +413,7 @@ async fn exec_logs(
         Err(e) => return error_response(e),
     };
     let stream = q.stream.unwrap_or_default();
-    let since = match (q.since, q.since_stderr, stream) {
-        (None, None, _) => None,
-        (a, _, StreamSel::Stderr) => Some(StreamOffsets { stdout: None, stderr: a }),
-        (a, b, _) => Some(StreamOffsets { stdout: a, stderr: b }),
-    };
+    let since = StreamOffsets::from_since(stream, q.since, q.since_stderr);
     let req = LogsRequest {
         exec_id: id,
         stream,

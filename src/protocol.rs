@@ -85,6 +85,7 @@ pub mod capability {
     pub const SCRIPT: &str = "script";
     pub const PRUNE: &str = "prune";
     pub const DOCTOR: &str = "doctor";
+    pub const RESOLVE: &str = "resolve";
 }
 
 /// What this codexd can do, reported by `hello`.
@@ -97,6 +98,7 @@ pub const CAPABILITIES: &[&str] = &[
     capability::SCRIPT,
     capability::PRUNE,
     capability::DOCTOR,
+    capability::RESOLVE,
 ];
 
 /// The request `type`s this version knows.
@@ -111,6 +113,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "exec_rm",
     "exec_prune",
     "doctor",
+    "exec_resolve",
 ];
 
 /// A request, tagged by `type`.
@@ -127,6 +130,8 @@ pub enum Request {
     ExecRm(JobRef),
     ExecPrune(PruneRequest),
     Doctor(DoctorRequest),
+    /// A unique prefix of a job id, or `last` (the newest job), to the whole id.
+    ExecResolve(JobRef),
 }
 
 impl Request {
@@ -138,6 +143,7 @@ impl Request {
             Request::ExecLogs(r) if r.follow => Some(capability::LOGS_FOLLOW),
             Request::ExecPrune(_) => Some(capability::PRUNE),
             Request::Doctor(_) => Some(capability::DOCTOR),
+            Request::ExecResolve(_) => Some(capability::RESOLVE),
             _ => None,
         }
     }
@@ -145,7 +151,9 @@ impl Request {
     /// The job a request is about, if it is about one.
     pub fn exec_id(&self) -> Option<&str> {
         match self {
-            Request::ExecStatus(r) | Request::ExecRm(r) => Some(&r.exec_id),
+            Request::ExecStatus(r) | Request::ExecRm(r) | Request::ExecResolve(r) => {
+                Some(&r.exec_id)
+            }
             Request::ExecLogs(r) => Some(&r.exec_id),
             Request::ExecCancel(r) => Some(&r.exec_id),
             Request::ExecWait(r) => Some(&r.exec_id),
@@ -369,6 +377,9 @@ pub struct WaitRequest {
 pub struct ListRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<JobState>,
+    /// Only jobs with this `status` (`running` or `finished`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RunStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
 }
@@ -640,6 +651,8 @@ pub enum Response {
     Removed(RemovedResponse),
     Pruned(PrunedResponse),
     Doctor(DoctorReport),
+    /// `exec_resolve`'s answer: the whole id.
+    Resolved(JobRef),
     Error(ErrorBody),
 }
 
@@ -656,6 +669,7 @@ impl Response {
             Response::Removed(_) => "removed",
             Response::Pruned(_) => "pruned",
             Response::Doctor(_) => "doctor",
+            Response::Resolved(_) => "resolved",
             Response::Error(_) => "error",
         }
     }

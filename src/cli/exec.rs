@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
     CancelRequest, CommandSpec, DoctorCheck, DoctorReport, DoctorRequest, ExecStartRequest, JobRef,
     JobState, JobStatus, ListRequest, LogsEnd, LogsRequest, OnMachine, PruneRequest, Request,
-    Response, RunEvent, Stream, StreamOffsets, StreamSel, Summary, WaitRequest,
+    Response, RunEvent, RunStatus, Stream, StreamOffsets, StreamSel, Summary, WaitRequest,
 };
 use crate::remote::client;
 use crate::remote::transport::{CURRENT_CHILD, Machine};
@@ -55,13 +55,40 @@ pub struct MachineArg {
     pub machine: Option<String>,
 }
 
+/// A job, as `--id ID` or as the word after the command (`exec result ID`). A unique prefix
+/// of an id, or `last` for the newest job, is resolved on the machine.
+#[derive(Debug, Args)]
+pub struct JobArg {
+    /// The job's exec_id (a unique prefix of it, or `last` for the newest job, works too).
+    #[arg(long = "id", value_name = "ID", conflicts_with = "job")]
+    id: Option<String>,
+    /// The same as --id.
+    #[arg(value_name = "ID", required_unless_present = "id")]
+    job: Option<String>,
+}
+
+impl JobArg {
+    /// The whole id: as given when it is one, else resolved by the machine's codexd.
+    pub fn resolve(&self, m: &Machine) -> Result<String> {
+        let given = self.id.as_deref().or(self.job.as_deref()).unwrap_or_default();
+        let whole = given.len() == 36 && uuid::Uuid::try_parse(given).is_ok();
+        if whole {
+            return Ok(given.to_string());
+        }
+        let req = Request::ExecResolve(JobRef { exec_id: given.to_string() });
+        match m.call(&req, &mut |_| Ok(()))? {
+            Response::Resolved(r) => Ok(r.exec_id),
+            other => Err(client::unexpected(&other)),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct IdArgs {
     #[command(flatten)]
     machine: MachineArg,
-    /// The job's exec_id.
-    #[arg(long)]
-    id: String,
+    #[command(flatten)]
+    job: JobArg,
 }
 
 #[derive(Debug, Args)]
@@ -118,11 +145,11 @@ impl StreamArg {
 pub struct LogsArgs {
     #[command(flatten)]
     machine: MachineArg,
-    #[arg(long)]
-    id: String,
-    /// Which output to read.
-    #[arg(long, value_enum, default_value = "stdout")]
-    stream: StreamArg,
+    #[command(flatten)]
+    job: JobArg,
+    /// Which output to read [default: stdout; both with --follow].
+    #[arg(long, value_enum)]
+    stream: Option<StreamArg>,
     /// The last BYTES bytes (default 2000 when no --since/--tail-lines).
     #[arg(long, value_name = "BYTES")]
     tail: Option<u64>,
@@ -130,14 +157,14 @@ pub struct LogsArgs {
     #[arg(long, value_name = "N", conflicts_with = "tail")]
     tail_lines: Option<u64>,
     /// Start at this byte offset (a `next_offset` printed before); with `--stream both` it is
-    /// stdout's offset.
-    #[arg(long, value_name = "OFFSET")]
+    /// stdout's offset. `--since N` is the same.
+    #[arg(long = "offset", visible_alias = "since", value_name = "OFFSET")]
     since: Option<u64>,
     /// With `--stream both`: stderr's offset.
     #[arg(long, value_name = "OFFSET")]
     since_stderr: Option<u64>,
-    /// Keep streaming until the job ends.
-    #[arg(long)]
+    /// Keep streaming until the job ends (both streams unless --stream says otherwise).
+    #[arg(long, short = 'f')]
     follow: bool,
     /// Write the bytes themselves (stderr's to stderr) instead of NDJSON.
     #[arg(long)]
@@ -164,8 +191,8 @@ pub struct WatchArgs {
     #[command(flatten)]
     machine: MachineArg,
     /// The job's exec_id.
-    #[arg(long)]
-    id: String,
+    #[command(flatten)]
+    job: JobArg,
     /// Which output to follow.
     #[arg(long, value_enum, default_value = "both")]
     stream: StreamArg,
@@ -185,8 +212,8 @@ pub struct WatchArgs {
 pub struct CancelArgs {
     #[command(flatten)]
     machine: MachineArg,
-    #[arg(long)]
-    id: String,
+    #[command(flatten)]
+    job: JobArg,
     /// Time between TERM and KILL.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     grace: std::time::Duration,
@@ -196,20 +223,25 @@ pub struct CancelArgs {
 pub struct WaitArgs {
     #[command(flatten)]
     machine: MachineArg,
-    #[arg(long)]
-    id: String,
+    #[command(flatten)]
+    job: JobArg,
     /// Give up after this long (e.g. 30s); exit 124 with the running status.
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<std::time::Duration>,
+    /// Exit with the job's own exit code (128+signal when killed, 1 when lost), so that
+    /// `exec wait --exit-status ID && next` chains.
+    #[arg(long)]
+    exit_status: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
     machine: MachineArg,
-    /// Only jobs in this state.
-    #[arg(long)]
-    state: Option<JobState>,
+    /// Only jobs in this state (running, succeeded, failed, cancelled, lost, start_failed),
+    /// or with this status (running, finished).
+    #[arg(long, value_parser = parse_state_filter)]
+    state: Option<StateFilter>,
     /// At most this many jobs.
     #[arg(long, default_value_t = 50)]
     limit: usize,
@@ -224,12 +256,38 @@ pub struct PruneArgs {
     keep: Option<usize>,
 }
 
+/// `--state`: a state, or a status (`finished` is not a state but scripts ask for it).
+#[derive(Debug, Clone, Copy)]
+pub enum StateFilter {
+    State(JobState),
+    Status(RunStatus),
+}
+
+impl StateFilter {
+    fn request(self) -> ListRequest {
+        match self {
+            StateFilter::State(s) => ListRequest { state: Some(s), ..Default::default() },
+            StateFilter::Status(s) => ListRequest { status: Some(s), ..Default::default() },
+        }
+    }
+}
+
+fn parse_state_filter(s: &str) -> std::result::Result<StateFilter, String> {
+    match s {
+        "finished" => Ok(StateFilter::Status(RunStatus::Finished)),
+        other => {
+            other.parse().map(StateFilter::State).map_err(|e: String| format!("{e}, finished"))
+        }
+    }
+}
+
 pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
     match cmd {
         ExecCommand::Start(args) => start(ctx, args),
         ExecCommand::Result(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
-            let answer = client::status(&m, Request::ExecStatus(JobRef { exec_id: args.id }))?;
+            let exec_id = args.job.resolve(&m)?;
+            let answer = client::status(&m, Request::ExecStatus(JobRef { exec_id }))?;
             emit_on(&m, &answer)?;
             Ok(exit::OK)
         }
@@ -237,7 +295,8 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
         ExecCommand::Cancel(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
             let grace_ms = Some(args.grace.as_millis() as u64);
-            let req = Request::ExecCancel(CancelRequest { exec_id: args.id, grace_ms });
+            let exec_id = args.job.resolve(&m)?;
+            let req = Request::ExecCancel(CancelRequest { exec_id, grace_ms });
             let answer = client::status(&m, req)?;
             emit_on(&m, &answer)?;
             Ok(exit::OK)
@@ -245,17 +304,33 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
         ExecCommand::Wait(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
             let timeout_ms = args.timeout.map(|t| t.as_millis() as u64);
-            let answer = client::status(
-                &m,
-                Request::ExecWait(WaitRequest { exec_id: args.id, timeout_ms }),
-            )?;
+            let exec_id = args.job.resolve(&m)?;
+            let answer =
+                client::status(&m, Request::ExecWait(WaitRequest { exec_id, timeout_ms }))?;
             emit_on(&m, &answer)?;
-            Ok(if answer.timed_out == Some(true) { exit::TIMED_OUT } else { exit::OK })
+            Ok(match (answer.timed_out == Some(true), args.exit_status) {
+                (true, _) => exit::TIMED_OUT,
+                (false, true) => job_exit_code(&answer.job),
+                (false, false) => exit::OK,
+            })
         }
         ExecCommand::List(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
-            let list =
-                client::list(&m, ListRequest { state: args.state, limit: Some(args.limit) })?;
+            let list = client::list(
+                &m,
+                ListRequest {
+                    limit: Some(args.limit),
+                    ..args.state.map_or_else(ListRequest::default, StateFilter::request)
+                },
+            )
+            .map(|mut list| {
+                // An older codexd ignores `status`: filter here too.
+                if let Some(StateFilter::Status(s)) = args.state {
+                    list.jobs.retain(|j| j.status == s);
+                }
+                list.jobs.truncate(args.limit);
+                list
+            })?;
             #[derive(Serialize)]
             struct Out<'a> {
                 machine: &'a str,
@@ -267,7 +342,8 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
         }
         ExecCommand::Rm(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
-            let answer = m.call(&Request::ExecRm(JobRef { exec_id: args.id }), &mut |_| Ok(()))?;
+            let exec_id = args.job.resolve(&m)?;
+            let answer = m.call(&Request::ExecRm(JobRef { exec_id }), &mut |_| Ok(()))?;
             emit_on(&m, &answer)?;
             Ok(exit::OK)
         }
@@ -340,13 +416,16 @@ fn start(ctx: &Ctx, args: StartArgs) -> Result<u8> {
 
 fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
     let m = ctx.machine(args.machine.machine.as_deref())?;
-    let stream = args.stream.selection();
+    let stream = args
+        .stream
+        .unwrap_or(if args.follow { StreamArg::Both } else { StreamArg::Stdout })
+        .selection();
     if args.since_stderr.is_some() && stream != StreamSel::Both {
         return Err(usage("--since-stderr goes with --stream both"));
     }
     let since = StreamOffsets::from_since(stream, args.since, args.since_stderr);
     let mut req = LogsRequest {
-        exec_id: args.id,
+        exec_id: args.job.resolve(&m)?,
         stream,
         tail: args.tail,
         tail_lines: args.tail_lines,
@@ -442,7 +521,8 @@ fn watch(ctx: &Ctx, args: WatchArgs) -> Result<u8> {
     let start =
         if args.full { Start::At(StreamOffsets::default()) } else { Start::Tail(args.tail) };
     let stream = args.stream.selection();
-    let Some(job) = follow_to_end(&m, &args.id, stream, start, &detached, Some(args.poll))? else {
+    let id = args.job.resolve(&m)?;
+    let Some(job) = follow_to_end(&m, &id, stream, start, &detached, Some(args.poll))? else {
         return Ok(exit::DETACHED);
     };
     emit(&RunEvent::Summary(OnMachine { value: Summary::of(&job), machine: &m.name }))?;

@@ -224,7 +224,7 @@ impl McpServer {
             return Err(bad_argument(format!("limit must be 1..={MAX_LIST_LIMIT}")));
         }
         let name = input.machine;
-        let req = ListRequest { state: input.state, limit: Some(limit) };
+        let req = ListRequest { state: input.state, limit: Some(limit), ..Default::default() };
         self.on_machine(name, move |m| {
             let list = client::list(m, req)?;
             let running = list.jobs.iter().filter(|j| j.status == RunStatus::Running).count();

@@ -76,7 +76,10 @@ impl Ctx {
 
 /// Runs `codex-remote` with the process's arguments.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let Some(command) = cli.command else {
         return crate::version::print_or_usage::<Cli>("codex-remote", &cli.version);
     };
@@ -109,6 +112,33 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// clap's own errors: help and version as clap prints them; a wrong command line also as the
+/// JSON error object every other failure prints (code `usage`, exit 2), so scripts that read
+/// stdout see why.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
+    #[derive(Serialize)]
+    struct UsageLine<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        code: ErrorCode,
+        message: &'a str,
+    }
+    let _ = emit(&UsageLine { kind: "error", code: ErrorCode::Usage, message: &first });
+    eprint!("{text}");
+    ExitCode::from(exit::USAGE)
 }
 
 /// Prints the error object on stdout and the message (and hint) on stderr.

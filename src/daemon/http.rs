@@ -370,7 +370,9 @@ async fn exec_list(
     State(state): State<Arc<HttpState>>,
     q: std::result::Result<Query<ListQuery>, QueryRejection>,
 ) -> HttpResponse {
-    let req = query(q).map(|q| Request::ExecList(ListRequest { state: q.state, limit: q.limit }));
+    let req = query(q).map(|q| {
+        Request::ExecList(ListRequest { state: q.state, limit: q.limit, ..Default::default() })
+    });
     answer(&state, req).await
 }
 

@@ -70,6 +70,9 @@ impl Daemon {
             }
             Request::ExecPrune(req) => self.exec_prune(req).map(Response::Pruned),
             Request::Doctor(req) => Ok(Response::Doctor(doctor::checks(self, req))),
+            Request::ExecResolve(JobRef { exec_id }) => {
+                self.resolve(exec_id).map(|exec_id| Response::Resolved(JobRef { exec_id }))
+            }
         }
     }
 
@@ -187,11 +190,43 @@ impl Daemon {
             let Ok(job) = self.store.status(&id) else {
                 continue;
             };
-            if req.state.is_none_or(|s| s == job.state) {
+            if req.state.is_none_or(|s| s == job.state)
+                && req.status.is_none_or(|s| s == job.status)
+            {
                 jobs.push(job);
             }
         }
         Ok(ListResponse { jobs })
+    }
+
+    /// The whole id for `given`: an id, a unique prefix of one, or `last` (the newest job).
+    fn resolve(&self, given: &str) -> Result<String> {
+        if store::validate_id(given).is_ok() {
+            return Ok(given.to_string());
+        }
+        let ids = self.store.list_ids()?;
+        if given == "last" {
+            return ids.into_iter().next().ok_or_else(|| {
+                Error::new(ErrorCode::JobNotFound, "no jobs yet, so no `last` job")
+            });
+        }
+        let hex_like = given.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        if given.is_empty() || !hex_like {
+            return store::validate_id(given).map(|()| given.to_string());
+        }
+        let found: Vec<&String> = ids.iter().filter(|id| id.starts_with(given)).collect();
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] if store::is_go_era_id(given) => store::validate_id(given).map(|()| String::new()),
+            [] => Err(Error::new(ErrorCode::JobNotFound, format!("no job starts with {given}"))),
+            many => Err(Error::invalid(format!(
+                "{given} starts {} jobs: {}{}",
+                many.len(),
+                many.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                if many.len() > 5 { ", ..." } else { "" }
+            ))
+            .with_hint("give more of the id")),
+        }
     }
 
     fn exec_prune(&self, req: &PruneRequest) -> Result<PrunedResponse> {

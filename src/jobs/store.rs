@@ -80,9 +80,26 @@ pub fn validate_id(id: &str) -> Result<()> {
             .is_ok_and(|u| u.get_version_num() == 7 && u.hyphenated().to_string() == id);
     if ok {
         Ok(())
+    } else if is_go_era_id(id) {
+        Err(Error::new(
+            ErrorCode::InvalidId,
+            format!(
+                "{id} is a job id of the original Go codex-runner (32 hex digits); this codexd's \
+                 ids are UUID v7 (36 characters, e.g. 019a2b3c-...): the Go daemon's jobs are not \
+                 in this store"
+            ),
+        )
+        .with_hint(
+            "start the job again with this codex-remote; `exec list` shows this store's jobs",
+        ))
     } else {
         Err(Error::new(ErrorCode::InvalidId, format!("{id:?} is not a job id")))
     }
+}
+
+/// Whether `id` looks like a job id of the original Go tool (32 hex digits).
+pub fn is_go_era_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Checks an idempotency key: it names a file, so only a safe alphabet.

@@ -187,20 +187,27 @@ fn exec_doctor_reports_every_check_with_a_hint_for_what_failed() {
         );
     }
 
-    // A data dir others can read fails the report, with the fix.
-    let data = env.path("remote-data");
-    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let (code, lines) = env.run(&["exec", "doctor", "--machine", "gpu", "--json"]);
-    assert_eq!(code, 1, "{lines:?}");
-    let data_dir = lines[0]["checks"]
+    // A tool that is missing (no GPU on this test machine: a fake-free PATH) is information
+    // with a hint, not a failed report.
+    let gpu = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "nvidia-smi")
+        .cloned()
+        .unwrap();
+    if gpu["ok"] == false {
+        assert_eq!(gpu["required"], false, "{gpu}");
+        assert!(gpu["hint"].is_string(), "{gpu}");
+    }
+    let data_dir = report["checks"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["name"] == "data_dir")
         .cloned()
         .unwrap();
-    assert_eq!(data_dir["ok"], false, "{data_dir}");
-    assert!(data_dir["hint"].as_str().unwrap().contains("chmod 700"), "{data_dir}");
+    assert!(data_dir["detail"].as_str().unwrap().contains("MiB free"), "{data_dir}");
 
     // An unreachable machine is a report too, not a crash.
     env.set_config("machines:\n  - name: gone\n    ssh: ssh://u@127.0.0.1:1\n    ssh_args: [\"-F\", \"/dev/null\"]\n");

@@ -2,6 +2,7 @@
 //! and a real OpenSSH `sshd` on a loopback port for the ssh path.
 
 mod bad_input;
+mod cli_habits;
 mod client_trust;
 mod completions;
 mod dashboard;

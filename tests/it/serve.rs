@@ -230,7 +230,8 @@ fn one_serve_per_data_dir_and_sigterm_stops_it_cleanly() {
 fn wrong_token_host_or_origin_are_refused() {
     let (env, serve, token) = served();
     http_machine(&env, &serve.addr, "not-the-token");
-    let e = env.err(&["exec", "list", "--machine", "h"], "unauthorized", 3);
+    // The server cannot prove it holds a token it does not have: the client sends nothing.
+    let e = env.err(&["exec", "list", "--machine", "h"], "foreign_daemon", 3);
     assert!(e["message"].as_str().unwrap().contains("token"), "{e}");
 
     let (status, body) = http(&serve.addr, &get("/v1/exec", "evil.example:7337", &token));
@@ -278,7 +279,8 @@ fn a_foreign_daemon_on_the_port_is_detected_and_never_sent_the_token() {
     assert!(e["message"].as_str().unwrap().contains("mallory"), "{e}");
     let seen = fake.join().unwrap();
     assert_eq!(seen.len(), 1);
-    assert!(seen[0].starts_with("GET /health "), "{seen:?}");
+    // Only the challenge went out: the proof check comes before any token.
+    assert!(seen[0].starts_with("GET /health?challenge="), "{seen:?}");
     assert!(!seen[0].contains("secret-token"), "the token went to a foreign daemon");
 }
 

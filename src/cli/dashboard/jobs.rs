@@ -58,7 +58,7 @@ pub async fn list(State(d): State<Arc<Dashboard>>) -> Response {
             let call = tokio::spawn(async move {
                 let n = name.clone();
                 let list = blocking(move || {
-                    let req = ListRequest { state: None, limit: Some(LIST_LIMIT) };
+                    let req = ListRequest { limit: Some(LIST_LIMIT), ..Default::default() };
                     Ok(client::list(&d.machine(&n)?, req)?.jobs)
                 });
                 tokio::time::timeout(LIST_TIMEOUT, list).await

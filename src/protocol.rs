@@ -33,6 +33,8 @@
 //! {"type":"exec_list","state":"running","limit":50}
 //! {"type":"exec_rm","exec_id":"x"}
 //! {"type":"exec_prune","keep":200}
+//! {"type":"exec_resolve","exec_id":"019a2b3c"}              a unique prefix, or "last"
+//! {"type":"doctor","timeout_ms":5000}                        needs capability "doctor"
 //! ```
 //!
 //! ### Answers
@@ -50,6 +52,8 @@
 //!   "exit_code":3,"job":{STATUS}}
 //! {"type":"removed","exec_id":"x"}
 //! {"type":"pruned","removed":["x"],"kept":3}
+//! {"type":"resolved","exec_id":"019a2b3c-..."}
+//! {"type":"doctor","ok":true,"checks":[{"name":"git","ok":true,"required":false,"detail":"..."}]}
 //! {"type":"error","code":"job_not_found","message":"no job x","hint":"h"}
 //! ```
 //! A `log` line's `offset` is the byte offset of its first byte in the log; `next_offset` is

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCompleter;
 use serde::Serialize;
 
 use super::{Ctx, emit, emit_on, emit_raw, parse_duration, parse_key_value, usage};
@@ -51,7 +52,7 @@ pub enum ExecCommand {
 #[derive(Debug, Args)]
 pub struct MachineArg {
     /// The machine (a name from the config; default: `default_machine` or `local`).
-    #[arg(long, short = 'm', env = "CODEX_REMOTE_MACHINE")]
+    #[arg(long, short = 'm', env = "CODEX_REMOTE_MACHINE", add = ArgValueCompleter::new(super::completions::machines))]
     pub machine: Option<String>,
 }
 
@@ -60,10 +61,10 @@ pub struct MachineArg {
 #[derive(Debug, Args)]
 pub struct JobArg {
     /// The job's exec_id (a unique prefix of it, or `last` for the newest job, works too).
-    #[arg(long = "id", value_name = "ID", conflicts_with = "job")]
+    #[arg(long = "id", value_name = "ID", conflicts_with = "job", add = ArgValueCompleter::new(super::completions::jobs))]
     id: Option<String>,
     /// The same as --id.
-    #[arg(value_name = "ID", required_unless_present = "id")]
+    #[arg(value_name = "ID", required_unless_present = "id", add = ArgValueCompleter::new(super::completions::jobs))]
     job: Option<String>,
 }
 
@@ -240,7 +241,7 @@ pub struct ListArgs {
     machine: MachineArg,
     /// Only jobs in this state (running, succeeded, failed, cancelled, lost, start_failed),
     /// or with this status (running, finished).
-    #[arg(long, value_parser = parse_state_filter)]
+    #[arg(long, value_parser = parse_state_filter, add = ArgValueCompleter::new(super::completions::states))]
     state: Option<StateFilter>,
     /// At most this many jobs.
     #[arg(long, default_value_t = 50)]

@@ -76,6 +76,8 @@ impl Ctx {
 
 /// Runs `codex-remote` with the process's arguments.
 pub fn main() -> ExitCode {
+    // `COMPLETE=bash codex-remote ...`: the shell asks for candidates (see `completions`).
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -90,7 +92,7 @@ pub fn main() -> ExitCode {
             .and_then(|config| machine::run(&Ctx { config }, cmd)),
         // The MCP server reads the config at each call and keeps stdout for MCP messages.
         Command::Mcp(args) => return ExitCode::from(mcp::run(cli.config, args)),
-        Command::Completions(args) => completions::run(args, Cli::command()),
+        Command::Completions(args) => completions::run(args),
         Command::Dashboard(args) => RemoteConfig::load(cli.config.as_deref())
             .and_then(|config| dashboard::run(&Ctx { config }, args)),
         Command::Version { json } => {

@@ -330,17 +330,7 @@ fn ctrl_c_detaches_exec_run_and_the_job_goes_on() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut lines = Vec::new();
-        for line in std::io::BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let _ = tx.send(v.clone());
-            lines.push(v);
-        }
-        lines
-    });
+    let (rx, reader) = crate::support::relay_json_lines(stdout);
     // Wait for the job's first output to be relayed, then press Ctrl-C.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

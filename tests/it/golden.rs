@@ -65,32 +65,48 @@ fn every_response_kind_round_trips() {
     }
 }
 
+/// The codes listed once: the `match` is exhaustive, so a new `ErrorCode` does not compile
+/// until it is listed here (and so checked against the README). `Other` stands for a newer
+/// peer's code and is never sent.
+macro_rules! every_code {
+    ($($code:ident),* $(,)?) => {{
+        use codex_runner::error::ErrorCode;
+        fn _listed(code: ErrorCode) {
+            match code {
+                $(ErrorCode::$code)|* | ErrorCode::Other => {}
+            }
+        }
+        [$(ErrorCode::$code),*]
+    }};
+}
+
 #[test]
 fn error_codes_are_the_documented_ones() {
-    use codex_runner::error::ErrorCode;
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for code in [
-        ErrorCode::BadRequest,
-        ErrorCode::RequestTooLarge,
-        ErrorCode::UnknownType,
-        ErrorCode::InvalidId,
-        ErrorCode::InvalidArgument,
-        ErrorCode::JobNotFound,
-        ErrorCode::JobRunning,
-        ErrorCode::StartFailed,
-        ErrorCode::Internal,
-        ErrorCode::UnknownMachine,
-        ErrorCode::ConfigError,
-        ErrorCode::Usage,
-        ErrorCode::SshFailed,
-        ErrorCode::CodexdNotFound,
-        ErrorCode::ProtocolError,
-        ErrorCode::Timeout,
-        ErrorCode::Unauthorized,
-        ErrorCode::Forbidden,
-        ErrorCode::ForeignDaemon,
-    ] {
+    let codes = every_code![
+        BadRequest,
+        RequestTooLarge,
+        UnknownType,
+        InvalidId,
+        InvalidArgument,
+        JobNotFound,
+        JobRunning,
+        StartFailed,
+        Internal,
+        UnknownMachine,
+        ConfigError,
+        Usage,
+        SshFailed,
+        CodexdNotFound,
+        ProtocolError,
+        ProtocolMismatch,
+        Timeout,
+        Unauthorized,
+        Forbidden,
+        ForeignDaemon,
+    ];
+    for code in codes {
         assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
         assert!(readme.contains(&format!("`{}`", code.as_str())), "{code} is not in the README");
     }

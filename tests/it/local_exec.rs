@@ -330,9 +330,16 @@ fn ctrl_c_detaches_exec_run_and_the_job_goes_on() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || crate::support::read_json_lines(stdout));
+    let (rx, reader) = crate::support::relay_json_lines(stdout);
     // Wait for the job's first output to be relayed, then press Ctrl-C.
-    std::thread::sleep(Duration::from_millis(400));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let v = rx.recv_timeout(left).expect("the job's first line was never relayed");
+        if v["line"] == "started" {
+            break;
+        }
+    }
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
         rustix::process::Signal::INT,

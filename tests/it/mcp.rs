@@ -20,13 +20,27 @@ const CALL_DEADLINE: Duration = Duration::from_secs(60);
 
 type Client = RunningService<RoleClient, ()>;
 
-async fn connect(env: &TestEnv) -> Client {
+/// Starts `codex-remote mcp` and initializes a client; returns it and the server's pid.
+async fn connect(env: &TestEnv) -> (Client, i32) {
     let cmd = tokio::process::Command::from(env.remote(&["mcp"]));
     let transport = TokioChildProcess::new(cmd).expect("spawn codex-remote mcp");
-    tokio::time::timeout(CALL_DEADLINE, ().serve(transport))
+    let pid = transport.id().expect("the server's pid") as i32;
+    let client = tokio::time::timeout(CALL_DEADLINE, ().serve(transport))
         .await
         .expect("initialize in time")
-        .expect("initialize")
+        .expect("initialize");
+    (client, pid)
+}
+
+/// Whether `pid` has a live child (the ssh or `codexd rpc` of a call in flight).
+fn has_live_child(pid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return false };
+    dir.flatten().any(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let mut rest = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace();
+        let (state, ppid) = (rest.next(), rest.next().and_then(|p| p.parse::<i32>().ok()));
+        ppid == Some(pid) && !matches!(state, Some("Z" | "X"))
+    })
 }
 
 /// Calls `tool`; a protocol-level error comes back as `Err`.
@@ -81,7 +95,7 @@ fn protocol_error_code(e: ServiceError) -> i32 {
 
 /// The whole tool set against `machine`: start (and replay), wait, page logs, list, cancel.
 async fn exercise(env: &TestEnv, machine: &str) {
-    let client = connect(env).await;
+    let (client, server_pid) = connect(env).await;
     let info = client.peer_info().expect("server info");
     assert_eq!(info.server_info.as_ref().unwrap().name, "codex-remote");
     assert!(info.instructions.as_deref().unwrap_or("").contains("exec_wait"));
@@ -193,7 +207,11 @@ async fn exercise(env: &TestEnv, machine: &str) {
             (waited, started_at.elapsed())
         },
         async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Once the wait is in flight (the server runs its transport), ask for the list.
+            while !has_live_child(server_pid) {
+                assert!(started_at.elapsed() < CALL_DEADLINE, "the wait never reached a transport");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             call(&client, "exec_list", json!({"machine": machine})).await;
             started_at.elapsed()
         }

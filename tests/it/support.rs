@@ -352,13 +352,25 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Reads JSON lines from a child's stdout until EOF.
-pub fn read_json_lines(stdout: impl std::io::Read) -> Vec<Value> {
+/// Reads JSON lines from a child's stdout until EOF in a thread: each line is sent on the
+/// returned channel as it comes, and the thread returns them all.
+pub fn relay_json_lines(
+    stdout: impl std::io::Read + Send + 'static,
+) -> (std::sync::mpsc::Receiver<Value>, std::thread::JoinHandle<Vec<Value>>) {
     use std::io::BufRead;
-    std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(|l| l.ok())
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+            let _ = tx.send(v.clone());
+            lines.push(v);
+        }
+        lines
+    });
+    (rx, reader)
 }

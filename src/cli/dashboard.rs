@@ -35,10 +35,10 @@ const CHECK_EVERY: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Args)]
 pub struct DashboardArgs {
-    /// Where to listen. Anything but a loopback address also needs the token printed in the URL.
+    /// Where to listen. Every request needs the token of the printed URL (then a cookie).
     #[arg(long, default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
-    /// Open the page in the default browser.
+    /// Open the page (the URL with the token) in the default browser.
     #[arg(long)]
     open: bool,
 }
@@ -73,7 +73,7 @@ struct UpProgress {
 
 impl Dashboard {
     /// A dashboard for `config` that will be reached at `addr` (the bound address).
-    pub fn new(config: RemoteConfig, addr: SocketAddr) -> Arc<Self> {
+    pub fn new(config: RemoteConfig, addr: SocketAddr) -> Result<Arc<Self>> {
         let mut machines = config.machines.clone();
         if !machines.iter().any(|m| m.name == LOCAL) {
             machines.insert(0, MachineConfig { name: LOCAL.to_string(), ..Default::default() });
@@ -82,15 +82,15 @@ impl Dashboard {
             .iter()
             .map(|m| (m.name.clone(), MachineHealth { name: m.name.clone(), ..Default::default() }))
             .collect();
-        Arc::new(Dashboard {
+        Ok(Arc::new(Dashboard {
             config,
             machines,
-            guard: guard::Guard::new(addr),
+            guard: guard::Guard::new(addr)?,
             health: Mutex::new(health),
-        })
+        }))
     }
 
-    /// The URL to open (with the token when one is needed).
+    /// The URL to open, with the token.
     pub fn url(&self) -> String {
         self.guard.url()
     }
@@ -123,7 +123,7 @@ pub fn run(ctx: &Ctx, args: DashboardArgs) -> Result<u8> {
             Error::new(ErrorCode::Usage, format!("cannot listen on {}: {e}", args.listen))
         })?;
         let addr = listener.local_addr().map_err(|e| Error::internal("reading the address", e))?;
-        let dashboard = Dashboard::new(ctx.config.clone(), addr);
+        let dashboard = Dashboard::new(ctx.config.clone(), addr)?;
         let url = dashboard.url();
         eprintln!("codex-remote: dashboard at {url} (Ctrl-C stops it)");
         emit(&serde_json::json!({ "type": "listening", "url": url }))?;

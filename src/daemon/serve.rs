@@ -56,11 +56,7 @@ fn load_or_create_token(path: &Path) -> Result<String> {
     if let Some(dir) = path.parent() {
         crate::jobs::store::create_private_dir(dir)?;
     }
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context(|| "reading /dev/urandom".into())?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = crate::auth::random_token()?;
     // create_new: two racing first runs cannot each believe their own token.
     let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
     match created {

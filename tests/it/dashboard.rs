@@ -48,6 +48,21 @@ impl DashboardProcess {
     fn port(&self) -> u16 {
         self.host.rsplit_once(':').unwrap().1.parse().unwrap()
     }
+
+    /// The token of the printed URL.
+    fn token(&self) -> String {
+        self.url.split_once("?token=").expect("a token in the URL").1.to_string()
+    }
+
+    /// The first visit's exchange: the token for a cookie; returns the `name=value` pair.
+    fn cookie(&self) -> String {
+        let path = format!("/?token={}", self.token());
+        let r =
+            http(self.port(), "GET", &path, &[("Host", &format!("127.0.0.1:{}", self.port()))], "");
+        assert_eq!(r.status, 303, "{}", r.body);
+        let cookie = r.header("set-cookie").expect("the token cookie");
+        cookie.split(';').next().unwrap().to_string()
+    }
 }
 
 impl Drop for DashboardProcess {
@@ -111,6 +126,15 @@ fn dashboard_refuses_foreign_host_and_cross_origin_posts() {
     let port = dash.port();
     let own = dash.host.as_str();
     let origin = format!("http://{own}");
+    // Every request below carries the token's cookie: what is refused, is refused for its Host,
+    // Origin or secret (the token itself is `dashboard_needs_its_token_on_loopback_too`).
+    let cookie = dash.cookie();
+    let cookie = ("Cookie", cookie.as_str());
+    let http = |port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str| {
+        let mut with_cookie = headers.to_vec();
+        with_cookie.push(cookie);
+        http(port, method, path, &with_cookie, body)
+    };
 
     let page = http(port, "GET", "/", &[("Host", own)], "");
     assert_eq!(page.status, 200, "{}", page.body);
@@ -178,6 +202,83 @@ fn dashboard_refuses_foreign_host_and_cross_origin_posts() {
 }
 
 #[test]
+fn dashboard_needs_its_token_on_loopback_too() {
+    let env = TestEnv::new();
+    let dash = DashboardProcess::start(&env, "127.0.0.1:0");
+    let port = dash.port();
+    let own = dash.host.as_str();
+    let token = dash.token();
+    assert_eq!(token.len(), 64);
+    let start = r#"{"machine":"local","cmd":"echo started"}"#;
+    let json = ("Content-Type", "application/json");
+    let id = "01a20e5f-8081-73ff-8d3b-1e5348583bcf";
+    let logs = format!("/api/jobs/local/{id}/logs");
+
+    // Another user of the laptop knows the port, not the token: no page, no secret, no API, no
+    // events, whatever else the request carries.
+    let wrong = format!("/?token={}", "0".repeat(64));
+    let bad_cookie = format!("codex_dashboard_{port}={}", "0".repeat(64));
+    let gets = ["/", "/app.js", "/api/machines", "/api/jobs", logs.as_str(), wrong.as_str()];
+    for path in gets {
+        for extra in [("X-Other", "1"), ("Cookie", bad_cookie.as_str())] {
+            let r = http(port, "GET", path, &[("Host", own), extra], "");
+            assert_eq!(r.status, 401, "GET {path}: {}", r.body);
+            let body: Value = serde_json::from_str(&r.body).expect("a JSON refusal");
+            assert_eq!(
+                (body["type"].as_str(), body["code"].as_str()),
+                (Some("error"), Some("unauthorized"))
+            );
+            assert!(!r.body.contains("dashboard-secret"), "no secret without the token");
+        }
+    }
+    // Even with the page's secret guessed right, a POST needs the token first.
+    for path in ["/api/jobs", "/api/machines/local/up"] {
+        let r = http(port, "POST", path, &[("Host", own), json], start);
+        assert_eq!(r.status, 401, "POST {path}: {}", r.body);
+        assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["code"], "unauthorized");
+    }
+    assert_eq!(local_jobs(&env), 0, "nothing refused may have started a job");
+
+    // The first visit exchanges the token for a cookie and drops it from the address bar.
+    let r = http(port, "GET", &format!("/?token={token}"), &[("Host", own)], "");
+    assert_eq!((r.status, r.header("location")), (303, Some("/")), "{}", r.body);
+    let set = r.header("set-cookie").expect("the token cookie").to_string();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.split("; ").any(|p| p == part), "{part} in {set}");
+    }
+    let r = http(port, "GET", &format!("/api/jobs?x=1&token={token}"), &[("Host", own)], "");
+    assert_eq!((r.status, r.header("location")), (303, Some("/api/jobs?x=1")));
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = http(port, "GET", "/", &[("Host", own), ("Cookie", &cookie)], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let secret = page_secret(&page.body);
+    let origin = format!("http://{own}");
+    let post = [("Host", own), ("Origin", &origin), json, ("X-Dashboard-Secret", &secret)];
+    let mut with_cookie = post.to_vec();
+    with_cookie.push(("Cookie", &cookie));
+    let r = http(port, "POST", "/api/jobs", &with_cookie, start);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The token itself works too: in the query of a POST, or as a bearer token (any case).
+    let r = http(port, "POST", &format!("/api/jobs?token={token}"), &post, start);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let bearer = format!("bearer {token}");
+    assert_eq!(
+        http(port, "GET", "/api/jobs", &[("Host", own), ("Authorization", &bearer)], "").status,
+        200
+    );
+    assert_eq!(local_jobs(&env), 2);
+
+    // Another dashboard's cookie (another port, another token) opens nothing here.
+    let other = DashboardProcess::start(&env, "127.0.0.1:0");
+    let theirs = other.cookie();
+    assert_ne!(theirs.split('=').next(), cookie.split('=').next(), "one cookie name per port");
+    let renamed = format!("codex_dashboard_{port}={}", theirs.split_once('=').unwrap().1);
+    for c in [theirs.as_str(), renamed.as_str()] {
+        assert_eq!(http(port, "GET", "/", &[("Host", own), ("Cookie", c)], "").status, 401);
+    }
+}
+
+#[test]
 fn dashboard_off_loopback_needs_the_token() {
     let env = TestEnv::new();
     let dash = DashboardProcess::start(&env, "0.0.0.0:0");
@@ -188,7 +289,8 @@ fn dashboard_off_loopback_needs_the_token() {
     assert_eq!(http(port, "GET", "/", &[("Host", &host)], "").status, 401);
     assert_eq!(http(port, "GET", "/?token=wrong", &[("Host", &host)], "").status, 401);
     let r = http(port, "GET", &format!("/?token={token}"), &[("Host", &host)], "");
-    assert_eq!(r.status, 200);
+    // The token is exchanged for the cookie with a redirect to the URL without it.
+    assert_eq!((r.status, r.header("location")), (303, Some("/")));
     let cookie = r.header("set-cookie").expect("the token cookie").to_string();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
     let pair = cookie.split(';').next().unwrap();

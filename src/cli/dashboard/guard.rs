@@ -1,7 +1,10 @@
-//! What keeps other web pages, and other hosts, out of the dashboard. Every request passes here.
+//! What keeps other web pages, other users and other hosts out of the dashboard. Every request
+//! passes here.
 //!
-//! - Loopback unless `--listen` says otherwise; then every request needs the token from the
-//!   printed URL (`?token=`), which is then kept in an HttpOnly, SameSite=Strict cookie.
+//! - Every request needs the random token of the printed URL, loopback included (another user of
+//!   the laptop can reach 127.0.0.1 too), as Jupyter does: `?token=` on a first visit is exchanged
+//!   for an HttpOnly, SameSite=Strict cookie and a redirect to the URL without it; the cookie (or
+//!   `Authorization: Bearer`) serves every later request. Without it: 401, no page, no secret.
 //! - The `Host` must be the listen address or a loopback name: a DNS-rebinding page
 //!   (`evil.example` resolving to 127.0.0.1) is refused.
 //! - Anything but GET/HEAD (the routes that change something are POST only) needs the
@@ -17,28 +20,30 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use super::Dashboard;
-use crate::error::ErrorCode;
+use crate::auth::same_secret as same;
+use crate::error::{ErrorCode, Result};
 
 /// The header that carries the per-process secret.
 pub const SECRET_HEADER: &str = "x-dashboard-secret";
-const TOKEN_COOKIE: &str = "codex_dashboard_token";
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 pub struct Guard {
     addr: SocketAddr,
+    /// The CSRF secret the page carries.
     secret: String,
-    /// Needed on every request when the listen address is not loopback.
-    token: Option<String>,
+    /// Needed on every request: in the printed URL, then in the cookie.
+    token: String,
+    /// The listen address, accepted as a `Host` besides the loopback names.
+    hosts: Vec<String>,
 }
 
 impl Guard {
-    pub fn new(addr: SocketAddr) -> Self {
-        let token = (!addr.ip().is_loopback()).then(random_secret);
-        Guard { addr, secret: random_secret(), token }
+    pub fn new(addr: SocketAddr) -> Result<Self> {
+        let (secret, token) = (crate::auth::random_token()?, crate::auth::random_token()?);
+        Ok(Guard { addr, secret, token, hosts: vec![addr.ip().to_string()] })
     }
 
     pub fn secret(&self) -> &str {
@@ -46,33 +51,14 @@ impl Guard {
     }
 
     pub fn url(&self) -> String {
-        match &self.token {
-            Some(token) => format!("http://{}/?token={token}", self.addr),
-            None => format!("http://{}/", self.addr),
-        }
+        format!("http://{}/?token={}", self.addr, self.token)
     }
 
-    /// The listen address itself, or a loopback name (`localhost`, 127.0.0.0/8, `[::1]`).
-    fn host_allowed(&self, host: &str) -> bool {
-        if host.eq_ignore_ascii_case(&self.addr.to_string()) {
-            return true;
-        }
-        let name = match host.strip_prefix('[') {
-            Some(rest) => rest.split_once(']').map_or(rest, |(n, _)| n),
-            None => host.rsplit_once(':').map_or(host, |(n, _)| n),
-        };
-        name.eq_ignore_ascii_case("localhost")
-            || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    /// The cookie's name carries the port: browsers share cookies between the ports of a host,
+    /// and two dashboards must not overwrite each other's.
+    fn cookie_name(&self) -> String {
+        format!("codex_dashboard_{}", self.addr.port())
     }
-}
-
-/// 256 random bits as hex.
-fn random_secret() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
-}
-
-fn same(a: &str, b: &str) -> bool {
-    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// The middleware: refuses what the module docs say, then adds the safety headers.
@@ -80,25 +66,29 @@ pub async fn check(State(d): State<Arc<Dashboard>>, req: Request, next: Next) ->
     let guard = &d.guard;
     let headers = req.headers();
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !guard.host_allowed(host) {
+    if !crate::http_guard::host_allowed(host, &guard.hosts) {
         let message = format!("Host {host:?} is refused: use {} or a loopback name", guard.addr);
         return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, &message);
     }
-    let mut set_cookie = None;
-    if let Some(token) = &guard.token {
-        let from_query = req
-            .uri()
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
-            .is_some_and(|t| same(t, token));
-        if from_query {
-            set_cookie = Some(format!(
-                "{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=86400"
-            ));
-        } else if !cookie(headers, TOKEN_COOKIE).is_some_and(|t| same(t, token)) {
-            let message = "open the URL that `codex-remote dashboard` printed (it has the token)";
-            return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message);
-        }
+    let token = guard.token.as_str();
+    let (from_query, rest_of_query) = split_token(req.uri().query());
+    let from_query = from_query.is_some_and(|t| same(t, token));
+    let set_cookie = from_query
+        .then(|| format!("{}={token}; HttpOnly; SameSite=Strict; Path=/", guard.cookie_name()));
+    if from_query && (req.method() == Method::GET || req.method() == Method::HEAD) {
+        // The first visit: the token moves into the cookie and out of the address bar.
+        let location = match rest_of_query {
+            Some(q) => format!("{}?{q}", req.uri().path()),
+            None => req.uri().path().to_string(),
+        };
+        let response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
+        return with_safety_headers(set_cookie, response);
+    }
+    let from_cookie = cookie(headers, &guard.cookie_name()).is_some_and(|t| same(t, token));
+    let from_bearer = crate::http_guard::bearer(headers).is_some_and(|t| same(t, token));
+    if !(from_query || from_cookie || from_bearer) {
+        let message = "open the URL that `codex-remote dashboard` printed (it has the token)";
+        return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message);
     }
     if req.method() != Method::GET
         && req.method() != Method::HEAD
@@ -106,7 +96,12 @@ pub async fn check(State(d): State<Arc<Dashboard>>, req: Request, next: Next) ->
     {
         return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, &message);
     }
-    let mut response = next.run(req).await;
+    let response = next.run(req).await;
+    with_safety_headers(set_cookie, response)
+}
+
+/// Adds the headers every answer carries (and the token cookie on the exchange).
+fn with_safety_headers(set_cookie: Option<String>, mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -117,6 +112,21 @@ pub async fn check(State(d): State<Arc<Dashboard>>, req: Request, next: Next) ->
         h.insert(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// The `token` parameter of a query, and the query without it (`None` when nothing is left).
+fn split_token(query: Option<&str>) -> (Option<&str>, Option<String>) {
+    let Some(query) = query else { return (None, None) };
+    let mut token = None;
+    let mut rest = Vec::new();
+    for kv in query.split('&') {
+        match kv.strip_prefix("token=") {
+            Some(t) if token.is_none() => token = Some(t),
+            _ => rest.push(kv),
+        }
+    }
+    let rest = (!rest.is_empty()).then(|| rest.join("&"));
+    (token, rest)
 }
 
 /// A request that changes something: the secret, and no sign of another origin.

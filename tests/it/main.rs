@@ -5,6 +5,7 @@ mod bad_input;
 mod completions;
 mod dashboard;
 mod faults;
+mod fuzz_corpus;
 mod golden;
 mod local_exec;
 mod machine;

@@ -1,7 +1,7 @@
 # codex-runner: `make ci` is what CI runs (.ci/run) and what people run before pushing.
 CARGO ?= cargo
 
-.PHONY: build fmt fmt-check lint test ci bench clean check-cross codexd-musl \
+.PHONY: build fmt fmt-check lint test ci bench clean check-cross codexd-musl fuzz fuzz-merge \
 	build-linux build-darwin build-windows build-all
 
 build:
@@ -39,6 +39,25 @@ codexd-musl:
 # Release builds into dist/<os>-<arch>/ with dist/SHA256SUMS (scripts/build-dist.sh).
 build-linux build-darwin build-windows build-all:
 	bash scripts/build-dist.sh $(@:build-%=%)
+
+# Fuzzing (libFuzzer via cargo-fuzz, nightly only; CI replays fuzz/corpus/ on stable instead, in
+# tests/it/fuzz_corpus.rs). Each target runs FUZZ_SECONDS from the checked-in corpus; what it
+# finds goes to fuzz/target/corpus/ (crashes to fuzz/artifacts/). `make fuzz-merge` then adds the
+# finds that reach new code to fuzz/corpus/ (commit those).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := request_line config http
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/target/corpus/$$t && \
+		$(CARGO) +nightly fuzz run $$t fuzz/target/corpus/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=30 || exit 1; \
+	done
+
+fuzz-merge:
+	for t in $(FUZZ_TARGETS); do \
+		$(CARGO) +nightly fuzz run $$t fuzz/corpus/$$t fuzz/target/corpus/$$t -- -merge=1 || exit 1; \
+	done
 
 bench: build
 	bash scripts/bench.sh

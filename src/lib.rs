@@ -19,6 +19,7 @@ pub mod config_file;
 #[cfg(target_os = "linux")]
 pub mod daemon;
 pub mod error;
+pub mod fuzzing;
 pub mod http_guard;
 #[cfg(target_os = "linux")]
 pub mod jobs;

@@ -7,6 +7,7 @@ mod client_trust;
 mod completions;
 mod dashboard;
 mod faults;
+mod fuzz_corpus;
 mod go_scripts;
 mod golden;
 mod local_exec;

@@ -22,6 +22,9 @@ fn requests() -> Vec<String> {
         r#"{"type":"exec_list","state":"running","limit":50}"#.into(),
         r#"{"type":"exec_rm","exec_id":"x"}"#.into(),
         r#"{"type":"exec_prune","keep":200}"#.into(),
+        r#"{"type":"exec_list","status":"finished","limit":5}"#.into(),
+        r#"{"type":"exec_resolve","exec_id":"last"}"#.into(),
+        r#"{"type":"doctor","timeout_ms":5000}"#.into(),
     ]
 }
 
@@ -37,6 +40,8 @@ fn responses() -> Vec<String> {
         format!(r#"{{"type":"logs_end","exec_id":"x","next_offset":{{"stdout":3,"stderr":0}},"size":{{"stdout":3,"stderr":0}},"more":true,"status":"finished","state":"failed","exit_code":3,"job":{{{STATUS}}}}}"#),
         r#"{"type":"removed","exec_id":"x"}"#.into(),
         r#"{"type":"pruned","removed":["x"],"kept":3}"#.into(),
+        r#"{"type":"resolved","exec_id":"x"}"#.into(),
+        r#"{"type":"doctor","ok":false,"checks":[{"name":"git","ok":false,"required":false,"detail":"not found","hint":"h"}]}"#.into(),
         r#"{"type":"error","code":"job_not_found","message":"no job x","hint":"h"}"#.into(),
     ]
 }
@@ -98,6 +103,7 @@ fn error_codes_are_the_documented_ones() {
         ConfigError,
         Usage,
         SshFailed,
+        ConnectFailed,
         CodexdNotFound,
         ProtocolError,
         ProtocolMismatch,
@@ -105,6 +111,7 @@ fn error_codes_are_the_documented_ones() {
         Unauthorized,
         Forbidden,
         ForeignDaemon,
+        ChecksumMismatch,
     ];
     for code in codes {
         assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));

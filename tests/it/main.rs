@@ -11,5 +11,6 @@ mod machine;
 mod mcp;
 mod release;
 mod serve;
+mod serve_load;
 mod ssh_exec;
 mod support;

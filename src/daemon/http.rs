@@ -1,5 +1,6 @@
 //! The HTTP door of `codexd serve`: the same handlers as `rpc`, over loopback TCP and a Unix
-//! socket (axum on tokio).
+//! socket (axum's router on hyper; each listener's accept loop, timeouts and connection limits
+//! are in [`accept`]).
 //!
 //! Paths of the original tool: `GET /health`, `POST /v1/exec`, `GET /v1/exec/{id}`,
 //! `GET /v1/exec/{id}/logs`, `POST /v1/exec/{id}/cancel`; new: `GET /v1/exec` (list),
@@ -28,6 +29,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::mpsc;
+
+mod accept;
+
+pub use accept::Listener;
 
 use super::{Daemon, Sink, expand_cwd, home_dir};
 use crate::auth;
@@ -77,17 +82,14 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .with_state(state)
 }
 
-/// Serves `router(state)` on an already bound listener until `shutdown` completes.
-pub async fn serve<L>(
-    listener: L,
+/// Serves `router(state)` on an already bound listener until `shutdown` completes, with the
+/// timeouts and connection limits of [`accept`].
+pub async fn serve(
+    listener: Listener,
     state: Arc<HttpState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+) -> std::io::Result<()> {
+    accept::serve(listener, router(state), shutdown).await
 }
 
 /// Origin, Host and token checks, before any handler runs.

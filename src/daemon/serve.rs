@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::http::{self, Door, HttpState};
+use super::http::{self, Door, HttpState, Listener};
 use super::{Daemon, DaemonConfig};
 use crate::error::{Context, Error, ErrorCode, Result, exit};
 use crate::jobs::store::write_json_atomic;
@@ -141,11 +141,11 @@ async fn serve_until_signal(
         }
     };
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(http::serve(tcp, tcp_state, stopped()));
+    servers.spawn(http::serve(Listener::Tcp(tcp), tcp_state, stopped()));
     if let Some(unix) = unix {
         let unix_state =
             Arc::new(HttpState { daemon, token, door: Door::Unix, stopping: stopping.clone() });
-        servers.spawn(http::serve(unix, unix_state, stopped()));
+        servers.spawn(http::serve(Listener::Unix(unix), unix_state, stopped()));
     }
 
     let signal = wait_for_signal();

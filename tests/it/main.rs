@@ -15,6 +15,7 @@ mod machine;
 mod mcp;
 mod release;
 mod serve;
+mod serve_load;
 mod ssh_exec;
 mod support;
 mod update;

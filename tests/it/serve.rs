@@ -86,13 +86,13 @@ fn exchange(stream: &mut (impl Read + Write), request: &str) -> (u16, Value) {
     (status, body)
 }
 
-fn get(path: &str, host: &str, token: &str) -> String {
+pub fn get(path: &str, host: &str, token: &str) -> String {
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     )
 }
 
-fn token(env: &TestEnv) -> String {
+pub fn token(env: &TestEnv) -> String {
     std::fs::read_to_string(env.data_dir().join("token")).unwrap().trim().to_string()
 }
 

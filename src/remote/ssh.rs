@@ -393,9 +393,17 @@ pub fn classify_failure(exit: Option<i32>, stderr: &str, via_ssh: bool) -> (Erro
         // ("Control socket connect(...): Connection refused" is only a stale master socket:
         // ssh goes on without it, so only `connect to host` lines count.)
         let unreachable = ["Connection refused", "timed out", "No route", "unreachable"];
-        let fatal = ["Permission denied", "Host key verification failed", "Could not resolve"]
-            .iter()
-            .any(|p| text.contains(p))
+        // A host that does not answer within ConnectTimeout ("Connection to H port P timed
+        // out", "Connection timed out during banner exchange") will not answer on a retry either.
+        let fatal = [
+            "Permission denied",
+            "Host key verification failed",
+            "Could not resolve",
+            "timed out during banner exchange",
+        ]
+        .iter()
+        .any(|p| text.contains(p))
+            || text.lines().any(|l| l.starts_with("Connection to ") && l.ends_with("timed out"))
             || text.lines().any(|l| {
                 l.contains("connect to host") && unreachable.iter().any(|p| l.contains(p))
             });
@@ -459,6 +467,9 @@ mod tests {
         assert_eq!((e.code, retry), (ErrorCode::SshFailed, true));
         let refused = "ssh: connect to host 127.0.0.1 port 1: Connection refused";
         assert!(!classify_failure(Some(255), refused, true).1);
+        let silent =
+            "Connection timed out during banner exchange\nConnection to 10.0.0.1 port 22 timed out";
+        assert!(!classify_failure(Some(255), silent, true).1);
         // A local codexd that exits 255 is not an ssh failure.
         let (e, retry) = classify_failure(Some(255), "", false);
         assert_eq!((e.code, retry), (ErrorCode::ProtocolError, false));

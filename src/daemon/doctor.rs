@@ -32,8 +32,16 @@ const TOOLS: &[(&str, &str, &str)] = &[
         "no NVIDIA GPU or driver visible to jobs (CPU jobs still run)",
     ),
     ("git", "git --version 2>&1", "install git to run projects at a ref"),
-    ("rsync", "command -v rsync >/dev/null && rsync --version 2>&1 | head -n 1", "optional: codex-remote sync needs no rsync"),
-    ("rg", "command -v rg >/dev/null && rg --version 2>&1 | head -n 1", "optional: install ripgrep"),
+    (
+        "rsync",
+        "command -v rsync >/dev/null && rsync --version 2>&1 | head -n 1",
+        "optional: codex-remote sync needs no rsync",
+    ),
+    (
+        "rg",
+        "command -v rg >/dev/null && rg --version 2>&1 | head -n 1",
+        "optional: install ripgrep",
+    ),
 ];
 
 /// Runs every check; `ok` when the required ones pass.

@@ -99,26 +99,22 @@ fn ls(ctx: &Ctx, args: LsArgs) -> Result<u8> {
     }
     let reports = check_all(configs, usize::from(args.parallel), args.timeout);
     let all_ok = reports.iter().all(|r| r.ok);
+    let tally = Tally::of(&reports);
     if args.json || !std::io::stdout().is_terminal() {
         #[derive(serde::Serialize)]
         struct Listing<'a> {
-            total: usize,
-            ssh_ok: usize,
-            daemon_ok: usize,
-            failed: usize,
+            #[serde(flatten)]
+            tally: Tally,
             checked_at: String,
             machines: &'a [CheckReport],
         }
         emit(&Listing {
-            total: reports.len(),
-            ssh_ok: reports.iter().filter(|r| r.ssh_ok == Some(true)).count(),
-            daemon_ok: reports.iter().filter(|r| r.daemon_ok).count(),
-            failed: reports.iter().filter(|r| !r.ok).count(),
+            tally,
             checked_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             machines: &reports,
         })?;
     } else {
-        print_table(&reports);
+        print_table(&reports, &tally);
     }
     Ok(if args.strict && !all_ok { exit::JOB_FAILED } else { exit::OK })
 }
@@ -160,7 +156,27 @@ fn check_all(configs: Vec<MachineConfig>, parallel: usize, timeout: Duration) ->
     reports.into_iter().flatten().collect()
 }
 
-fn print_table(reports: &[CheckReport]) {
+/// The original tool's summary of a `machine ls`.
+#[derive(Debug, serde::Serialize)]
+struct Tally {
+    total: usize,
+    ssh_ok: usize,
+    daemon_ok: usize,
+    failed: usize,
+}
+
+impl Tally {
+    fn of(reports: &[CheckReport]) -> Self {
+        Tally {
+            total: reports.len(),
+            ssh_ok: reports.iter().filter(|r| r.ssh_ok == Some(true)).count(),
+            daemon_ok: reports.iter().filter(|r| r.daemon_ok).count(),
+            failed: reports.iter().filter(|r| !r.ok).count(),
+        }
+    }
+}
+
+fn print_table(reports: &[CheckReport], tally: &Tally) {
     use std::io::Write;
     let yes_no = |b: Option<bool>| match b {
         Some(true) => "yes",
@@ -187,13 +203,10 @@ fn print_table(reports: &[CheckReport]) {
             r.error.as_deref().unwrap_or("")
         );
     }
-    let ssh_ok = reports.iter().filter(|r| r.ssh_ok == Some(true)).count();
-    let daemon_ok = reports.iter().filter(|r| r.daemon_ok).count();
-    let failed = reports.iter().filter(|r| !r.ok).count();
+    let Tally { total, ssh_ok, daemon_ok, failed } = tally;
     let _ = writeln!(
         out,
-        "\nsummary: total={} ssh_ok={ssh_ok} daemon_ok={daemon_ok} failed={failed}",
-        reports.len()
+        "\nsummary: total={total} ssh_ok={ssh_ok} daemon_ok={daemon_ok} failed={failed}"
     );
 }
 

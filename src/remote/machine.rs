@@ -82,7 +82,7 @@ pub fn check(config: &MachineConfig) -> CheckReport {
             .forward
             .as_ref()
             .map(|f| f.remote_port)
-            .or_else(|| h.addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()));
+            .or_else(|| super::tunnel::port_of(&h.addr).ok());
         report.daemon_addr = match &h.forward {
             Some(_) => h.endpoint().ok().map(|(addr, _)| addr),
             None => Some(h.addr.clone()),

@@ -2,13 +2,13 @@
 //! the `local` machine. A call writes its request line (after a `hello` when the version check
 //! asks for one), closes stdin and reads answer lines until the final one.
 
-use std::io::{BufReader, Read, Seek};
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::answer::{AnswerRead, CallError, new_call_id, read_answer};
-use super::ssh::{Connection, classify_failure, ssh_program};
+use super::ssh::{Connection, classify_failure, read_temp, ssh_program};
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{
     HelloRequest, HelloResponse, PROTOCOL_VERSION, Request, RequestLine, Response,
@@ -79,7 +79,7 @@ pub fn call_once(
         AnswerRead::Ended { answered_any } => answered_any,
         AnswerRead::Refused(_) => unreachable!("handled above"),
     };
-    let stderr = read_all(stderr_file);
+    let stderr = read_temp(&mut { stderr_file });
     let code = status.ok().and_then(|s| s.code());
     let (err, retryable) = classify_failure(code, &stderr, *kind == PipeKind::Ssh);
     if retryable && !answered_any {
@@ -129,11 +129,4 @@ fn spawn_error(kind: &PipeKind, e: std::io::Error) -> Error {
                 .with_hint("install the OpenSSH client")
         }
     }
-}
-
-fn read_all(mut file: std::fs::File) -> String {
-    let mut text = String::new();
-    let _ = file.rewind();
-    let _ = file.read_to_string(&mut text);
-    text
 }

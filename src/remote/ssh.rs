@@ -332,7 +332,6 @@ pub fn run_captured(cmd: Command, stdin: Option<std::fs::File>) -> Result<Captur
 /// [`run_captured`] for a prepared connection, holding its locks while it runs.
 fn run_connection(mut conn: Connection, stdin: Option<std::fs::File>) -> Result<Captured> {
     let cmd = &mut conn.command;
-    use std::io::{Read, Seek};
     let temp = || tempfile::tempfile().map_err(|e| Error::internal("creating a temp file", e));
     let (mut out, mut err) = (temp()?, temp()?);
     let clone = |f: &std::fs::File| f.try_clone().map_err(|e| Error::internal("temp file", e));
@@ -343,13 +342,16 @@ fn run_connection(mut conn: Connection, stdin: Option<std::fs::File>) -> Result<
     let status = spawned
         .and_then(|mut child| child.wait())
         .map_err(|e| Error::new(ErrorCode::SshFailed, format!("running {}: {e}", ssh_program())))?;
-    let read = |f: &mut std::fs::File| {
-        let mut text = String::new();
-        let _ = f.rewind();
-        let _ = f.read_to_string(&mut text);
-        text
-    };
-    Ok(Captured { code: status.code(), stdout: read(&mut out), stderr: read(&mut err) })
+    Ok(Captured { code: status.code(), stdout: read_temp(&mut out), stderr: read_temp(&mut err) })
+}
+
+/// What a call wrote into a temp file (stdout or stderr kept out of pipes), from its start.
+pub fn read_temp(file: &mut std::fs::File) -> String {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    let _ = file.rewind();
+    let _ = file.read_to_string(&mut text);
+    text
 }
 
 /// Runs `remote` on the target with `stdin`; its stdout when it succeeds, else the failure.

@@ -165,6 +165,12 @@ fn codexd_reads_the_original_config_path_and_default_shell() {
     assert_eq!(lines[0]["line"], "sh", "{lines:?}");
 }
 
+/// The doctor report's check called `name`.
+fn check(report: &serde_json::Value, name: &str) -> serde_json::Value {
+    let checks = report["checks"].as_array().unwrap();
+    checks.iter().find(|c| c["name"] == name).cloned().unwrap_or_else(|| panic!("no {name}"))
+}
+
 #[test]
 fn exec_doctor_reports_every_check_with_a_hint_for_what_failed() {
     let (env, _sshd) = gpu_env();
@@ -189,24 +195,12 @@ fn exec_doctor_reports_every_check_with_a_hint_for_what_failed() {
 
     // A tool that is missing (no GPU on this test machine: a fake-free PATH) is information
     // with a hint, not a failed report.
-    let gpu = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "nvidia-smi")
-        .cloned()
-        .unwrap();
+    let gpu = check(&report, "nvidia-smi");
     if gpu["ok"] == false {
         assert_eq!(gpu["required"], false, "{gpu}");
         assert!(gpu["hint"].is_string(), "{gpu}");
     }
-    let data_dir = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "data_dir")
-        .cloned()
-        .unwrap();
+    let data_dir = check(&report, "data_dir");
     assert!(data_dir["detail"].as_str().unwrap().contains("MiB free"), "{data_dir}");
 
     // An unreachable machine is a report too, not a crash.

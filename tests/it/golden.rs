@@ -37,6 +37,7 @@ fn responses() -> Vec<String> {
         format!(r#"{{"type":"logs_end","exec_id":"x","next_offset":{{"stdout":3,"stderr":0}},"size":{{"stdout":3,"stderr":0}},"more":true,"status":"finished","state":"failed","exit_code":3,"job":{{{STATUS}}}}}"#),
         r#"{"type":"removed","exec_id":"x"}"#.into(),
         r#"{"type":"pruned","removed":["x"],"kept":3}"#.into(),
+        r#"{"type":"pruned","removed":[],"kept":3,"swept_temp":1}"#.into(),
         r#"{"type":"error","code":"job_not_found","message":"no job x","hint":"h"}"#.into(),
     ]
 }

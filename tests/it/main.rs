@@ -12,4 +12,5 @@ mod mcp;
 mod release;
 mod serve;
 mod ssh_exec;
+mod store_faults;
 mod support;

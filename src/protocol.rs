@@ -620,6 +620,9 @@ pub struct RemovedResponse {
 pub struct PrunedResponse {
     pub removed: Vec<String>,
     pub kept: usize,
+    /// Half-created jobs (left by a killed `exec_start`) swept away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swept_temp: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

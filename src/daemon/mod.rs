@@ -92,7 +92,8 @@ impl Daemon {
         if let Some(key) = &req.idempotency_key {
             store::validate_key(key)?;
         }
-        let (id, problem) = {
+        let swept;
+        let id = {
             let _lock = self.store.lock_store()?;
             if let Some(key) = &req.idempotency_key
                 && let Some(id) = self.store.find_key(key)?
@@ -102,67 +103,93 @@ impl Daemon {
                 answer.replayed = Some(true);
                 return Ok(answer);
             }
+            // What earlier creators killed mid-way left behind (they held this lock).
+            swept = self.store.sweep_staging().unwrap_or(0);
             let id = store::new_id();
             let dir = self.store.job_dir(&id)?;
-            let (status, spec) = plan.into_job(&id, &dir, req);
-            self.store.create_job(&status, &spec)?;
+            let (mut status, spec) = plan.into_job(&id, &dir, req);
+            // A job that cannot start is answered as such at once, without a worker.
+            let problem = worker::start_problem(&spec);
+            if let Some(problem) = &problem {
+                status.finish(Outcome::StartFailed(problem.clone()), &now_rfc3339());
+            }
+            // Built whole aside, the key recorded, the worker started (it waits for this lock),
+            // then one rename: a kill at any point leaves no job or a whole one.
+            let staged = self.store.stage_job(&status, &spec)?;
             if let Some(key) = &req.idempotency_key {
                 self.store.record_key(key, &id)?;
             }
-            (id, worker::start_problem(&spec))
+            if problem.is_none()
+                && let Err(e) = worker::spawn_worker(&self.store, &id, staged.dir())
+            {
+                status.finish(Outcome::StartFailed(e.message), &now_rfc3339());
+                staged.write_status(&status)?;
+            }
+            staged.commit()?;
+            id
         };
-        // A job that cannot start is answered as such at once, without a worker.
-        let failure = match problem {
-            Some(problem) => Some(problem),
-            None => worker::spawn_worker(&self.store, &id).err().map(|e| e.message),
-        };
-        if let Some(message) = failure {
-            self.record_start_failure(&id, &message)?;
+        if swept > 0 {
+            self.store.empty_trash();
         }
         self.store.status(&id).map(StatusResponse::of)
     }
 
-    fn record_start_failure(&self, id: &str, message: &str) -> Result<()> {
-        let _lock = self.store.lock_job(id)?;
-        let mut status = self.store.read_status_raw(id)?;
-        status.finish(Outcome::StartFailed(message.to_string()), &now_rfc3339());
-        self.store.write_status(&status)
-    }
-
     fn exec_cancel(&self, req: &CancelRequest) -> Result<StatusResponse> {
         let id = &req.exec_id;
+        let grace = Duration::from_millis(req.grace_ms.unwrap_or(DEFAULT_GRACE_MS));
         let status = self.store.status(id)?;
         if status.status == RunStatus::Finished {
+            // A lost job may have left a process behind (its worker was never recorded).
+            let leftover = self.store.tree(&status).alive();
+            if leftover {
+                self.store.tree(&status).terminate(grace, false);
+            }
             let mut answer = StatusResponse::of(status);
-            answer.message = Some(format!(
-                "already finished ({}); nothing to cancel",
-                answer.job.state.as_str()
-            ));
+            let state = answer.job.state.as_str();
+            answer.message = Some(if leftover {
+                format!("already finished ({state}); the processes it left were ended")
+            } else {
+                format!("already finished ({state}); nothing to cancel")
+            });
             return Ok(answer);
         }
-        let grace_ms = req.grace_ms.unwrap_or(DEFAULT_GRACE_MS);
-        self.store.write_cancel(id, CancelFile { grace_ms })?;
-        {
+        self.store.write_cancel(id, CancelFile { grace_ms: grace.as_millis() as u64 })?;
+        let worker_alive = {
             let _lock = self.store.lock_job(id)?;
             let mut status = self.store.read_status_raw(id)?;
             if status.state == JobState::Running {
                 status.cancel_requested_at.get_or_insert_with(now_rfc3339);
                 self.store.write_status(&status)?;
             }
-            if let (Some(pid), Some(start)) = (status.worker_pid, status.worker_start_time)
-                && sys::is_alive(pid, start)
-            {
-                sys::signal_process(pid, rustix::process::Signal::TERM);
-            }
+            status.worker_pid.zip(status.worker_start_time).is_some_and(|(pid, start)| {
+                sys::signal_if_same(pid, start, rustix::process::Signal::TERM)
+            })
+        };
+        if !worker_alive {
+            self.cancel_without_worker(id, grace)?;
         }
         // The worker escalates to KILL after the grace; give it that and a margin.
-        let timeout = Duration::from_millis(grace_ms) + Duration::from_secs(15);
+        let timeout = grace + Duration::from_secs(15);
         let (last, _) = wait::wait_finished(&self.store, id, Some(timeout), || Ok(()))?;
         let mut answer = StatusResponse::of(last);
         if answer.job.status == RunStatus::Running {
             answer.message = Some("cancel requested; the job has not ended yet".to_string());
         }
         Ok(answer)
+    }
+
+    /// Cancels a running job whose worker is not there to do it (not recorded yet, or gone):
+    /// ends every process of the job (a worker still starting included) and records the end.
+    fn cancel_without_worker(&self, id: &str, grace: Duration) -> Result<()> {
+        let status = self.store.read_status_raw(id)?;
+        self.store.tree(&status).terminate(grace, false);
+        let _lock = self.store.lock_job(id)?;
+        let mut status = self.store.read_status_raw(id)?;
+        if status.state == JobState::Running && !self.store.tree(&status).alive() {
+            status.finish(Outcome::Cancelled(None), &now_rfc3339());
+            self.store.write_end(&status)?;
+        }
+        Ok(())
     }
 
     fn exec_wait(&self, req: &WaitRequest, sink: &mut dyn Sink) -> Result<StatusResponse> {
@@ -230,9 +257,9 @@ impl Daemon {
     }
 
     fn exec_prune(&self, req: &PruneRequest) -> Result<PrunedResponse> {
-        let removed = self.store.prune(req.keep.unwrap_or(self.config.retention_count))?;
+        let pruned = self.store.prune(req.keep.unwrap_or(self.config.retention_count))?;
         let kept = self.store.list_ids()?.len();
-        Ok(PrunedResponse { removed, kept })
+        Ok(PrunedResponse { removed: pruned.removed, kept, swept_temp: Some(pruned.swept_temp) })
     }
 }
 
@@ -281,9 +308,13 @@ impl StartPlan {
             }
         };
         for (k, v) in &req.env {
-            let bad = k.is_empty() || k.contains(['=', '\0']) || v.contains('\0');
-            if bad {
-                return Err(Error::invalid(format!("env name {k:?}: no '=' or NUL, not empty")));
+            if !valid_env_name(k) {
+                return Err(Error::invalid(format!(
+                    "env name {k:?}: letters, digits and _, not starting with a digit"
+                )));
+            }
+            if v.contains('\0') {
+                return Err(Error::invalid(format!("env {k}: the value contains a NUL byte")));
             }
         }
         if argv.iter().any(|a| a.contains('\0')) {
@@ -346,6 +377,13 @@ impl StartPlan {
     }
 }
 
+/// Whether `name` can name an environment variable: `[A-Za-z_][A-Za-z0-9_]*`.
+fn valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// The home directory of the user codexd runs as.
 pub use crate::platform::home_dir;
 
@@ -381,6 +419,16 @@ mod tests {
         assert_eq!(expand_cwd(Some("w"), home).unwrap(), "/home/u/w");
         assert_eq!(expand_cwd(Some("/tmp"), home).unwrap(), "/tmp");
         assert!(expand_cwd(Some("~root"), home).is_err());
+    }
+
+    #[test]
+    fn env_names() {
+        for good in ["A", "_x", "CUDA_VISIBLE_DEVICES", "a1"] {
+            assert!(valid_env_name(good), "{good}");
+        }
+        for bad in ["", "1A", "BAD NAME", "A=B", "A-B", "É"] {
+            assert!(!valid_env_name(bad), "{bad}");
+        }
     }
 
     #[test]

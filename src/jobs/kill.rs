@@ -1,11 +1,16 @@
-//! Signalling a job and escalating: TERM to everything the job started, a grace period, then
-//! KILL until nothing is left.
+//! Finding a job's processes and ending them: TERM to everything the job started, a grace
+//! period, then KILL until nothing is left.
 //!
-//! "Everything the job started" is found from /proc: every live process in the worker's
-//! session (the worker is its leader, so the id cannot be reused while it lives) or descending
-//! from the worker. The worker is a child
-//! subreaper, so a grandchild that double-forks or calls `setsid` is re-parented to it and still
-//! found (as in Slurm's proctrack or systemd's scopes, without needing cgroups).
+//! A process belongs to the job when that is proven, from one scan of /proc:
+//! - it carries the job's id in `CODEXD_EXEC_ID` (set on the worker and the job, inherited by
+//!   what they start) and runs as this user; or
+//! - the recorded worker (pid + start time) still holds its pid, and the process is in the
+//!   worker's session (the worker is its leader) or descends from it (the worker is a child
+//!   subreaper, so a grandchild that double-forks or calls `setsid` is re-parented to it).
+//!
+//! A session id alone proves nothing once the worker is gone: its pid may now belong to another
+//! process, whose session is not ours. Every signal re-checks pid + start time through a pidfd
+//! at the moment it is sent ([`sys::signal_if_same`]), so a pid reused meanwhile is spared.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,52 +23,43 @@ use super::sys::{self, ProcStat};
 const KILL_DEADLINE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 
-/// The processes that belong to a job run by the worker `worker_pid` (itself excluded).
+/// The processes of job `exec_id`, whose worker recorded itself as `worker` (pid, start time).
 #[derive(Debug, Clone, Copy)]
-pub struct JobTree {
-    pub worker_pid: i32,
-    /// Whether the worker still lives. When it does not, its pid may be reused, so only its
-    /// session (kept alive by the job's own processes) names the job.
-    pub worker_alive: bool,
+pub struct JobTree<'a> {
+    pub exec_id: &'a str,
+    pub worker: Option<(i32, u64)>,
 }
 
-impl JobTree {
-    /// The live processes of the job, from one scan of /proc.
-    pub fn members(&self) -> Vec<i32> {
+impl JobTree<'_> {
+    /// The live processes of the job (never the calling process), from one scan of /proc.
+    pub fn members(&self) -> Vec<ProcStat> {
         let procs = sys::all_processes();
+        let me = sys::current_pid();
+        // The worker's session and descendants are ours only while the worker holds its pid
+        // (a zombie still does).
+        let worker = self.worker.and_then(|(pid, start)| {
+            procs.iter().any(|p| p.pid == pid && p.start_time == start).then_some(pid)
+        });
         let parent: HashMap<i32, i32> = procs.iter().map(|p| (p.pid, p.ppid)).collect();
         procs
-            .iter()
-            .filter(|p| p.pid != self.worker_pid && p.is_live() && self.owns(p, &parent))
-            .map(|p| p.pid)
+            .into_iter()
+            .filter(|p| p.pid != me && p.is_live())
+            .filter(|p| {
+                worker.is_some_and(|w| p.session == w || descends_from(p, w, &parent))
+                    || sys::exec_id_of(p.pid).as_deref() == Some(self.exec_id)
+            })
             .collect()
     }
 
-    fn owns(&self, p: &ProcStat, parent: &HashMap<i32, i32>) -> bool {
-        if p.session == self.worker_pid {
-            return true;
-        }
-        if !self.worker_alive {
-            return false;
-        }
-        // Walk up the parent chain; bounded in case of a cycle seen mid-scan.
-        let mut cur = p.ppid;
-        for _ in 0..4096 {
-            if cur == self.worker_pid {
-                return true;
-            }
-            match parent.get(&cur) {
-                Some(&next) if next > 1 => cur = next,
-                _ => return false,
-            }
-        }
-        false
+    /// Whether any process of the job lives.
+    pub fn alive(&self) -> bool {
+        !self.members().is_empty()
     }
 
     fn signal_all(&self, sig: Signal) -> usize {
         let members = self.members();
-        for &pid in &members {
-            sys::signal_process(pid, sig);
+        for p in &members {
+            sys::signal_if_same(p.pid, p.start_time, sig);
         }
         members.len()
     }
@@ -83,7 +79,7 @@ impl JobTree {
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             reap_some();
-            if self.members().is_empty() {
+            if !self.alive() {
                 return true;
             }
             std::thread::sleep(POLL);
@@ -96,6 +92,32 @@ impl JobTree {
             std::thread::sleep(POLL);
             reap_some();
         }
-        self.members().is_empty()
+        !self.alive()
     }
+}
+
+/// Whether `p` descends from `ancestor`; bounded in case of a cycle seen mid-scan.
+fn descends_from(p: &ProcStat, ancestor: i32, parent: &HashMap<i32, i32>) -> bool {
+    let mut cur = p.ppid;
+    for _ in 0..4096 {
+        if cur == ancestor {
+            return true;
+        }
+        match parent.get(&cur) {
+            Some(&next) if next > 1 => cur = next,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The ids of the jobs that have a live process tagged with their id, from one scan of /proc
+/// (for pruning many jobs at once).
+pub fn jobs_with_live_processes() -> std::collections::HashSet<String> {
+    let me = sys::current_pid();
+    sys::all_processes()
+        .into_iter()
+        .filter(|p| p.pid != me && p.is_live())
+        .filter_map(|p| sys::exec_id_of(p.pid))
+        .collect()
 }

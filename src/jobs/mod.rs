@@ -1,8 +1,10 @@
 //! The job store on disk, the detached worker that runs a job, how a job is signalled and how
 //! a job ends, and waiting for it.
 
+pub mod create;
 pub mod kill;
 pub mod outcome;
+pub mod prune;
 pub mod store;
 pub mod sys;
 pub mod wait;

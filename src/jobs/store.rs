@@ -2,20 +2,24 @@
 //!
 //! ```text
 //! <data_dir>/store.lock          flock: creating jobs, idempotency keys, pruning
-//! <data_dir>/keys/<key>          idempotency key -> job id
+//! <data_dir>/keys/<key>          idempotency key -> job id (a key whose job is missing is ignored)
+//! <data_dir>/new/<id>/           a job being created, renamed into jobs/ whole (create.rs)
+//! <data_dir>/trash/<name>/       removed jobs, deleted outside the store lock (prune.rs)
 //! <data_dir>/jobs/<id>/status.json   the JobStatus, always replaced whole (temp + fsync + rename)
 //! <data_dir>/jobs/<id>/spec.json     what the worker runs (argv, cwd, env): may hold secrets
 //! <data_dir>/jobs/<id>/stdout.log, stderr.log
+//! <data_dir>/jobs/<id>/end.reserve   space set aside to record the end on a full disk
 //! <data_dir>/jobs/<id>/lock          flock: read-modify-write of status.json
 //! <data_dir>/jobs/<id>/cancel        a cancel request (grace) for the worker
 //! ```
 //! Directories are 0700 and files 0600: the logs hold the user's secrets. Readers never lock:
-//! a rename makes a new status visible whole.
+//! a rename makes a new status visible whole. Reads never need writes: a status that cannot be
+//! updated (full disk, read-only file system) is answered with its derived state.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -26,10 +30,21 @@ use super::outcome::Outcome;
 use super::sys;
 use crate::error::{Context, Error, ErrorCode, Result};
 use crate::lockfile::{self, LockGuard};
-use crate::protocol::{JobState, JobStatus, RunStatus, Stream};
+use crate::protocol::{JobState, JobStatus, Stream};
 
-/// A job whose worker has not recorded itself after this long is lost.
+/// A job whose worker has not recorded itself after this long, and of which no process lives,
+/// is lost. `CODEXD_WORKER_START_DEADLINE_MS` overrides it (tests).
 const WORKER_START_DEADLINE: Duration = Duration::from_secs(60);
+
+fn worker_start_deadline() -> Duration {
+    std::env::var("CODEXD_WORKER_START_DEADLINE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(WORKER_START_DEADLINE, Duration::from_millis)
+}
+
+/// The extra room (beyond the first status) that `end.reserve` keeps for the end's fields.
+pub(super) const RESERVE_MARGIN: usize = 4096;
 
 /// What the worker runs; written once by `exec_start`, read by the worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,7 +152,7 @@ impl JobStore {
         &self.root
     }
 
-    fn jobs_dir(&self) -> PathBuf {
+    pub(super) fn jobs_dir(&self) -> PathBuf {
         self.root.join("jobs")
     }
 
@@ -150,11 +165,7 @@ impl JobStore {
     /// The directory of an existing job, or `job_not_found`.
     pub fn existing_job_dir(&self, id: &str) -> Result<PathBuf> {
         let dir = self.job_dir(id)?;
-        if dir.join("status.json").is_file() {
-            Ok(dir)
-        } else {
-            Err(Error::new(ErrorCode::JobNotFound, format!("no job {id}")))
-        }
+        if dir.join("status.json").is_file() { Ok(dir) } else { Err(job_not_found(id)) }
     }
 
     pub fn log_path(&self, id: &str, stream: Stream) -> Result<PathBuf> {
@@ -169,26 +180,6 @@ impl JobStore {
     /// Locks one job's status for a read-modify-write.
     pub fn lock_job(&self, id: &str) -> Result<LockGuard> {
         lockfile::lock(&self.job_dir(id)?.join("lock"))
-    }
-
-    /// Creates the directory, spec, first status and empty logs of a new job.
-    /// The caller holds the store lock when it also records an idempotency key.
-    pub fn create_job(&self, status: &JobStatus, spec: &JobSpec) -> Result<()> {
-        let dir = self.job_dir(&status.exec_id)?;
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .context(|| format!("creating {}", dir.display()))?;
-        for stream in [Stream::Stdout, Stream::Stderr] {
-            create_private_file(&dir.join(format!("{}.log", stream.as_str())))?;
-        }
-        // Nobody reads the new dir before status.json exists: the spec needs no rename.
-        let spec_bytes =
-            serde_json::to_vec_pretty(spec).map_err(|e| Error::internal("encoding", e))?;
-        let mut f = create_private_file(&dir.join("spec.json"))?;
-        f.write_all(&spec_bytes).context(|| format!("writing {}/spec.json", dir.display()))?;
-        // status.json last: its presence is what makes the job exist for readers.
-        write_json_atomic(&dir.join("status.json"), status)
     }
 
     pub fn read_spec(&self, id: &str) -> Result<JobSpec> {
@@ -206,12 +197,51 @@ impl JobStore {
         write_json_atomic(&self.job_dir(&status.exec_id)?.join("status.json"), status)
     }
 
+    /// Records a job's end: as [`write_status`](Self::write_status), and on a full disk through
+    /// the space `end.reserve` set aside when the job was created, noting why in `error`.
+    pub fn write_end(&self, status: &JobStatus) -> Result<()> {
+        match self.write_status(status) {
+            Err(e) if e.is_io(io::ErrorKind::StorageFull) => {
+                let mut status = status.clone();
+                let note = "the disk of the job store is full (no space left on device): this end \
+                            was recorded in reserved space; the logs may be cut short";
+                status.error = Some(match status.error.take() {
+                    Some(error) => format!("{error}; {note}"),
+                    None => note.to_string(),
+                });
+                self.write_end_into_reserve(&status).map_err(|_| e)
+            }
+            other => other,
+        }
+    }
+
+    /// Overwrites `end.reserve` in place (its blocks are already allocated) and renames it over
+    /// `status.json`: neither step needs free space.
+    fn write_end_into_reserve(&self, status: &JobStatus) -> Result<()> {
+        let dir = self.job_dir(&status.exec_id)?;
+        let reserve = dir.join("end.reserve");
+        let mut bytes = serde_json::to_vec(status).map_err(|e| Error::internal("encoding", e))?;
+        let room = fs::metadata(&reserve).context(|| "reading end.reserve".into())?.len() as usize;
+        if bytes.len() > room {
+            return Err(Error::internal("recording the end", "the end does not fit end.reserve"));
+        }
+        // JSON allows trailing whitespace: pad to the reserve's size, so no block is added.
+        bytes.resize(room, b' ');
+        let what = || format!("writing {}", reserve.display());
+        let mut f = OpenOptions::new().write(true).open(&reserve).context(what)?;
+        f.write_all(&bytes).context(what)?;
+        f.sync_all().context(what)?;
+        fs::rename(&reserve, dir.join("status.json")).context(what)?;
+        File::open(&dir).and_then(|d| d.sync_all()).context(what)
+    }
+
     /// The status of a job as a reader should see it: a running job whose worker is gone is
-    /// marked `lost` (for good, on disk), and a running job's `duration_ms` is filled in.
+    /// `lost` (recorded for good when the store can be written, else derived for this answer),
+    /// and a running job's `duration_ms` is filled in.
     pub fn status(&self, id: &str) -> Result<JobStatus> {
         let mut status = self.read_status_raw(id)?;
-        if status.state == JobState::Running && lost_reason(&status).is_some() {
-            status = self.mark_lost(id)?;
+        if status.state == JobState::Running && self.lost_reason(&status).is_some() {
+            status = self.settle_lost(id, status)?;
         }
         if status.state == JobState::Running {
             status.duration_ms = status.started_at.as_deref().and_then(|s| millis_between(s, None));
@@ -219,24 +249,64 @@ impl JobStore {
         Ok(status)
     }
 
-    /// Under the job lock, re-checks and records that a job's worker is gone. The job's remaining
-    /// processes are killed: a job nobody watches must not hold a GPU forever.
-    fn mark_lost(&self, id: &str) -> Result<JobStatus> {
-        let _lock = self.lock_job(id)?;
-        let mut status = self.read_status_raw(id)?;
-        let Some(reason) = lost_reason(&status).filter(|_| status.state == JobState::Running)
-        else {
+    /// Under the job lock (when the store can be locked), re-checks and records that a job's
+    /// worker is gone. The job's remaining processes are ended first: a job nobody watches must
+    /// not hold a GPU forever, and a job is never `lost` while a process of it lives. When the
+    /// end cannot be written, it is still the answer.
+    fn settle_lost(&self, id: &str, seen: JobStatus) -> Result<JobStatus> {
+        // A read-only store cannot be locked, and nobody can write it either.
+        let _lock = self.lock_job(id).ok();
+        let mut status = match self.read_status_raw(id) {
+            Ok(status) => status,
+            Err(e) if e.code == ErrorCode::JobNotFound => return Err(e),
+            Err(_) => seen,
+        };
+        if status.state != JobState::Running {
+            return Ok(status);
+        }
+        let Some(reason) = self.lost_reason(&status) else {
             return Ok(status);
         };
-        if let Some(worker_pid) = status.worker_pid
-            && status.boot_id == sys::boot_id()
-        {
-            let tree = JobTree { worker_pid, worker_alive: false };
-            tree.terminate(Duration::ZERO, false);
+        if !self.tree(&status).terminate(Duration::ZERO, false) {
+            return Ok(status);
         }
         status.finish(Outcome::Lost(reason), &now_rfc3339());
-        self.write_status(&status)?;
+        if let Err(e) = self.write_status(&status) {
+            eprintln!("codexd: job {id} is lost, but that cannot be recorded: {e}");
+        }
         Ok(status)
+    }
+
+    /// Why a running job's worker is not there any more, if it is not.
+    pub fn lost_reason(&self, status: &JobStatus) -> Option<String> {
+        let (Some(pid), Some(start)) = (status.worker_pid, status.worker_start_time) else {
+            let age = millis_between(&status.created_at, None).unwrap_or(0);
+            if age <= worker_start_deadline().as_millis() as u64 || self.tree(status).alive() {
+                return None;
+            }
+            return Some("the worker never started".to_string());
+        };
+        if status.boot_id.is_some() && status.boot_id != sys::boot_id() {
+            return Some("the host rebooted while the job ran".to_string());
+        }
+        if sys::is_alive(pid, start) {
+            return None;
+        }
+        let mut reason =
+            format!("the worker (pid {pid}) died without recording an end (killed, OOM or crash)");
+        if sys::disk_full(&self.root) {
+            reason.push_str("; the disk of the job store is full (no space left on device)");
+        }
+        Some(reason)
+    }
+
+    /// The processes of a job, as its status names its worker.
+    pub fn tree<'a>(&self, status: &'a JobStatus) -> JobTree<'a> {
+        let worker = status.worker_pid.zip(status.worker_start_time);
+        // A worker recorded before a reboot names nothing now.
+        let worker =
+            worker.filter(|_| status.boot_id.is_none() || status.boot_id == sys::boot_id());
+        JobTree { exec_id: &status.exec_id, worker }
     }
 
     /// Ids of all jobs, newest first.
@@ -268,66 +338,6 @@ impl JobStore {
         write_bytes_atomic(&self.root.join("keys").join(key), id.as_bytes())
     }
 
-    /// Removes a finished job; a running one is `job_running`.
-    pub fn remove(&self, id: &str) -> Result<()> {
-        let _store = self.lock_store()?;
-        self.remove_locked(id)?;
-        self.drop_stale_keys()
-    }
-
-    fn remove_locked(&self, id: &str) -> Result<()> {
-        let status = self.status(id)?;
-        if status.status == RunStatus::Running {
-            return Err(Error::new(ErrorCode::JobRunning, format!("job {id} is still running"))
-                .with_hint("cancel it first: codex-remote exec cancel --id ID"));
-        }
-        let dir = self.job_dir(id)?;
-        fs::remove_dir_all(&dir).context(|| format!("removing {}", dir.display()))
-    }
-
-    /// Keeps the newest `keep` finished jobs and removes the older ones; running jobs are never
-    /// touched. Returns the removed ids.
-    pub fn prune(&self, keep: usize) -> Result<Vec<String>> {
-        let ids = self.list_ids()?;
-        if ids.len() <= keep {
-            return Ok(Vec::new());
-        }
-        let _store = self.lock_store()?;
-        let mut finished = 0usize;
-        let mut removed = Vec::new();
-        for id in self.list_ids()? {
-            let Ok(status) = self.status(&id) else {
-                continue;
-            };
-            if status.status == RunStatus::Running {
-                continue;
-            }
-            finished += 1;
-            if finished > keep && self.remove_locked(&id).is_ok() {
-                removed.push(id);
-            }
-        }
-        if !removed.is_empty() {
-            self.drop_stale_keys()?;
-        }
-        Ok(removed)
-    }
-
-    /// Removes idempotency keys whose job is gone. Called under the store lock.
-    fn drop_stale_keys(&self) -> Result<()> {
-        let dir = self.root.join("keys");
-        let entries = fs::read_dir(&dir).context(|| format!("reading {}", dir.display()))?;
-        for entry in entries.filter_map(|e| e.ok()) {
-            let target = fs::read_to_string(entry.path()).unwrap_or_default();
-            let gone = validate_id(target.trim()).is_err()
-                || !self.jobs_dir().join(target.trim()).exists();
-            if gone {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        Ok(())
-    }
-
     /// Leaves a cancel request for the worker.
     pub fn write_cancel(&self, id: &str, cancel: CancelFile) -> Result<()> {
         write_json_atomic(&self.job_dir(id)?.join("cancel"), &cancel)
@@ -338,26 +348,19 @@ impl JobStore {
     }
 }
 
-/// Why a running job's worker is not there any more, if it is not.
-pub fn lost_reason(status: &JobStatus) -> Option<String> {
-    let (Some(pid), Some(start)) = (status.worker_pid, status.worker_start_time) else {
-        let age = millis_between(&status.created_at, None).unwrap_or(0);
-        return (age > WORKER_START_DEADLINE.as_millis() as u64)
-            .then(|| "the worker never started".to_string());
-    };
-    if status.boot_id.is_some() && status.boot_id != sys::boot_id() {
-        return Some("the host rebooted while the job ran".to_string());
-    }
-    if sys::is_alive(pid, start) {
-        return None;
-    }
-    Some(format!("the worker (pid {pid}) died without recording an end (killed, OOM or crash)"))
+/// Where to look for a job that is not here.
+const JOB_NOT_FOUND_HINT: &str = "list the jobs with `codex-remote exec list`; if the job ran \
+                                  on another machine, pass --machine NAME";
+
+/// `job_not_found`, with where to look instead.
+pub fn job_not_found(id: &str) -> Error {
+    Error::new(ErrorCode::JobNotFound, format!("no job {id}")).with_hint(JOB_NOT_FOUND_HINT)
 }
 
 /// Creates `dir` 0700, or tightens an existing one that is ours.
 pub use crate::platform::create_private_dir;
 
-fn create_private_file(path: &Path) -> Result<File> {
+pub(super) fn create_private_file(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -375,6 +378,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = fs::read(path).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             Error::new(ErrorCode::JobNotFound, format!("{} is missing", path.display()))
+                .with_hint(JOB_NOT_FOUND_HINT)
         } else {
             Error::internal(format!("reading {}", path.display()), e)
         }

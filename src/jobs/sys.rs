@@ -57,6 +57,48 @@ pub fn all_processes() -> Vec<ProcStat> {
         .collect()
 }
 
+/// The environment variable that names a job in the environment of its worker and of every
+/// process of the job (inherited, unless a process clears its environment).
+pub const EXEC_ID_VAR: &str = "CODEXD_EXEC_ID";
+
+/// The job (`CODEXD_EXEC_ID`) that process `pid` belongs to, if it runs as this user and has
+/// one: another user's process never counts, whatever its environment says.
+pub fn exec_id_of(pid: i32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = format!("/proc/{pid}");
+    let owner = std::fs::metadata(&dir).ok()?.uid();
+    if owner != rustix::process::getuid().as_raw() {
+        return None;
+    }
+    let environ = std::fs::read(format!("{dir}/environ")).ok()?;
+    let prefix = format!("{EXEC_ID_VAR}=");
+    environ
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Sends `sig` to `pid` only if it is still the process that started at `start_time`. The pid
+/// is pinned with a pidfd before the check, so a pid reused meanwhile is never signalled.
+/// Returns whether the signal was sent.
+pub fn signal_if_same(raw: i32, start_time: u64, sig: Signal) -> bool {
+    let Some(p) = pid(raw) else {
+        return false;
+    };
+    let same = || proc_stat(raw).is_some_and(|s| s.start_time == start_time);
+    match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => same() && rustix::process::pidfd_send_signal(&fd, sig).is_ok(),
+        Err(rustix::io::Errno::SRCH) => false,
+        // No pidfds (a kernel before 5.3, a seccomp filter): check, then signal at once.
+        Err(_) => same() && rustix::process::kill_process(p, sig).is_ok(),
+    }
+}
+
+/// Whether the file system holding `path` has no space left for an unprivileged writer.
+pub fn disk_full(path: &std::path::Path) -> bool {
+    rustix::fs::statvfs(path).is_ok_and(|s| s.f_bavail == 0)
+}
+
 /// Whether the process `pid` that started at `start_time` is still alive (not a zombie).
 pub fn is_alive(pid: i32, start_time: u64) -> bool {
     proc_stat(pid).is_some_and(|s| s.start_time == start_time && s.is_live())
@@ -113,13 +155,6 @@ pub fn become_subreaper() -> io::Result<()> {
 
 fn pid(raw: i32) -> Option<Pid> {
     Pid::from_raw(raw)
-}
-
-/// Sends `sig` to one process; a process that is already gone is not an error.
-pub fn signal_process(raw: i32, sig: Signal) {
-    if let Some(p) = pid(raw) {
-        let _ = rustix::process::kill_process(p, sig);
-    }
 }
 
 /// Sends `sig` to a whole process group.

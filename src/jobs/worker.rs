@@ -18,13 +18,17 @@ use super::outcome::Outcome;
 use super::store::{JobSpec, JobStore, now_rfc3339};
 use super::sys::{self, Exit};
 use crate::error::{Context, Error, Result};
+use crate::protocol::{JobState, JobStatus};
 
-/// Spawns the worker for job `id` and returns at once.
-pub fn spawn_worker(store: &JobStore, id: &str) -> Result<()> {
+/// Spawns the worker for job `id` and returns at once. The worker's log goes to `log_dir` (the
+/// job's staging dir: the open file moves with it). The worker carries the job's id in its
+/// environment, so that it is found as a process of the job before it has recorded itself.
+pub fn spawn_worker(store: &JobStore, id: &str, log_dir: &Path) -> Result<()> {
     let exe = std::env::current_exe().context(|| "finding the codexd executable".into())?;
-    let log = super::store::open_log_for_append(&store.job_dir(id)?.join("worker.log"))?;
+    let log = super::store::open_log_for_append(&log_dir.join("worker.log"))?;
     let mut cmd = Command::new(exe);
     cmd.arg("worker").arg("--data-dir").arg(store.root()).arg("--id").arg(id);
+    cmd.env(sys::EXEC_ID_VAR, id);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
     sys::start_new_session(&mut cmd);
     let child = cmd.spawn().context(|| "starting the job's worker".into())?;
@@ -41,6 +45,13 @@ pub fn spawn_worker(store: &JobStore, id: &str) -> Result<()> {
 /// The body of `codexd worker`. Returns the worker's exit code.
 pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     let store = JobStore::open(data_dir)?;
+    // The worker is spawned before its job is renamed into place, under the store lock: once
+    // the lock is free, the job exists whole, or its creator was killed and it never will.
+    drop(store.lock_store()?);
+    if store.existing_job_dir(id).is_err() {
+        eprintln!("codexd worker: job {id} was never created (its creator was killed)");
+        return Ok(0);
+    }
     let spec = store.read_spec(id)?;
     let dir = store.job_dir(id)?;
     let me = sys::current_pid();
@@ -49,10 +60,11 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     if let Err(e) = sys::become_subreaper() {
         eprintln!("codexd worker: cannot become a child subreaper: {e}");
     }
+    let tree = JobTree { exec_id: id, worker: Some((me, me_stat.start_time)) };
 
     let cancelled = Arc::new(AtomicBool::new(false));
     let started = Arc::new(AtomicI32::new(0));
-    spawn_signal_thread(&store, id, me, &cancelled, &started, spec.grace_ms)?;
+    spawn_signal_thread(&store, id, me_stat.start_time, &cancelled, &started, spec.grace_ms)?;
 
     // A cancel that came before the worker: the job never runs.
     let spawned = match store.read_cancel(id) {
@@ -62,6 +74,14 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     // Re-read under the lock: a cancel may have been recorded meanwhile.
     let lock = store.lock_job(id)?;
     let mut status = store.read_status_raw(id)?;
+    if status.state != JobState::Running {
+        // Ended while this worker was held up (stopped, starved): end what it started and
+        // leave the recorded end as it is.
+        drop(lock);
+        eprintln!("codexd worker: job {id} already ended ({}); stopping", status.state.as_str());
+        tree.terminate(Duration::ZERO, true);
+        return Ok(0);
+    }
     status.worker_pid = Some(me);
     status.worker_start_time = Some(me_stat.start_time);
     status.boot_id = sys::boot_id();
@@ -72,7 +92,7 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
         Ok(pid) => pid,
         Err(outcome) => {
             status.finish(outcome, &now);
-            store.write_status(&status)?;
+            store.write_end(&status)?;
             drop(lock);
             store.prune(spec.retention)?;
             return Ok(0);
@@ -80,22 +100,32 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     };
     status.pid = Some(child_pid);
     status.pid_start_time = sys::proc_stat(child_pid).map(|s| s.start_time);
-    store.write_status(&status)?;
+    // A start that cannot be recorded (a full disk) does not stop the job: readers find this
+    // worker by the job's id in its environment, and the end is recorded in reserved space.
+    if let Err(e) = store.write_status(&status) {
+        eprintln!("codexd worker: cannot record the start of job {id}: {e}");
+    }
+    let started_status = status;
     drop(lock);
     started.store(child_pid, Ordering::SeqCst);
 
     let exit = wait_for(child_pid);
     let was_cancelled = cancelled.load(Ordering::SeqCst);
     // Whatever the job left running ends with it (as a Slurm step does).
-    let tree = JobTree { worker_pid: me, worker_alive: true };
     tree.terminate(Duration::from_millis(spec.grace_ms), true);
 
     let _lock = store.lock_job(id)?;
     let mut status = store.read_status_raw(id)?;
-    let outcome =
-        if was_cancelled { Outcome::Cancelled(Some(exit)) } else { Outcome::of_exit(exit) };
-    status.finish(outcome, &now_rfc3339());
-    store.write_status(&status)?;
+    if status.state == JobState::Running {
+        if status.worker_pid.is_none() {
+            status =
+                JobStatus { cancel_requested_at: status.cancel_requested_at, ..started_status };
+        }
+        let outcome =
+            if was_cancelled { Outcome::Cancelled(Some(exit)) } else { Outcome::of_exit(exit) };
+        status.finish(outcome, &now_rfc3339());
+        store.write_end(&status)?;
+    }
     drop(_lock);
     store.prune(spec.retention)?;
     Ok(0)
@@ -191,7 +221,7 @@ fn wait_for(pid: i32) -> Exit {
 fn spawn_signal_thread(
     store: &JobStore,
     id: &str,
-    me: i32,
+    my_start_time: u64,
     cancelled: &Arc<AtomicBool>,
     started: &Arc<AtomicI32>,
     default_grace_ms: u64,
@@ -201,6 +231,7 @@ fn spawn_signal_thread(
         .context(|| "installing signal handlers".into())?;
     let (store, id) = (store.clone(), id.to_string());
     let (cancelled, started) = (cancelled.clone(), started.clone());
+    let me = sys::current_pid();
     std::thread::spawn(move || {
         for _ in signals.forever() {
             if cancelled.swap(true, Ordering::SeqCst) {
@@ -211,7 +242,7 @@ fn spawn_signal_thread(
             while started.load(Ordering::SeqCst) == 0 {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let tree = JobTree { worker_pid: me, worker_alive: true };
+            let tree = JobTree { exec_id: &id, worker: Some((me, my_start_time)) };
             tree.terminate(Duration::from_millis(grace), false);
         }
     });

@@ -104,6 +104,19 @@ fn codex_remote_refuses_bad_ids_destinations_and_config() {
 }
 
 #[test]
+fn a_missing_job_hints_at_the_list_and_machine_and_bad_env_names_are_refused() {
+    let env = TestEnv::new();
+    let id = "01a20e39-2841-766b-a16c-ac422b0e3096";
+    let e = env.err(&["exec", "result", "--id", id], "job_not_found", 4);
+    let hint = e["hint"].as_str().unwrap_or_default();
+    assert!(hint.contains("exec list") && hint.contains("--machine"), "{e}");
+    for bad in ["BAD NAME=1", "1X=1", "A-B=1"] {
+        env.err(&["exec", "start", "--env", bad, "--cmd", "true"], "invalid_argument", 4);
+    }
+    assert_eq!(env.ok(&["exec", "list"])["jobs"], json!([]), "nothing was started");
+}
+
+#[test]
 fn first_run_writes_a_private_commented_config() {
     let env = TestEnv::new();
     let mut cmd = env.remote(&["exec", "list"]);

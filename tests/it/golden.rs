@@ -42,6 +42,7 @@ fn responses() -> Vec<String> {
         r#"{"type":"pruned","removed":["x"],"kept":3}"#.into(),
         r#"{"type":"resolved","exec_id":"x"}"#.into(),
         r#"{"type":"doctor","ok":false,"checks":[{"name":"git","ok":false,"required":false,"detail":"not found","hint":"h"}]}"#.into(),
+        r#"{"type":"pruned","removed":[],"kept":3,"swept_temp":1}"#.into(),
         r#"{"type":"error","code":"job_not_found","message":"no job x","hint":"h"}"#.into(),
     ]
 }

@@ -17,5 +17,6 @@ mod release;
 mod serve;
 mod serve_load;
 mod ssh_exec;
+mod store_faults;
 mod support;
 mod update;

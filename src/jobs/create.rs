@@ -1,0 +1,111 @@
+//! Creating a job atomically: the job is built whole in `<data_dir>/new/<id>/` (logs, spec,
+//! `end.reserve`, status) and renamed into `jobs/` in one step, so a kill at any instant leaves
+//! either no job or a whole one.
+//!
+//! Staging happens only under the store lock, and the lock dies with its holder: a staged
+//! directory that someone holding the store lock finds is abandoned (its creator was killed),
+//! with no grace period to wait. [`JobStore::sweep_staging`] moves such directories to the
+//! trash, and drops the idempotency key that may already point at them.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use super::store::{JobSpec, JobStore, create_private_dir, create_private_file, write_json_atomic};
+use crate::error::{Context, Error, Result};
+use crate::protocol::{JobStatus, Stream};
+
+/// A job built in the staging dir, not yet visible.
+#[derive(Debug)]
+pub struct StagedJob<'a> {
+    store: &'a JobStore,
+    id: String,
+    dir: PathBuf,
+}
+
+impl StagedJob<'_> {
+    /// Where the job is being built (its `worker.log` can be opened here already).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Replaces the staged status (e.g. with a start failure found before the job is visible).
+    pub fn write_status(&self, status: &JobStatus) -> Result<()> {
+        write_json_atomic(&self.dir.join("status.json"), status)
+    }
+
+    /// Makes the job visible, whole: one rename into `jobs/`, then the rename made durable.
+    pub fn commit(self) -> Result<()> {
+        let target = self.store.job_dir(&self.id)?;
+        let what = || format!("moving {} into place", self.dir.display());
+        fs::rename(&self.dir, &target).context(what)?;
+        fs::File::open(self.store.jobs_dir()).and_then(|d| d.sync_all()).context(what)
+    }
+}
+
+impl JobStore {
+    fn staging_dir(&self) -> PathBuf {
+        self.root().join("new")
+    }
+
+    /// Builds the directory, logs, spec, end reserve and first status of a new job in the
+    /// staging dir. The caller holds the store lock until it commits the job.
+    pub fn stage_job(&self, status: &JobStatus, spec: &JobSpec) -> Result<StagedJob<'_>> {
+        self.job_dir(&status.exec_id)?;
+        create_private_dir(&self.staging_dir())?;
+        let dir = self.staging_dir().join(&status.exec_id);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .context(|| format!("creating {}", dir.display()))?;
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            create_private_file(&dir.join(format!("{}.log", stream.as_str())))?;
+        }
+        let encode = |e| Error::internal("encoding", e);
+        let spec_bytes = serde_json::to_vec_pretty(spec).map_err(encode)?;
+        write_synced(&dir.join("spec.json"), &spec_bytes)?;
+        // Room to record the end without free space: the status as it is now, and a margin
+        // for what the end adds.
+        let status_len = serde_json::to_vec(status).map_err(encode)?.len();
+        let reserve = vec![b' '; status_len + super::store::RESERVE_MARGIN];
+        write_synced(&dir.join("end.reserve"), &reserve)?;
+        let staged = StagedJob { store: self, id: status.exec_id.clone(), dir };
+        staged.write_status(status)?;
+        Ok(staged)
+    }
+
+    /// Moves every abandoned staged job to the trash and drops the idempotency key recorded for
+    /// it. The caller holds the store lock. Returns how many were swept.
+    pub fn sweep_staging(&self) -> Result<usize> {
+        let dir = self.staging_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
+        };
+        let mut swept = 0;
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let key = fs::read(entry.path().join("status.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<JobStatus>(&b).ok())
+                .and_then(|s| s.idempotency_key);
+            if self.move_to_trash(&entry.path(), &name)? {
+                swept += 1;
+                if let Some(key) = key {
+                    self.drop_key(&key, &name);
+                }
+            }
+        }
+        Ok(swept)
+    }
+}
+
+/// Writes a new private file and fsyncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let what = || format!("writing {}", path.display());
+    let mut f = create_private_file(path)?;
+    f.write_all(bytes).context(what)?;
+    f.sync_all().context(what)
+}

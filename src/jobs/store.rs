@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <data_dir>/store.lock          flock: creating jobs, idempotency keys, pruning
-//! <data_dir>/keys/<key>          idempotency key -> job id
+//! <data_dir>/keys/<key>          idempotency key -> job id, then the request's fingerprint
+//!                                (a file of an older codexd has the id alone)
 //! <data_dir>/jobs/<id>/status.json   the JobStatus, always replaced whole (temp + fsync + rename)
 //! <data_dir>/jobs/<id>/spec.json     what the worker runs (argv, cwd, env): may hold secrets
 //! <data_dir>/jobs/<id>/stdout.log, stderr.log
@@ -82,6 +83,24 @@ pub fn validate_id(id: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::new(ErrorCode::InvalidId, format!("{id:?} is not a job id")))
+    }
+}
+
+/// What an idempotency key file says: the job, and the fingerprint of the request that started
+/// it (`None` in a file written by a codexd from before fingerprints: such a key replays).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub exec_id: String,
+    pub fingerprint: Option<String>,
+}
+
+impl KeyRecord {
+    /// The id on the first line, the fingerprint (if any) on the second.
+    fn parse(text: &str) -> Option<KeyRecord> {
+        let mut lines = text.lines().map(str::trim);
+        let exec_id = lines.next().filter(|id| validate_id(id).is_ok())?.to_string();
+        let fingerprint = lines.next().filter(|f| !f.is_empty()).map(str::to_string);
+        Some(KeyRecord { exec_id, fingerprint })
     }
 }
 
@@ -234,21 +253,21 @@ impl JobStore {
         Ok(ids)
     }
 
-    /// The job recorded for an idempotency key, if any.
-    pub fn find_key(&self, key: &str) -> Result<Option<String>> {
+    /// The job recorded for an idempotency key, if any, with the fingerprint of its request.
+    pub fn find_key(&self, key: &str) -> Result<Option<KeyRecord>> {
         validate_key(key)?;
         match fs::read_to_string(self.root.join("keys").join(key)) {
-            Ok(id) if validate_id(id.trim()).is_ok() => Ok(Some(id.trim().to_string())),
-            Ok(_) => Ok(None),
+            Ok(text) => Ok(KeyRecord::parse(&text)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::internal("reading idempotency key", e)),
         }
     }
 
-    /// Records `key` for job `id`.
-    pub fn record_key(&self, key: &str, id: &str) -> Result<()> {
+    /// Records `key` for job `id`, started by the request with `fingerprint`.
+    pub fn record_key(&self, key: &str, id: &str, fingerprint: &str) -> Result<()> {
         validate_key(key)?;
-        write_bytes_atomic(&self.root.join("keys").join(key), id.as_bytes())
+        let text = format!("{id}\n{fingerprint}\n");
+        write_bytes_atomic(&self.root.join("keys").join(key), text.as_bytes())
     }
 
     /// Removes a finished job; a running one is `job_running`.
@@ -301,9 +320,9 @@ impl JobStore {
         let dir = self.root.join("keys");
         let entries = fs::read_dir(&dir).context(|| format!("reading {}", dir.display()))?;
         for entry in entries.filter_map(|e| e.ok()) {
-            let target = fs::read_to_string(entry.path()).unwrap_or_default();
-            let gone = validate_id(target.trim()).is_err()
-                || !self.jobs_dir().join(target.trim()).exists();
+            let text = fs::read_to_string(entry.path()).unwrap_or_default();
+            let gone = KeyRecord::parse(&text)
+                .is_none_or(|record| !self.jobs_dir().join(record.exec_id).exists());
             if gone {
                 let _ = fs::remove_file(entry.path());
             }

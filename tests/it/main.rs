@@ -8,6 +8,7 @@ mod dashboard;
 mod faults;
 mod go_scripts;
 mod golden;
+mod idempotency;
 mod local_exec;
 mod machine;
 mod mcp;

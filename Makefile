@@ -1,7 +1,7 @@
 # codex-runner: `make ci` is what CI runs (.ci/run) and what people run before pushing.
 CARGO ?= cargo
 
-.PHONY: build fmt fmt-check lint test ci bench clean check-cross codexd-musl \
+.PHONY: build fmt fmt-check lint test ci bench mcp-inspector clean check-cross codexd-musl \
 	build-linux build-darwin build-windows build-all
 
 build:
@@ -42,6 +42,10 @@ build-linux build-darwin build-windows build-all:
 
 bench: build
 	bash scripts/bench.sh
+
+# The MCP server driven by the official MCP Inspector CLI (needs node and npm).
+mcp-inspector: build
+	bash scripts/mcp-inspector-check.sh
 
 clean:
 	$(CARGO) clean

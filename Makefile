@@ -1,7 +1,7 @@
 # codex-runner: `make ci` is what CI runs (.ci/run) and what people run before pushing.
 CARGO ?= cargo
 
-.PHONY: build fmt fmt-check lint test ci bench clean check-cross codexd-musl fuzz fuzz-merge \
+.PHONY: build fmt fmt-check lint test ci bench mcp-inspector clean check-cross codexd-musl fuzz fuzz-merge \
 	build-linux build-darwin build-windows build-all
 
 build:
@@ -61,6 +61,10 @@ fuzz-merge:
 
 bench: build
 	bash scripts/bench.sh
+
+# The MCP server driven by the official MCP Inspector CLI (needs node and npm).
+mcp-inspector: build
+	bash scripts/mcp-inspector-check.sh
 
 clean:
 	$(CARGO) clean

@@ -389,6 +389,57 @@ def bench_burst(ssh_machine):
            "200 ok, each job once", ok)
 
 
+def bench_mcp_log_answer():
+    """Bytes of `exec_logs` answer per byte of a plain text log, paged with the defaults."""
+    print("MCP log answer", file=sys.stderr)
+    p = subprocess.Popen([REMOTE, "mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env=ENV)
+    ids = iter(range(1, 1 << 30))
+
+    def rpc(method, params):
+        n = next(ids)
+        p.stdin.write((json.dumps({"jsonrpc": "2.0", "id": n, "method": method,
+                                   "params": params}) + "\n").encode())
+        p.stdin.flush()
+        while True:
+            line = p.stdout.readline()
+            msg = json.loads(line)
+            if msg.get("id") == n:
+                return msg["result"], len(line)
+
+    def tool(name, args):
+        return rpc("tools/call", {"name": name, "arguments": dict(args, machine="local")})
+
+    try:
+        rpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "bench", "version": "1"}})
+        p.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+        cmd = "seq 1 20000 | awk '{printf \"step %d loss %.4f lr 0.0003\\n\", $1, 100/$1}'"
+        started, _ = tool("exec_start", {"cmd": cmd})
+        exec_id = started["structuredContent"]["exec_id"]
+        tool("exec_wait", {"exec_id": exec_id, "timeout_seconds": 60})
+        log = content = whole = 0
+        since = 0
+        while True:
+            page, size = tool("exec_logs", {"exec_id": exec_id, "since_stdout": since,
+                                            "since_stderr": 0})
+            data = page["structuredContent"]
+            log += len(data.get("stdout", {}).get("text", "").encode())
+            content += sum(len(c["text"].encode()) for c in page["content"])
+            whole += size
+            since = data["next_offset"]["stdout"]
+            if not data["more"]:
+                break
+    finally:
+        p.stdin.close()
+        p.wait(timeout=10)
+    text_ratio, whole_ratio = content / log, whole / log
+    record("MCP log answer: content text per byte of log", f"{text_ratio:.3f} ({log} B of log)",
+           "<= 1.3 (before: 2.45 on this log)", text_ratio <= 1.3)
+    record("MCP log answer: whole JSON-RPC message per byte of log", f"{whole_ratio:.3f}",
+           "<= 2.5 (before: 5.2; text + exact structured data)", whole_ratio <= 2.5)
+
+
 def main():
     sshd = None
     try:
@@ -404,6 +455,7 @@ def main():
         big = bench_throughput()
         bench_tail(big)
         bench_many_jobs()
+        bench_mcp_log_answer()
         bench_follow(ssh_machine)
         if ssh_machine:
             bench_burst(ssh_machine)

@@ -71,6 +71,8 @@ pub enum ErrorCode {
     ChecksumMismatch,
     /// The port is served by a codexd of another user (or something that is not codexd).
     ForeignDaemon,
+    /// An idempotency key already used by a different request (the message names its job).
+    IdempotencyConflict,
     /// A code this version does not know (sent by a newer peer).
     #[serde(other)]
     Other,
@@ -87,7 +89,7 @@ impl ErrorCode {
             Timeout => exit::TIMED_OUT,
             BadRequest | RequestTooLarge | UnknownType | InvalidId | InvalidArgument
             | JobNotFound | JobRunning | StartFailed | Internal | Forbidden | ChecksumMismatch
-            | Other => exit::REMOTE,
+            | IdempotencyConflict | Other => exit::REMOTE,
         }
     }
 
@@ -117,6 +119,7 @@ impl ErrorCode {
             Forbidden => "forbidden",
             ForeignDaemon => "foreign_daemon",
             ChecksumMismatch => "checksum_mismatch",
+            IdempotencyConflict => "idempotency_conflict",
             Other => "other",
         }
     }

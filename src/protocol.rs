@@ -242,6 +242,18 @@ pub struct ExecStartRequest {
     pub idempotency_key: Option<String>,
 }
 
+impl ExecStartRequest {
+    /// `sha256:HEX` of the request as JSON without its idempotency key: two starts with one key
+    /// are the same request when their fingerprints are equal (fields in declaration order, maps
+    /// sorted, so the JSON is canonical).
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let keyless = ExecStartRequest { idempotency_key: None, ..self.clone() };
+        let json = serde_json::to_vec(&keyless).expect("requests serialize");
+        format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRef {
     pub exec_id: String,

@@ -2,30 +2,39 @@
 //! native tools instead of shelling out and polling.
 //!
 //! Tools: `machines`, `exec_start`, `exec_status`, `exec_logs`, `exec_wait`, `exec_cancel`,
-//! `exec_list`. Each answers structured JSON (the CLI's objects) plus one short text line.
-//! A failure of the call itself (unknown machine, job not found, ssh down) is a *tool error*
-//! whose JSON carries the CLI's stable error `code`; arguments that cannot be used are a
-//! protocol-level `invalid_params` error (`inputs`). Calls reach machines through the same blocking
-//! transport as the CLI, on tokio's blocking pool, so a 25 s `exec_wait` holds no other call up.
-//! The config is read at every call: an edit takes effect without restarting the server.
+//! `exec_list`. Each answers structured JSON (the CLI's objects, described by its `outputSchema`)
+//! plus one short text line; `exec_logs` answers its page as plain text instead. A failure, of the
+//! call (unknown machine, job not found, ssh down) or of its arguments (`inputs`), is a *tool
+//! error* (`isError: true`) whose JSON is the CLI's error object with its stable `code`. Calls
+//! reach machines through the same blocking transport as the CLI, on tokio's blocking pool, so a
+//! 25 s `exec_wait` holds no other call up; it sends progress notifications when the client asked
+//! for them. The server speaks MCP 2025-11-25 (and the older revisions rmcp knows). The config is
+//! read at every call: an edit takes effect without restarting the server.
 
 mod inputs;
+mod outputs;
 mod stdio;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::model::{CallToolResult, ContentBlock};
-use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::OnMachine;
 use crate::protocol::{
-    CancelRequest, JobRef, JobState, JobStatus, ListRequest, LogLine, LogsRequest,
-    PROTOCOL_VERSION, Request, Response, RunStatus, StreamOffsets, WaitRequest,
+    CancelRequest, JobRef, JobState, JobStatus, ListRequest, LogsRequest, PROTOCOL_VERSION,
+    Request, Response, RunStatus, Stream, StreamOffsets, WaitRequest,
 };
 use crate::remote::client;
 use crate::remote::config::RemoteConfig;
@@ -33,13 +42,17 @@ use crate::remote::transport::{Machine, Route};
 
 use inputs::{
     Arguments, CancelInput, DEFAULT_LIST_LIMIT, DEFAULT_WAIT_SECS, JobInput, ListInput, LogsInput,
-    MAX_LIST_LIMIT, MachinesInput, StartInput, WaitInput, bad_argument, input_schema, logs_request,
-    seconds, start_request,
+    MAX_LIST_LIMIT, MachinesInput, StartInput, WaitInput, argument_failure, bad_argument,
+    input_schema, logs_request, seconds, start_request,
 };
 
 /// `exec_logs` returns at most this many lines (a log of empty lines would otherwise make a huge
 /// answer).
 const MAX_LOG_LINES: usize = 2000;
+/// The MCP revision this server implements (and the newest it negotiates).
+const MCP_REVISION: ProtocolVersion = ProtocolVersion::V_2025_11_25;
+/// How often a long tool call sends a progress notification (when the client sent a token).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct McpArgs {}
@@ -84,10 +97,11 @@ impl McpServer {
     /// The configured machines, each checked with a `hello` call.
     #[tool(
         input_schema = input_schema::<MachinesInput>(),
+        output_schema = outputs::machines(),
         description = "List the machines jobs can run on, and check each: does its codexd answer \
                        (`ok`), how fast (`latency_ms`), which version. `local` is this computer. \
                        Call this first when unsure which machine to use.",
-        annotations(read_only_hint = true, open_world_hint = true)
+        annotations(title = "Machines", read_only_hint = true, open_world_hint = true)
     )]
     async fn machines(&self, Arguments(input): Arguments<MachinesInput>) -> ToolResult {
         let config = self.config.clone();
@@ -96,10 +110,20 @@ impl McpServer {
 
     #[tool(
         input_schema = input_schema::<StartInput>(),
+        output_schema = outputs::job_status(),
         description = "Start a job (a shell command, argv or script) on a machine and return at \
                        once with its status: `exec_id`, `status: running`. The job survives this \
-                       server and the connection. Then call exec_wait (repeatedly) and exec_logs.",
-        annotations(destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+                       server and the connection. Then call exec_wait (repeatedly) and exec_logs. \
+                       The command runs as you, with your rights: it may change anything you may.",
+        // Arbitrary commands: destructive and open-world. Idempotent only with a key, which
+        // is optional, so not in general.
+        annotations(
+            title = "Start a job",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
     )]
     async fn exec_start(&self, Arguments(input): Arguments<StartInput>) -> ToolResult {
         let req = start_request(&input)?;
@@ -129,9 +153,10 @@ impl McpServer {
 
     #[tool(
         input_schema = input_schema::<JobInput>(),
+        output_schema = outputs::job_status(),
         description = "A job's status: `status` is running or finished; `state` is running, \
                        succeeded, failed, cancelled, lost or start_failed; `exit_code`.",
-        annotations(read_only_hint = true, open_world_hint = true)
+        annotations(title = "Job status", read_only_hint = true, open_world_hint = true)
     )]
     async fn exec_status(&self, Arguments(input): Arguments<JobInput>) -> ToolResult {
         let name = input.machine;
@@ -145,32 +170,50 @@ impl McpServer {
 
     #[tool(
         input_schema = input_schema::<LogsInput>(),
-        description = "Read a page of a job's output (default 16 KiB), as `lines` with their \
-                       stream and byte offset. Pass `next_offset.stdout`/`.stderr` back as \
-                       `since_stdout`/`since_stderr` to read on without losing or repeating a \
-                       byte; `more: true` means there is more already written. A piece with \
-                       `partial: true` has no newline yet; the next page continues it.",
-        annotations(read_only_hint = true, open_world_hint = true)
+        output_schema = outputs::logs_page(),
+        description = "Read a page of a job's output: at most `max_bytes` of log (default 16 KiB, \
+                       at most 1 MiB, both streams together) and at most 2000 lines. The text \
+                       answer is the page as plain text: a `[stdout from byte N]` marker, the \
+                       lines, the same for stderr, then a `[next_offset ...]` line. Pass \
+                       `next_offset.stdout`/`.stderr` back as `since_stdout`/`since_stderr` to \
+                       read on without losing or repeating a byte; `more: true` means there is \
+                       more already written. The structured answer has each stream's exact text \
+                       and offset; a text without a newline at its end has an unfinished last \
+                       line, which the next page continues.",
+        annotations(title = "Read job output", read_only_hint = true, open_world_hint = true)
     )]
     async fn exec_logs(&self, Arguments(input): Arguments<LogsInput>) -> ToolResult {
         let req = logs_request(&input)?;
+        let max_bytes = req.max_bytes.unwrap_or(inputs::DEFAULT_LOG_BYTES);
         let name = input.machine;
-        self.on_machine(name, move |m| logs_page(m, &req)).await
+        let mut result = self.on_machine(name, move |m| logs_page(m, &req, max_bytes)).await?;
+        if result.is_error != Some(true)
+            && let Some(page) = &result.structured_content
+        {
+            result.content = vec![ContentBlock::text(logs_text(page))];
+        }
+        Ok(result)
     }
 
     #[tool(
         input_schema = input_schema::<WaitInput>(),
+        output_schema = outputs::job_status(),
         description = "Wait until a job finishes, at most `timeout_seconds` (default 25), and \
                        return its status. If it is still running you get `timed_out: true` and \
-                       `status: running`: call exec_wait again. Long jobs never time you out.",
-        annotations(read_only_hint = true, open_world_hint = true)
+                       `status: running`: call exec_wait again. Long jobs never time you out. \
+                       With a progress token, a progress notification comes every 5 s.",
+        annotations(title = "Wait for a job", read_only_hint = true, open_world_hint = true)
     )]
-    async fn exec_wait(&self, Arguments(input): Arguments<WaitInput>) -> ToolResult {
+    async fn exec_wait(
+        &self,
+        Arguments(input): Arguments<WaitInput>,
+        context: RequestContext<RoleServer>,
+    ) -> ToolResult {
         let secs = seconds(input.timeout_seconds, DEFAULT_WAIT_SECS, "timeout_seconds")?;
         let name = input.machine;
         let timeout_ms = Some(secs.as_millis() as u64);
         let req = Request::ExecWait(WaitRequest { exec_id: input.exec_id, timeout_ms });
-        self.on_machine(name, move |m| {
+        let wait = self.on_machine(name, move |m| {
             let answer = client::status(m, req)?;
             let mut value = OnMachine::new(&answer, &m.name).to_value();
             let line = if answer.timed_out == Some(true) {
@@ -185,16 +228,23 @@ impl McpServer {
                 status_line(&answer.job, &m.name)
             };
             Ok((value, line))
-        })
-        .await
+        });
+        with_progress(&context, secs, wait).await
     }
 
     #[tool(
         input_schema = input_schema::<CancelInput>(),
+        output_schema = outputs::job_status(),
         description = "Cancel a job: TERM to all its processes, `grace_seconds` (default 5), then \
                        KILL. Returns the status (`state: cancelled`); a job that already ended is \
                        left as it was.",
-        annotations(destructive_hint = true, idempotent_hint = true, open_world_hint = true)
+        annotations(
+            title = "Cancel a job",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
     )]
     async fn exec_cancel(&self, Arguments(input): Arguments<CancelInput>) -> ToolResult {
         let grace = seconds(input.grace_seconds, 5.0, "grace_seconds")?;
@@ -214,9 +264,10 @@ impl McpServer {
 
     #[tool(
         input_schema = input_schema::<ListInput>(),
+        output_schema = outputs::job_list(),
         description = "List a machine's jobs, newest first (default 20), optionally only those \
                        in one `state` (e.g. running).",
-        annotations(read_only_hint = true, open_world_hint = true)
+        annotations(title = "List jobs", read_only_hint = true, open_world_hint = true)
     )]
     async fn exec_list(&self, Arguments(input): Arguments<ListInput>) -> ToolResult {
         let limit = input.limit.unwrap_or(DEFAULT_LIST_LIMIT);
@@ -237,17 +288,76 @@ impl McpServer {
     }
 }
 
-#[tool_handler(
-    router = self.tool_router,
-    name = "codex-remote",
-    instructions = "Run commands on remote GPU machines (over ssh) or on `local`. Start a job with \
-                    exec_start (give an idempotency_key and reuse it if you retry), then call \
-                    exec_wait until `status` is `finished` (each call returns within \
-                    timeout_seconds, default 25), and read output with exec_logs, passing \
-                    `next_offset` back as since_stdout/since_stderr. `state` says how it ended; \
-                    `exit_code` is the command's exit code. Errors carry a stable `code`."
-)]
-impl ServerHandler for McpServer {}
+/// What the server tells a client about its tools, once, at `initialize`.
+const INSTRUCTIONS: &str = "Run commands on remote GPU machines (over ssh) or on `local`. \
+                            Start a job with exec_start (give an idempotency_key and reuse it \
+                            if you retry), then call exec_wait until `status` is `finished` \
+                            (each call returns within timeout_seconds, default 25), and read \
+                            output with exec_logs, passing `next_offset` back as \
+                            since_stdout/since_stderr. `state` says how it ended; `exit_code` \
+                            is the command's exit code. Errors carry a stable `code`. An \
+                            idempotency key stands for one request: reusing it for another \
+                            command is the error idempotency_conflict.";
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for McpServer {
+    /// Runs the tool; an argument it cannot use is answered as a tool error, which the model
+    /// reads (MCP 2025-11-25), while an unknown tool stays a protocol error.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> std::result::Result<CallToolResponse, ErrorData> {
+        let call = ToolCallContext::new(self, request, context);
+        match self.tool_router.call(call).await {
+            Err(e) => match argument_failure(&e) {
+                Some(error) => Ok(failure_answer(ToolFailure { error, job: None }).into()),
+                None => Err(e),
+            },
+            answer => answer,
+        }
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(ProtocolVersion::known_up_to(&MCP_REVISION))
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_protocol_version(MCP_REVISION)
+            .with_server_info(Implementation::new("codex-remote", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+}
+
+/// Runs `work`, and while it runs sends a progress notification every `PROGRESS_EVERY` if the
+/// client sent a progress token, so a client that resets its time-out on progress keeps waiting.
+/// `limit` is how long the work may take at most (the `total`).
+async fn with_progress<T>(
+    context: &RequestContext<RoleServer>,
+    limit: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let Some(token) = context.meta.get_progress_token() else {
+        return work.await;
+    };
+    let started = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval_at(started + PROGRESS_EVERY, PROGRESS_EVERY);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => {
+                let secs = started.elapsed().as_secs_f64().round();
+                let note = ProgressNotificationParam::new(token.clone(), secs)
+                    .with_total(limit.as_secs_f64().max(secs))
+                    .with_message(format!("still working after {secs:.0} s"));
+                // A client that is gone is noticed by the call itself.
+                let _ = context.peer.notify_progress(note).await;
+            }
+        }
+    }
+}
 
 impl McpServer {
     /// Runs a tool body with the named machine, on the blocking pool (the transport blocks).
@@ -290,20 +400,23 @@ where
         .map_err(|e| ErrorData::internal_error(format!("the tool task failed: {e}"), None))?;
     Ok(match outcome {
         Ok((value, line)) => tool_answer(value, line, false),
-        Err(failure) => {
-            let ToolFailure { error: e, job } = *failure;
-            let mut value = json!({ "type": "error", "code": e.code, "message": e.message });
-            if let Some(hint) = &e.hint {
-                value["hint"] = hint.clone().into();
-            }
-            if let Some(job) = job {
-                value["exec_id"] = job["exec_id"].clone();
-                value["job"] = job;
-            }
-            let hint = e.hint.as_deref().map(|h| format!(" (hint: {h})")).unwrap_or_default();
-            tool_answer(value, format!("{}: {}{hint}", e.code, e.message), true)
-        }
+        Err(failure) => failure_answer(*failure),
     })
+}
+
+/// A failure as a tool error: the CLI's error object (and the job it is about).
+fn failure_answer(failure: ToolFailure) -> CallToolResult {
+    let ToolFailure { error: e, job } = failure;
+    let mut value = json!({ "type": "error", "code": e.code, "message": e.message });
+    if let Some(hint) = &e.hint {
+        value["hint"] = hint.clone().into();
+    }
+    if let Some(job) = job {
+        value["exec_id"] = job["exec_id"].clone();
+        value["job"] = job;
+    }
+    let hint = e.hint.as_deref().map(|h| format!(" (hint: {h})")).unwrap_or_default();
+    tool_answer(value, format!("{}: {}{hint}", e.code, e.message), true)
 }
 
 /// The structured JSON, the short line first in `content`, and the JSON again as text for
@@ -318,21 +431,35 @@ fn tool_answer(value: Value, line: String, is_error: bool) -> CallToolResult {
     result
 }
 
-/// One `exec_logs` page: the lines, and where the next page starts per stream.
-fn logs_page(m: &Machine, req: &LogsRequest) -> Outcome {
-    let mut lines: Vec<LogLine> = Vec::new();
-    // Where each stream stops when the line cap cuts the page short.
+/// One `exec_logs` page: each stream's text from its offset, cut to `max_bytes` of log over both
+/// streams and `MAX_LOG_LINES` lines, and where the next page starts per stream.
+fn logs_page(m: &Machine, req: &LogsRequest, max_bytes: u64) -> Outcome {
+    let mut pages: Vec<(Stream, StreamPage)> = Vec::new();
+    let mut budget = max_bytes;
+    let mut lines = 0usize;
+    // Where each stream stops when a cap cuts the page short.
     let mut cut = StreamOffsets::default();
     let end = client::logs(m, req, &mut |r| {
-        if let Response::Log(line) = r {
-            if lines.len() >= MAX_LOG_LINES {
-                if cut.get(line.stream).is_none() {
-                    cut.set(line.stream, line.offset);
-                }
-            } else {
-                lines.push(line);
+        let Response::Log(line) = r else { return Ok(()) };
+        let bytes = line.line.len() as u64 + u64::from(!line.partial);
+        if cut.get(line.stream).is_some() || bytes > budget || lines >= MAX_LOG_LINES {
+            if cut.get(line.stream).is_none() {
+                cut.set(line.stream, line.offset);
             }
+            return Ok(());
         }
+        budget -= bytes;
+        lines += 1;
+        if pages.last().is_none_or(|(s, _)| *s != line.stream) {
+            let page = StreamPage { offset: line.offset, text: String::new(), lines: 0 };
+            pages.push((line.stream, page));
+        }
+        let (_, page) = pages.last_mut().expect("pushed above");
+        page.text.push_str(&line.line);
+        if !line.partial {
+            page.text.push('\n');
+        }
+        page.lines += 1;
         Ok(())
     })?;
     let mut next = end.next_offset;
@@ -356,18 +483,16 @@ fn logs_page(m: &Machine, req: &LogsRequest) -> Outcome {
         }
         (false, RunStatus::Finished) => "end of the log; the job has finished".to_string(),
     };
-    let bytes: usize = lines.iter().map(|l| l.line.len()).sum();
+    let bytes = max_bytes - budget;
     let line = format!(
-        "{} lines ({bytes} bytes) of job {} on {} ({}); {hint}",
-        lines.len(),
+        "{lines} lines ({bytes} bytes) of job {} on {} ({}); {hint}",
         end.exec_id,
         m.name,
         end.state.as_str()
     );
-    let value = json!({
+    let mut value = json!({
         "exec_id": end.exec_id,
         "machine": m.name,
-        "lines": lines,
         "next_offset": next,
         "size": end.size,
         "more": more,
@@ -376,7 +501,50 @@ fn logs_page(m: &Machine, req: &LogsRequest) -> Outcome {
         "exit_code": end.exit_code,
         "hint": hint,
     });
+    for (stream, page) in pages {
+        value[stream.as_str()] = json!(page);
+    }
     Ok((value, line))
+}
+
+/// What one stream gave to a log page: its exact text from `offset`.
+#[derive(serde::Serialize)]
+struct StreamPage {
+    offset: u64,
+    text: String,
+    lines: usize,
+}
+
+/// A log page as the plain text an agent reads: per stream a `[stdout from byte N]` marker and
+/// its lines, then one line with the next offsets and what to do next.
+fn logs_text(page: &Value) -> String {
+    let mut text = String::new();
+    let mut unfinished = Vec::new();
+    for stream in ["stdout", "stderr"] {
+        let Some(piece) = page.get(stream) else { continue };
+        let body = piece["text"].as_str().unwrap_or_default();
+        text.push_str(&format!("[{stream} from byte {}]\n{body}", piece["offset"]));
+        if !body.ends_with('\n') {
+            text.push('\n');
+            unfinished.push(stream);
+        }
+    }
+    let offsets: Vec<String> = ["stdout", "stderr"]
+        .iter()
+        .filter_map(|s| page["next_offset"][s].as_u64().map(|o| format!("{s}={o}")))
+        .collect();
+    let mut footer = format!("[next_offset {}; more: {}", offsets.join(" "), page["more"]);
+    if !unfinished.is_empty() {
+        footer.push_str(&format!("; unfinished last line: {}", unfinished.join(", ")));
+    }
+    let state = page["state"].as_str().unwrap_or("?");
+    match page["exit_code"].as_i64() {
+        Some(code) => footer.push_str(&format!("; job {state}, exit {code}")),
+        None => footer.push_str(&format!("; job {state}")),
+    }
+    footer.push_str(&format!("; {}]", page["hint"].as_str().unwrap_or_default()));
+    text.push_str(&footer);
+    text
 }
 
 /// "job ID on M: succeeded, exit 0, 1.2 s".

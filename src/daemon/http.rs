@@ -178,6 +178,8 @@ fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
         ErrorCode::JobRunning => StatusCode::CONFLICT,
+        // As the IETF Idempotency-Key draft answers a key reused with another payload.
+        ErrorCode::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

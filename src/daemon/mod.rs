@@ -44,6 +44,22 @@ pub struct Daemon {
     pub config: DaemonConfig,
 }
 
+/// A key already used by another request: an error naming the first job, never a replay of it.
+fn idempotency_conflict(key: &str, first: &JobStatus) -> Error {
+    Error::new(
+        ErrorCode::IdempotencyConflict,
+        format!(
+            "idempotency key {key:?} was used by job {} for another request ({})",
+            first.exec_id, first.cmd
+        ),
+    )
+    .with_hint(format!(
+        "a key stands for one request: use a new key for a new command, or look at job {} \
+         (exec status)",
+        first.exec_id
+    ))
+}
+
 impl Daemon {
     pub fn new(config: DaemonConfig) -> Result<Self> {
         let store = JobStore::open(&config.data_dir)?;
@@ -96,9 +112,12 @@ impl Daemon {
         let id = {
             let _lock = self.store.lock_store()?;
             if let Some(key) = &req.idempotency_key
-                && let Some(id) = self.store.find_key(key)?
-                && let Ok(job) = self.store.status(&id)
+                && let Some(record) = self.store.find_key(key)?
+                && let Ok(job) = self.store.status(&record.exec_id)
             {
+                if record.fingerprint.is_some_and(|f| f != req.fingerprint()) {
+                    return Err(idempotency_conflict(key, &job));
+                }
                 let mut answer = StatusResponse::of(job);
                 answer.replayed = Some(true);
                 return Ok(answer);
@@ -117,7 +136,7 @@ impl Daemon {
             // then one rename: a kill at any point leaves no job or a whole one.
             let staged = self.store.stage_job(&status, &spec)?;
             if let Some(key) = &req.idempotency_key {
-                self.store.record_key(key, &id)?;
+                self.store.record_key(key, &id, &req.fingerprint())?;
             }
             if problem.is_none()
                 && let Err(e) = worker::spawn_worker(&self.store, &id, staged.dir())

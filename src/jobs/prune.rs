@@ -112,7 +112,10 @@ impl JobStore {
     pub(super) fn drop_key(&self, key: &str, id: &str) {
         let path = self.root().join("keys").join(key);
         if super::store::validate_key(key).is_ok()
-            && fs::read_to_string(&path).is_ok_and(|named| named.trim() == id)
+            && fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| super::store::KeyRecord::parse(&text))
+                .is_some_and(|record| record.exec_id == id)
         {
             let _ = fs::remove_file(path);
         }

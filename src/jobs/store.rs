@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <data_dir>/store.lock          flock: creating jobs, idempotency keys, pruning
-//! <data_dir>/keys/<key>          idempotency key -> job id (a key whose job is missing is ignored)
+//! <data_dir>/keys/<key>          idempotency key -> job id, then the request's fingerprint
+//!                                (a file of an older codexd has the id alone; a key whose job is missing is ignored)
 //! <data_dir>/new/<id>/           a job being created, renamed into jobs/ whole (create.rs)
 //! <data_dir>/trash/<name>/       removed jobs, deleted outside the store lock (prune.rs)
 //! <data_dir>/jobs/<id>/status.json   the JobStatus, always replaced whole (temp + fsync + rename)
@@ -115,6 +116,24 @@ pub fn validate_id(id: &str) -> Result<()> {
 /// Whether `id` looks like a job id of the original Go tool (32 hex digits).
 pub fn is_go_era_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// What an idempotency key file says: the job, and the fingerprint of the request that started
+/// it (`None` in a file written by a codexd from before fingerprints: such a key replays).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub exec_id: String,
+    pub fingerprint: Option<String>,
+}
+
+impl KeyRecord {
+    /// The id on the first line, the fingerprint (if any) on the second.
+    pub(super) fn parse(text: &str) -> Option<KeyRecord> {
+        let mut lines = text.lines().map(str::trim);
+        let exec_id = lines.next().filter(|id| validate_id(id).is_ok())?.to_string();
+        let fingerprint = lines.next().filter(|f| !f.is_empty()).map(str::to_string);
+        Some(KeyRecord { exec_id, fingerprint })
+    }
 }
 
 /// Checks an idempotency key: it names a file, so only a safe alphabet.
@@ -321,21 +340,21 @@ impl JobStore {
         Ok(ids)
     }
 
-    /// The job recorded for an idempotency key, if any.
-    pub fn find_key(&self, key: &str) -> Result<Option<String>> {
+    /// The job recorded for an idempotency key, if any, with the fingerprint of its request.
+    pub fn find_key(&self, key: &str) -> Result<Option<KeyRecord>> {
         validate_key(key)?;
         match fs::read_to_string(self.root.join("keys").join(key)) {
-            Ok(id) if validate_id(id.trim()).is_ok() => Ok(Some(id.trim().to_string())),
-            Ok(_) => Ok(None),
+            Ok(text) => Ok(KeyRecord::parse(&text)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::internal("reading idempotency key", e)),
         }
     }
 
-    /// Records `key` for job `id`.
-    pub fn record_key(&self, key: &str, id: &str) -> Result<()> {
+    /// Records `key` for job `id`, started by the request with `fingerprint`.
+    pub fn record_key(&self, key: &str, id: &str, fingerprint: &str) -> Result<()> {
         validate_key(key)?;
-        write_bytes_atomic(&self.root.join("keys").join(key), id.as_bytes())
+        let text = format!("{id}\n{fingerprint}\n");
+        write_bytes_atomic(&self.root.join("keys").join(key), text.as_bytes())
     }
 
     /// Leaves a cancel request for the worker.

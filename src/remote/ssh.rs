@@ -410,7 +410,11 @@ pub fn classify_failure(exit: Option<i32>, stderr: &str, via_ssh: bool) -> (Erro
                 l.contains("connect to host") && unreachable.iter().any(|p| l.contains(p))
             });
         let message = if short.is_empty() { "ssh failed".to_string() } else { short };
-        return (Error::new(ErrorCode::SshFailed, message), !fatal);
+        let mut err = Error::new(ErrorCode::SshFailed, message);
+        if let Some(hint) = no_agent_hint(text, std::env::var_os("SSH_AUTH_SOCK").is_some()) {
+            err = err.with_hint(hint);
+        }
+        return (err, !fatal);
     }
     let err = Error::new(
         ErrorCode::ProtocolError,
@@ -422,9 +426,28 @@ pub fn classify_failure(exit: Option<i32>, stderr: &str, via_ssh: bool) -> (Erro
     (err, false)
 }
 
+/// The hint for a key refused while no ssh agent is reachable: the key is likely in an agent
+/// that this process cannot see (Codex starts MCP servers without `SSH_AUTH_SOCK`).
+fn no_agent_hint(stderr: &str, agent_socket_set: bool) -> Option<&'static str> {
+    (!agent_socket_set && stderr.contains("Permission denied (publickey")).then_some(
+        "SSH_AUTH_SOCK is not set, so ssh cannot use a key held in an ssh agent; pass it through \
+         (Codex: `env_vars = [\"SSH_AUTH_SOCK\"]` in the MCP server's config, see \
+         examples/codex-config.toml), or name a key file for the machine: \
+         `ssh_args: [\"-i\", \"~/.ssh/KEY\"]`",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_key_without_an_agent_says_so() {
+        let denied = "git@gpu1: Permission denied (publickey).";
+        assert!(no_agent_hint(denied, false).unwrap().contains("SSH_AUTH_SOCK"));
+        assert_eq!(no_agent_hint(denied, true), None);
+        assert_eq!(no_agent_hint("Connection refused", false), None);
+    }
 
     fn target(dest: &str) -> SshTarget {
         SshTarget {

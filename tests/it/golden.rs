@@ -98,6 +98,7 @@ fn error_codes_are_the_documented_ones() {
         InvalidArgument,
         JobNotFound,
         JobRunning,
+        IdempotencyConflict,
         StartFailed,
         Internal,
         UnknownMachine,

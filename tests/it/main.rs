@@ -10,6 +10,7 @@ mod faults;
 mod fuzz_corpus;
 mod go_scripts;
 mod golden;
+mod idempotency;
 mod local_exec;
 mod machine;
 mod mcp;

@@ -2,9 +2,10 @@
 //! rmcp's client over stdio, on the `local` machine and on a machine behind a real `sshd`; and
 //! raw JSON-RPC lines that are wrong in every way, each answered while the server keeps serving.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolRequestParams, CallToolResult};
@@ -20,7 +21,14 @@ const CALL_DEADLINE: Duration = Duration::from_secs(60);
 
 type Client = RunningService<RoleClient, ()>;
 
-/// Starts `codex-remote mcp` and initializes a client; returns it and the server's pid.
+/// Each tool's `outputSchema`, as listed by the server: every answer is checked against it.
+fn output_schemas() -> &'static Mutex<HashMap<String, Value>> {
+    static SCHEMAS: OnceLock<Mutex<HashMap<String, Value>>> = OnceLock::new();
+    SCHEMAS.get_or_init(Default::default)
+}
+
+/// Starts `codex-remote mcp` and initializes a client (recording each tool's `outputSchema`);
+/// returns it and the server's pid.
 async fn connect(env: &TestEnv) -> (Client, i32) {
     let cmd = tokio::process::Command::from(env.remote(&["mcp"]));
     let transport = TokioChildProcess::new(cmd).expect("spawn codex-remote mcp");
@@ -29,6 +37,14 @@ async fn connect(env: &TestEnv) -> (Client, i32) {
         .await
         .expect("initialize in time")
         .expect("initialize");
+    let tools = client.list_all_tools().await.unwrap();
+    let mut schemas = output_schemas().lock().unwrap();
+    for tool in tools {
+        let schema =
+            tool.output_schema.unwrap_or_else(|| panic!("{} has no outputSchema", tool.name));
+        schemas.insert(tool.name.to_string(), Value::Object(schema.as_ref().clone()));
+    }
+    drop(schemas);
     (client, pid)
 }
 
@@ -41,6 +57,65 @@ fn has_live_child(pid: i32) -> bool {
         let (state, ppid) = (rest.next(), rest.next().and_then(|p| p.parse::<i32>().ok()));
         ppid == Some(pid) && !matches!(state, Some("Z" | "X"))
     })
+}
+
+/// Checks `value` against the parts of JSON Schema the output schemas use (type, const, enum,
+/// properties, required, items, additionalProperties, anyOf).
+fn conforms(value: &Value, schema: &Value) -> Result<(), String> {
+    let fail = |why: String| Err(format!("{why}: {value}"));
+    if let Some(types) = schema.get("type") {
+        let types: Vec<&str> = match types {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let is = |t: &str| match t {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "boolean" => value.is_boolean(),
+            "null" => value.is_null(),
+            _ => false,
+        };
+        if !types.iter().any(|t| is(t)) {
+            return fail(format!("not of type {types:?}"));
+        }
+    }
+    if schema.get("const").is_some_and(|c| c != value) {
+        return fail(format!("not {}", schema["const"]));
+    }
+    if let Some(Value::Array(choices)) = schema.get("enum")
+        && !choices.contains(value)
+    {
+        return fail(format!("not one of {choices:?}"));
+    }
+    if let Some(Value::Array(choices)) = schema.get("anyOf") {
+        let errors: Vec<String> = choices.iter().filter_map(|c| conforms(value, c).err()).collect();
+        if errors.len() == choices.len() {
+            return fail(format!("matches no anyOf choice: {errors:?}"));
+        }
+    }
+    if let Value::Object(object) = value {
+        for name in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            if !object.contains_key(name.as_str().unwrap()) {
+                return fail(format!("missing {name}"));
+            }
+        }
+        for (name, field) in object {
+            let sub = schema.get("properties").and_then(|p| p.get(name));
+            if let Some(sub) = sub.or(schema.get("additionalProperties")) {
+                conforms(field, sub).map_err(|e| format!("{name}: {e}"))?;
+            }
+        }
+    }
+    if let (Value::Array(items), Some(sub)) = (value, schema.get("items")) {
+        for item in items {
+            conforms(item, sub)?;
+        }
+    }
+    Ok(())
 }
 
 /// Calls `tool`; a protocol-level error comes back as `Err`.
@@ -59,7 +134,7 @@ async fn try_call(
 /// Calls `tool`, expecting a successful answer: returns its structured JSON.
 async fn call(client: &Client, tool: &str, args: Value) -> Value {
     let result = try_call(client, tool, args.clone()).await.expect("no protocol error");
-    let value = check_shape(&result);
+    let value = check_shape(tool, &result);
     assert_eq!(result.is_error, Some(false), "{tool} {args}: {value}");
     value
 }
@@ -67,7 +142,7 @@ async fn call(client: &Client, tool: &str, args: Value) -> Value {
 /// Calls `tool`, expecting a tool error: returns its structured JSON (with the CLI's `code`).
 async fn call_err(client: &Client, tool: &str, args: Value, code: &str) -> Value {
     let result = try_call(client, tool, args.clone()).await.expect("no protocol error");
-    let value = check_shape(&result);
+    let value = check_shape(tool, &result);
     assert_eq!(result.is_error, Some(true), "{tool} {args}: {value}");
     assert_eq!(value["type"], "error");
     assert_eq!(value["code"], code, "{tool} {args}: {value}");
@@ -75,15 +150,47 @@ async fn call_err(client: &Client, tool: &str, args: Value, code: &str) -> Value
     value
 }
 
-/// Every answer: structured JSON, a short first text line, and the same JSON as text.
-fn check_shape(result: &CallToolResult) -> Value {
+/// Every answer: structured JSON that matches the tool's `outputSchema`, a short first text
+/// line, and the same JSON as text; a page of `exec_logs` is plain text instead.
+fn check_shape(tool: &str, result: &CallToolResult) -> Value {
     let value = result.structured_content.clone().expect("structured content");
+    let schema = output_schemas().lock().unwrap()[tool].clone();
+    conforms(&value, &schema).unwrap_or_else(|e| panic!("{tool} answer against its schema: {e}"));
     let texts: Vec<&str> =
         result.content.iter().map(|c| c.as_text().expect("text content").text.as_str()).collect();
+    if tool == "exec_logs" && result.is_error != Some(true) {
+        assert_eq!(texts.len(), 1, "{texts:?}");
+        check_logs_text(texts[0], &value);
+        return value;
+    }
     assert_eq!(texts.len(), 2, "{texts:?}");
     assert!(!texts[0].contains('\n') && !texts[0].is_empty() && texts[0].len() < 400, "{texts:?}");
     assert_eq!(serde_json::from_str::<Value>(texts[1]).unwrap(), value);
     value
+}
+
+/// The plain text of an `exec_logs` page: per stream its marker and exact text, then one footer
+/// line with the next offsets and the hint.
+fn check_logs_text(text: &str, page: &Value) {
+    let mut rest = text;
+    for stream in ["stdout", "stderr"] {
+        let Some(piece) = page.get(stream) else { continue };
+        let marker = format!("[{stream} from byte {}]\n", piece["offset"]);
+        rest = rest.strip_prefix(marker.as_str()).unwrap_or_else(|| panic!("{marker}: {text}"));
+        let body = piece["text"].as_str().unwrap();
+        rest = rest.strip_prefix(body).unwrap_or_else(|| panic!("{stream} text: {text}"));
+        if !body.ends_with('\n') {
+            rest = rest.strip_prefix('\n').unwrap();
+        }
+    }
+    assert!(rest.starts_with("[next_offset ") && rest.ends_with(']'), "{rest}");
+    assert!(!rest.contains('\n'), "one footer line: {rest}");
+    for stream in ["stdout", "stderr"] {
+        if let Some(offset) = page["next_offset"][stream].as_u64() {
+            assert!(rest.contains(&format!("{stream}={offset}")), "{rest}");
+        }
+    }
+    assert!(rest.contains(page["hint"].as_str().unwrap()), "{rest}");
 }
 
 fn protocol_error_code(e: ServiceError) -> i32 {
@@ -118,6 +225,29 @@ async fn exercise(env: &TestEnv, machine: &str) {
     let logs_tool = tools.iter().find(|t| t.name == "exec_logs").unwrap();
     let props = logs_tool.input_schema["properties"].as_object().unwrap();
     assert!(props["since_stdout"]["description"].as_str().unwrap().contains("next_offset"));
+    // Optional arguments have plain types: a client converting `key=value` by type can.
+    assert_eq!(props["since_stdout"]["type"], "integer");
+    let description = logs_tool.description.as_deref().unwrap();
+    assert!(description.contains("2000 lines") && description.contains("1 MiB"), "{description}");
+    for tool in &tools {
+        let schema = Value::Object(tool.input_schema.as_ref().clone());
+        assert!(!schema.to_string().contains("\"null\""), "{}: {schema}", tool.name);
+        let out = tool.output_schema.as_ref().unwrap_or_else(|| panic!("{}", tool.name));
+        assert_eq!(out["type"], "object", "{}", tool.name);
+        let hints = tool.annotations.as_ref().unwrap_or_else(|| panic!("{}", tool.name));
+        assert_eq!(hints.open_world_hint, Some(true), "{}", tool.name);
+    }
+    let hints = |name: &str| tools.iter().find(|t| t.name == name).unwrap().annotations.clone();
+    let start = hints("exec_start").unwrap();
+    assert_eq!(
+        (start.read_only_hint, start.destructive_hint, start.idempotent_hint),
+        (Some(false), Some(true), Some(false))
+    );
+    let cancel = hints("exec_cancel").unwrap();
+    assert_eq!((cancel.destructive_hint, cancel.idempotent_hint), (Some(true), Some(true)));
+    for name in ["machines", "exec_status", "exec_logs", "exec_wait", "exec_list"] {
+        assert_eq!(hints(name).unwrap().read_only_hint, Some(true), "{name}");
+    }
 
     let machines = call(&client, "machines", json!({})).await;
     let entry = machines["machines"]
@@ -140,6 +270,11 @@ async fn exercise(env: &TestEnv, machine: &str) {
     let id = started["exec_id"].as_str().unwrap().to_string();
     let again = call(&client, "exec_start", args).await;
     assert_eq!((again["exec_id"].as_str(), &again["replayed"]), (Some(id.as_str()), &json!(true)));
+    // The same key for another request is refused, naming the first job.
+    let other =
+        json!({"machine": machine, "cmd": "echo DIFFERENT", "idempotency_key": "mcp-test-1"});
+    let conflict = call_err(&client, "exec_start", other, "idempotency_conflict").await;
+    assert!(conflict["message"].as_str().unwrap().contains(&id), "{conflict}");
 
     let done = call(&client, "exec_wait", json!({"machine": machine, "exec_id": id})).await;
     assert_eq!((&done["status"], &done["state"]), (&json!("finished"), &json!("succeeded")));
@@ -154,18 +289,11 @@ async fn exercise(env: &TestEnv, machine: &str) {
                           "since_stdout": since, "max_bytes": 100});
         let page = call(&client, "exec_logs", args).await;
         pages += 1;
-        let mut page_bytes = 0;
-        for line in page["lines"].as_array().unwrap() {
-            assert_eq!(line["stream"], "stdout");
-            assert_eq!(line["offset"].as_u64().unwrap(), since + page_bytes, "{page}");
-            let piece = line["line"].as_str().unwrap();
-            text.push_str(piece);
-            page_bytes += piece.len() as u64;
-            if line["partial"] != true {
-                text.push('\n');
-                page_bytes += 1;
-            }
-        }
+        assert!(page.get("stderr").is_none(), "{page}");
+        assert_eq!(page["stdout"]["offset"].as_u64(), Some(since), "{page}");
+        let piece = page["stdout"]["text"].as_str().unwrap();
+        text.push_str(piece);
+        let page_bytes = piece.len() as u64;
         assert!(page_bytes <= 100, "a page holds at most max_bytes: {page}");
         let next = page["next_offset"]["stdout"].as_u64().unwrap();
         assert_eq!(next, since + page_bytes, "{page}");
@@ -183,15 +311,19 @@ async fn exercise(env: &TestEnv, machine: &str) {
 
     // Both streams by default, from the beginning, within the default budget.
     let both = call(&client, "exec_logs", json!({"machine": machine, "exec_id": id})).await;
-    let stderr: Vec<&Value> =
-        both["lines"].as_array().unwrap().iter().filter(|l| l["stream"] == "stderr").collect();
-    assert_eq!((stderr.len(), &stderr[0]["line"]), (1, &json!("oops")), "{both}");
+    assert_eq!(both["stderr"], json!({"offset": 0, "text": "oops\n", "lines": 1}), "{both}");
+    assert_eq!(both["stdout"]["text"], expected.as_str());
     assert_eq!(both["next_offset"]["stderr"], 5);
+    assert_eq!(both["more"], false);
+    // `max_bytes` bounds both streams together: stdout fills it, stderr waits for the next page.
+    let args = json!({"machine": machine, "exec_id": id, "max_bytes": 100});
+    let small = call(&client, "exec_logs", args).await;
+    let stdout_bytes = small["stdout"]["text"].as_str().unwrap().len();
+    assert!(stdout_bytes <= 100 && small.get("stderr").is_none(), "{small}");
+    assert_eq!((&small["more"], &small["next_offset"]["stderr"]), (&json!(true), &json!(0)));
     let tail = json!({"machine": machine, "exec_id": id, "stream": "stdout", "tail_lines": 2});
     let tail = call(&client, "exec_logs", tail).await;
-    let lines: Vec<&str> =
-        tail["lines"].as_array().unwrap().iter().map(|l| l["line"].as_str().unwrap()).collect();
-    assert_eq!(lines, ["line-299 of the log", "line-300 of the log"]);
+    assert_eq!(tail["stdout"]["text"], "line-299 of the log\nline-300 of the log\n", "{tail}");
 
     // A long job: wait times out with a hint to call again; then cancel it.
     let long =
@@ -248,11 +380,11 @@ async fn exercise(env: &TestEnv, machine: &str) {
     let failed = call_err(&client, "exec_start", bad_cwd, "start_failed").await;
     assert_eq!(failed["job"]["state"], "start_failed", "{failed}");
 
-    // Arguments it cannot use are protocol errors, and the session goes on.
-    let e = try_call(&client, "exec_start", json!({"machine": machine})).await.unwrap_err();
-    assert_eq!(protocol_error_code(e), -32602);
-    let e = try_call(&client, "exec_wait", json!({"exec_id": id, "timeout": 5})).await.unwrap_err();
-    assert_eq!(protocol_error_code(e), -32602);
+    // Arguments it cannot use are tool errors the model reads, with the CLI's `usage` code.
+    let e = call_err(&client, "exec_start", json!({"machine": machine}), "usage").await;
+    assert!(e["hint"].as_str().unwrap().contains("inputSchema"), "{e}");
+    call_err(&client, "exec_wait", json!({"exec_id": id, "timeout": 5}), "usage").await;
+    // Only an unknown tool stays a protocol error.
     let e = try_call(&client, "no_such_tool", json!({})).await.unwrap_err();
     assert_eq!(protocol_error_code(e), -32602);
     call(&client, "exec_status", json!({"machine": machine, "exec_id": id})).await;
@@ -349,7 +481,10 @@ fn raw_bad_messages_get_errors_and_the_server_keeps_serving() {
     s.send(b"\xff\xfe garbage");
     assert_eq!(s.error_code(), (Value::Null, -32700));
     s.send(br#"{"foo": "bar"}"#);
-    assert_eq!(s.error_code().1, -32600);
+    assert_eq!(s.error_code(), (Value::Null, -32600));
+    // Batches are not part of MCP: refused as a whole, with `id: null`.
+    s.send(br#"[{"jsonrpc":"2.0","id":20,"method":"tools/list"}]"#);
+    assert_eq!(s.error_code(), (Value::Null, -32600));
     let mut huge = b"{\"x\":\"".to_vec();
     huge.resize(5 * 1024 * 1024, b'a');
     s.send(&huge);
@@ -358,18 +493,30 @@ fn raw_bad_messages_get_errors_and_the_server_keeps_serving() {
     assert_eq!(s.error_code(), (json!(2), -32601));
     s.send(call(3, "no_such_tool", json!({})).as_bytes());
     assert_eq!(s.error_code(), (json!(3), -32602));
-    s.send(call(4, "exec_status", json!({"exec_id": 5})).as_bytes());
-    let answer = s.answer();
-    assert_eq!((&answer["id"], &answer["error"]["code"]), (&json!(4), &json!(-32602)), "{answer}");
-    assert_eq!(answer["error"]["data"]["code"], "usage");
-    s.send(call(5, "exec_status", json!({"exec_id": "x", "stray": true})).as_bytes());
-    assert_eq!(s.error_code(), (json!(5), -32602));
-    s.send(call(6, "exec_start", json!({"cmd": "true", "argv": ["true"]})).as_bytes());
-    assert_eq!(s.error_code(), (json!(6), -32602));
-    s.send(call(7, "exec_logs", json!({"exec_id": "x", "max_bytes": 0})).as_bytes());
-    assert_eq!(s.error_code(), (json!(7), -32602));
-    s.send(call(8, "exec_wait", json!({"exec_id": "x", "timeout_seconds": -1})).as_bytes());
-    assert_eq!(s.error_code(), (json!(8), -32602));
+    // Every kind of bad argument is a tool result with `isError: true` and the `usage` error.
+    let bad = [
+        ("exec_status", json!({"exec_id": 5})), // wrong type
+        ("exec_status", json!({"exec_id": "x", "stray": true})), // unknown field
+        ("exec_status", json!({})),             // missing field
+        ("exec_start", json!({"cmd": "true", "argv": ["true"]})), // exclusive fields
+        ("exec_logs", json!({"exec_id": "x", "max_bytes": 0})), // out of range
+        ("exec_wait", json!({"exec_id": "x", "timeout_seconds": -1})), // out of range
+        ("exec_list", json!({"limit": "5"})),   // a number as a string
+        ("exec_list", json!({"state": "finished-ish"})), // not an enum value
+        ("machines", json!({"check": "no"})),   // not a boolean
+        ("exec_start", json!({"cmd": "true", "labels": "a=1"})), // not an object
+    ];
+    for (i, (tool, args)) in bad.into_iter().enumerate() {
+        let id = 100 + i as i64;
+        s.send(call(id, tool, args.clone()).as_bytes());
+        let answer = s.answer();
+        let result = &answer["result"];
+        assert_eq!((&answer["id"], &result["isError"]), (&json!(id), &json!(true)), "{answer}");
+        let error = &result["structuredContent"];
+        assert_eq!((&error["type"], &error["code"]), (&json!("error"), &json!("usage")), "{tool}");
+        assert!(!error["message"].as_str().unwrap().is_empty(), "{tool} {args}: {answer}");
+        assert!(result["content"][0]["text"].as_str().unwrap().starts_with("usage: "), "{answer}");
+    }
 
     // Still serving: a good call is answered.
     s.send(call(9, "exec_list", json!({})).as_bytes());
@@ -385,4 +532,101 @@ fn raw_bad_messages_get_errors_and_the_server_keeps_serving() {
     assert!(exited, "codex-remote mcp did not exit at the end of its input");
     assert_eq!(s.child.wait().unwrap().code(), Some(0));
     assert!(s.answers.try_recv().is_err(), "nothing more on stdout");
+}
+
+/// Starts a raw session, initialized with `version`; returns it and the negotiated version.
+fn raw_initialized(env: &TestEnv, version: &str) -> (RawSession, Value) {
+    let mut s = RawSession::start(env);
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": version, "capabilities": {},
+        "clientInfo": {"name": "raw-test", "version": "1"}}});
+    s.send(init.to_string().as_bytes());
+    let negotiated = s.answer()["result"]["protocolVersion"].clone();
+    s.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    (s, negotiated)
+}
+
+#[test]
+fn the_server_negotiates_mcp_2025_11_25() {
+    let env = TestEnv::new();
+    assert_eq!(raw_initialized(&env, "2025-11-25").1, "2025-11-25");
+    // A newer revision than the server implements gets the one it does; an older one is kept.
+    assert_eq!(raw_initialized(&env, "2026-07-28").1, "2025-11-25");
+    assert_eq!(raw_initialized(&env, "2025-06-18").1, "2025-06-18");
+}
+
+/// `exec_wait` with a progress token sends progress notifications while it waits, each with
+/// the token and a growing `progress`, before its answer.
+#[test]
+fn exec_wait_sends_progress_when_asked() {
+    let env = TestEnv::new();
+    let (mut s, _) = raw_initialized(&env, "2025-11-25");
+    let start = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "exec_start", "arguments": {"argv": ["sleep", "30"]}}});
+    s.send(start.to_string().as_bytes());
+    let id = s.answer()["result"]["structuredContent"]["exec_id"].as_str().unwrap().to_string();
+    let wait = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "exec_wait", "arguments": {"exec_id": id, "timeout_seconds": 11},
+                   "_meta": {"progressToken": "wait-1"}}});
+    s.send(wait.to_string().as_bytes());
+    let mut progress = Vec::new();
+    let answer = loop {
+        let message = s.answer();
+        if message["method"] == "notifications/progress" {
+            assert_eq!(message["params"]["progressToken"], "wait-1", "{message}");
+            assert_eq!(message["params"]["total"], 11.0, "{message}");
+            progress.push(message["params"]["progress"].as_f64().unwrap());
+            continue;
+        }
+        break message;
+    };
+    assert_eq!(answer["id"], 3);
+    assert_eq!(answer["result"]["structuredContent"]["timed_out"], true, "{answer}");
+    assert!(progress.len() >= 2, "{progress:?}");
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+    // Without a token: no notification, only the answer.
+    let wait = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "exec_wait", "arguments": {"exec_id": id, "timeout_seconds": 6}}});
+    s.send(wait.to_string().as_bytes());
+    assert_eq!(s.answer()["id"], 4);
+    let cancel = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "exec_cancel", "arguments": {"exec_id": id, "grace_seconds": 0}}});
+    s.send(cancel.to_string().as_bytes());
+    assert_eq!(s.answer()["result"]["structuredContent"]["state"], "cancelled");
+}
+
+/// Paging a plain text log costs about its own size: the `content` text an agent reads is at
+/// most 1.3 bytes per byte of log (it was ~11 when every line was a JSON object).
+#[tokio::test]
+async fn a_log_page_costs_about_its_own_size() {
+    let env = TestEnv::new();
+    let (client, _) = connect(&env).await;
+    let cmd = "seq 1 20000 | awk '{printf \"step %d loss %.4f lr 0.0003\\n\", $1, 100/$1}'";
+    let started = call(&client, "exec_start", json!({"cmd": cmd})).await;
+    let id = started["exec_id"].as_str().unwrap();
+    let done = call(&client, "exec_wait", json!({"exec_id": id})).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let (mut log, mut content, mut message) = (0usize, 0usize, 0usize);
+    let mut since = 0u64;
+    loop {
+        let args = json!({"exec_id": id, "since_stdout": since, "since_stderr": 0});
+        let result = try_call(&client, "exec_logs", args).await.unwrap();
+        let page = check_shape("exec_logs", &result);
+        log += page["stdout"]["text"].as_str().map_or(0, str::len);
+        content += result.content.iter().map(|c| c.as_text().unwrap().text.len()).sum::<usize>();
+        message += serde_json::to_string(&result).unwrap().len();
+        since = page["next_offset"]["stdout"].as_u64().unwrap();
+        if page["more"] == false {
+            break;
+        }
+    }
+    assert_eq!(log as u64, since);
+    let (text_ratio, whole_ratio) = (content as f64 / log as f64, message as f64 / log as f64);
+    eprintln!(
+        "log {log} bytes: content {content} bytes ({text_ratio:.3}x), whole result {message} \
+         bytes ({whole_ratio:.3}x)"
+    );
+    assert!(text_ratio <= 1.3, "{text_ratio}");
+    assert!(whole_ratio <= 2.5, "{whole_ratio}");
+    client.cancel().await.unwrap();
 }

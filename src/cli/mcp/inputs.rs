@@ -1,6 +1,8 @@
 //! The MCP tools' arguments: their types (whose doc comments are the JSON schema descriptions an
 //! agent reads), how they are parsed, and how they become protocol requests. Arguments that
-//! cannot be used are protocol-level `invalid_params` errors carrying the CLI's `usage` code.
+//! cannot be used are `bad_argument` errors carrying the CLI's `usage` code; the server answers
+//! them as tool results with `isError: true` (MCP 2025-11-25), so the model reads and corrects
+//! them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use rmcp::ErrorData;
 use rmcp::handler::server::common::{FromContextPart, schema_for_input};
 use rmcp::handler::server::tool::ToolCallContext;
-use rmcp::model::JsonObject;
+use rmcp::model::{ErrorCode, JsonObject};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -98,9 +100,9 @@ pub struct LogsInput {
     pub since_stderr: Option<u64>,
     /// Only the last N lines (of what follows `since_*`): to look at the end of a long log.
     pub tail_lines: Option<u64>,
-    /// At most this many bytes of log in this answer (default 16384, at most 1048576), split
-    /// evenly between the streams with `both`. `more: true` says there is more: call again with
-    /// the returned `next_offset`.
+    /// At most this many bytes of log in this whole answer, both streams together (default
+    /// 16384, at most 1048576; also at most 2000 lines). `more: true` says there is more: call
+    /// again with the returned `next_offset`.
     #[schemars(range(min = 1, max = 1048576))]
     pub max_bytes: Option<u64>,
 }
@@ -142,9 +144,8 @@ pub struct ListInput {
     pub limit: Option<usize>,
 }
 
-/// A tool's arguments. rmcp's own `Parameters` turns arguments that do not parse into a tool
-/// error; this server answers them with a protocol-level `invalid_params` error instead, as it
-/// does for every argument it cannot use (README "MCP server").
+/// A tool's arguments, parsed with the server's own error (`bad_argument`) for what does not
+/// parse, so a wrong type reads like every other argument error.
 pub struct Arguments<T>(pub T);
 
 impl<S, T: DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Arguments<T> {
@@ -156,14 +157,78 @@ impl<S, T: DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Argumen
     }
 }
 
-/// The JSON schema of a tool's arguments, from the input type's doc comments.
+/// The JSON schema of a tool's arguments, from the input type's doc comments. An optional
+/// argument may be absent, never null, so its type is the plain type: clients that convert
+/// `key=value` by the schema's `type` (the MCP Inspector CLI) then send numbers, booleans and
+/// objects as such.
 pub fn input_schema<T: JsonSchema + 'static>() -> std::sync::Arc<JsonObject> {
-    schema_for_input::<T>().unwrap_or_else(|e| panic!("the input schema of a tool: {e}"))
+    let schema =
+        schema_for_input::<T>().unwrap_or_else(|e| panic!("the input schema of a tool: {e}"));
+    let mut schema = Value::Object(schema.as_ref().clone());
+    drop_null(&mut schema);
+    match schema {
+        Value::Object(object) => std::sync::Arc::new(object),
+        _ => unreachable!("a schema object stays an object"),
+    }
 }
 
-/// Arguments that cannot be used: a protocol-level `invalid_params` error, with the CLI's code.
+/// Removes `"null"` from every `type` list and `{"type": "null"}` from every `anyOf`/`oneOf`,
+/// keeping the one schema left alone where only one remains.
+fn drop_null(schema: &mut Value) {
+    let Value::Object(object) = schema else {
+        if let Value::Array(items) = schema {
+            items.iter_mut().for_each(drop_null);
+        }
+        return;
+    };
+    if let Some(Value::Array(types)) = object.get_mut("type") {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let only = types.remove(0);
+            object.insert("type".into(), only);
+        }
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(Value::Array(choices)) = object.get_mut(key) {
+            choices.retain(|c| c.get("type").is_none_or(|t| t != "null"));
+            if choices.len() == 1 {
+                let Some(Value::Object(only)) =
+                    object.remove(key).and_then(|mut c| c.get_mut(0).map(Value::take))
+                else {
+                    continue;
+                };
+                object.extend(only);
+            }
+        }
+    }
+    if object.get("default").is_some_and(Value::is_null) {
+        object.remove("default");
+    }
+    object.values_mut().for_each(drop_null);
+}
+
+/// Arguments that cannot be used: the CLI's `usage` error, answered as a tool error.
 pub fn bad_argument(message: impl Into<String>) -> ErrorData {
-    ErrorData::invalid_params(message.into(), Some(json!({ "code": "usage" })))
+    ErrorData::invalid_params(
+        message.into(),
+        Some(json!({ "code": "usage", "hint": ARGUMENT_HINT })),
+    )
+}
+
+/// What a model should do about an argument error.
+const ARGUMENT_HINT: &str = "see the tool's inputSchema for the arguments, their types and ranges";
+
+/// The CLI's error object for an argument error made by `bad_argument`; `None` for any other
+/// protocol error (an unknown tool stays one).
+pub fn argument_failure(e: &ErrorData) -> Option<crate::error::Error> {
+    let data = e.data.as_ref()?;
+    (e.code == ErrorCode::INVALID_PARAMS && data["code"] == "usage").then(|| {
+        let error = crate::error::Error::new(crate::error::ErrorCode::Usage, e.message.to_string());
+        match data["hint"].as_str() {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        }
+    })
 }
 
 pub fn seconds(
@@ -221,7 +286,7 @@ pub fn logs_request(input: &LogsInput) -> std::result::Result<LogsRequest, Error
             since.set(s, offset);
         }
     }
-    let per_stream = max.div_ceil(stream.streams().len() as u64);
+    // Each stream may fill the whole budget; the page is cut to `max` over both (`logs_page`).
     Ok(LogsRequest {
         exec_id: input.exec_id.clone(),
         stream,
@@ -230,7 +295,7 @@ pub fn logs_request(input: &LogsInput) -> std::result::Result<LogsRequest, Error
         since: (since != StreamOffsets::default()).then_some(since),
         follow: false,
         raw: false,
-        max_bytes: Some(per_stream),
+        max_bytes: Some(max),
     })
 }
 
@@ -239,12 +304,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn logs_pages_start_at_zero_and_split_the_budget() {
+    fn logs_pages_start_at_zero_and_give_each_stream_the_budget() {
         let input: LogsInput =
             serde_json::from_value(json!({"exec_id": "x", "since_stderr": 7})).unwrap();
         let req = logs_request(&input).unwrap();
         assert_eq!(req.since, Some(StreamOffsets { stdout: Some(0), stderr: Some(7) }));
-        assert_eq!(req.max_bytes, Some(DEFAULT_LOG_BYTES / 2));
+        assert_eq!(req.max_bytes, Some(DEFAULT_LOG_BYTES));
         let tail: LogsInput =
             serde_json::from_value(json!({"exec_id": "x", "stream": "stdout", "tail_lines": 3}))
                 .unwrap();
@@ -254,5 +319,19 @@ mod tests {
             serde_json::from_value(json!({"exec_id": "x", "stream": "stdout", "since_stderr": 1}))
                 .unwrap();
         assert!(logs_request(&bad).is_err());
+    }
+
+    #[test]
+    fn optional_arguments_have_plain_types_without_null() {
+        let schema = Value::Object(input_schema::<LogsInput>().as_ref().clone());
+        let props = &schema["properties"];
+        assert_eq!(props["since_stdout"]["type"], "integer", "{schema}");
+        assert_eq!(props["max_bytes"]["minimum"], 1, "{schema}");
+        let start = Value::Object(input_schema::<StartInput>().as_ref().clone());
+        assert_eq!(start["properties"]["labels"]["type"], "object", "{start}");
+        assert!(!start.to_string().contains("null"), "{start}");
+        let list = Value::Object(input_schema::<ListInput>().as_ref().clone());
+        assert!(!list.to_string().contains("null"), "{list}");
+        assert!(!schema.to_string().contains("null"), "{schema}");
     }
 }

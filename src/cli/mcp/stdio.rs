@@ -3,8 +3,10 @@
 //! rmcp's own line transport does the protocol. In front of it, a reader answers what it drops
 //! without a word: a line that is not JSON gets JSON-RPC's `-32700 Parse error` and a line over
 //! the size cap gets `-32600 Invalid Request` (both with `id: null`), so a client learns its
-//! message was lost instead of waiting for an answer that never comes. Both kinds of answer
-//! reach stdout through one writer, a whole line at a time.
+//! message was lost instead of waiting for an answer that never comes. A batch (a JSON array,
+//! which MCP dropped in 2025-06-18) gets `-32600` with `id: null` too. Both kinds of answer
+//! reach stdout through one writer, a whole line at a time; an error answer of rmcp's without
+//! an `id` gets `"id": null` there, as JSON-RPC asks.
 
 use rmcp::ServiceExt;
 use serde_json::json;
@@ -81,6 +83,13 @@ fn read_stdin(tx: mpsc::Sender<Incoming>) {
                     continue;
                 }
                 match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
+                    Ok(_) if text.trim_ascii_start().starts_with(b"[") => {
+                        Incoming::Refused(error_line(
+                            -32600,
+                            "Invalid Request: batches are not part of MCP \
+                                            2025-11-25; send one message per line",
+                        ))
+                    }
                     Ok(_) => Incoming::Message(bytes),
                     Err(e) => Incoming::Refused(error_line(-32700, &format!("Parse error: {e}"))),
                 }
@@ -97,6 +106,25 @@ fn read_stdin(tx: mpsc::Sender<Incoming>) {
             return;
         }
     }
+}
+
+/// An error answer without an `id` (rmcp's answer to a message it cannot read) gets `"id":
+/// null`; every other line is passed on as it is. Error answers are short: a long line is not
+/// parsed.
+fn with_null_id(line: Vec<u8>) -> Vec<u8> {
+    if line.len() > 64 * 1024 || !line.windows(8).any(|w| w == b"\"error\":") {
+        return line;
+    }
+    let Ok(serde_json::Value::Object(mut answer)) = serde_json::from_slice(&line) else {
+        return line;
+    };
+    if answer.contains_key("id") || !answer.contains_key("error") {
+        return line;
+    }
+    answer.insert("id".into(), serde_json::Value::Null);
+    let mut fixed = serde_json::Value::Object(answer).to_string().into_bytes();
+    fixed.push(b'\n');
+    fixed
 }
 
 fn error_line(code: i64, message: &str) -> Vec<u8> {
@@ -121,7 +149,7 @@ async fn write_stdout(
         let answer = tokio::select! {
             read = lines.read_until(b'\n', &mut line) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(_) => std::mem::take(&mut line),
+                Ok(_) => with_null_id(std::mem::take(&mut line)),
             },
             answer = refused.recv(), if refusals_open => match answer {
                 Some(answer) => answer,

@@ -69,6 +69,12 @@ pub enum ErrorCode {
     Forbidden,
     /// The port is served by a codexd of another user (or something that is not codexd).
     ForeignDaemon,
+    /// `file_read`/`file_stat` parent, `file_ls`: no such file or directory on the machine.
+    FileNotFound,
+    /// A file over codexd's `max_file_size`.
+    FileTooLarge,
+    /// The receiving side's disk (or quota) is full; files already there are left intact.
+    NoSpace,
     /// A code this version does not know (sent by a newer peer).
     #[serde(other)]
     Other,
@@ -84,7 +90,8 @@ impl ErrorCode {
             | Unauthorized | ForeignDaemon => exit::TRANSPORT,
             Timeout => exit::TIMED_OUT,
             BadRequest | RequestTooLarge | UnknownType | InvalidId | InvalidArgument
-            | JobNotFound | JobRunning | StartFailed | Internal | Forbidden | Other => exit::REMOTE,
+            | JobNotFound | JobRunning | StartFailed | Internal | Forbidden | FileNotFound
+            | FileTooLarge | NoSpace | Other => exit::REMOTE,
         }
     }
 
@@ -113,6 +120,9 @@ impl ErrorCode {
             Unauthorized => "unauthorized",
             Forbidden => "forbidden",
             ForeignDaemon => "foreign_daemon",
+            FileNotFound => "file_not_found",
+            FileTooLarge => "file_too_large",
+            NoSpace => "no_space",
             Other => "other",
         }
     }
@@ -152,6 +162,21 @@ impl Error {
     /// An `internal` error from an I/O error, keeping its kind.
     pub fn io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
         let mut e = Error::internal(context, &err);
+        e.io_kind = Some(err.kind());
+        e
+    }
+
+    /// An I/O error on a user's file: a full disk is `no_space`, a missing path
+    /// `file_not_found`, anything else `internal` (each with `context`).
+    pub fn file_io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
+        let code = match err.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                ErrorCode::NoSpace
+            }
+            std::io::ErrorKind::NotFound => ErrorCode::FileNotFound,
+            _ => return Error::io(context, err),
+        };
+        let mut e = Error::new(code, format!("{context}: {err}"));
         e.io_kind = Some(err.kind());
         e
     }

@@ -26,5 +26,6 @@ pub mod platform;
 pub mod protocol;
 pub mod remote;
 pub mod shell;
+pub mod tree;
 pub mod version;
 pub mod wire;

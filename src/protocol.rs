@@ -34,6 +34,24 @@
 //! {"type":"exec_rm","exec_id":"x"}
 //! {"type":"exec_prune","keep":200}
 //! ```
+//! Files and sync (capabilities `files` and `sync`; [`files`] documents the bytes that follow
+//! a `file_write`, `sync_diff`, `sync_apply` or `sync_send` line, and the frames):
+//! ```text
+//! {"type":"file_write","path":"~/w/a.py","size":5,"mode":"0644","mkdir":true,
+//!   "follow_symlinks":true}                                  then 5 raw bytes
+//! {"type":"file_read","path":"~/w/a.py","offset":0,"limit":65536}
+//! {"type":"file_stat","path":"~/w"}
+//! {"type":"file_ls","path":"~/w"}
+//! {"type":"sync_diff","root":"~/w","direction":"push","exclude":["*.log"],"include_git":true,
+//!   "no_gitignore":true,"delete":true,"entries":1}           then 1 ENTRY line
+//! {"type":"sync_apply","root":"~/w"}                         then frames up to {"frame":"end"}
+//! {"type":"sync_send","root":"~/w","paths":1}                then 1 line: "a.py"
+//! ```
+//! `ENTRY` is `{"path":"a.py","kind":"file","size":5,"mode":"0644","mtime_ns":1,"hash":"…"}`
+//! (`kind` `file`, `dir` or `symlink`, which has a `target`). Frames: `{"frame":"file","path",
+//! "size","mode","mtime_ns"}` (then the bytes and a status byte), `{"frame":"symlink","path",
+//! "target"}`, `{"frame":"dir","path","mode"}`, `{"frame":"meta","path","mode","mtime_ns"}`,
+//! `{"frame":"delete","path"}`, `{"frame":"end"}`.
 //!
 //! ### Answers
 //! ```text
@@ -51,6 +69,16 @@
 //! {"type":"removed","exec_id":"x"}
 //! {"type":"pruned","removed":["x"],"kept":3}
 //! {"type":"error","code":"job_not_found","message":"no job x","hint":"h"}
+//! {"type":"file_written","path":"/h/w/a.py","size":5,"mode":"0644"}
+//! {"type":"file_data","path":"/h/w/a.py","offset":0,"size":5,"data_b64":"aGVsbG8=",
+//!   "next_offset":5,"eof":true}
+//! {"type":"file_stat","path":"/h/w/l","exists":true,"kind":"symlink","size":4,"mode":"0777",
+//!   "mtime":"2026-11-24T15:42:36Z","target":"a.py"}
+//! {"type":"file_list","path":"/h/w","entries":[{"path":"a.py","exists":true,"kind":"file"}]}
+//! {"type":"sync_diff","send":[ENTRY],"check":[],"meta":[],"delete":["old.txt"],"unchanged":3,
+//!   "skipped":[{"path":"s","reason":"a socket"}]}
+//! {"type":"sync_applied","files":1,"bytes":5,"links":0,"dirs":0,"meta":0,"deleted":1,
+//!   "changed":["log.txt"]}                                   sync_apply; sync_send: sync_sent
 //! ```
 //! A `log` line's `offset` is the byte offset of its first byte in the log; `next_offset` is
 //! where to continue (`since`) without losing or repeating a byte. An `error` line without an `id`
@@ -70,6 +98,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorCode};
 
+pub mod files;
+pub use files::{
+    Direction, Entry, FileData, FileKind, FileList, FileReadRequest, FileStat, FileWriteRequest,
+    FileWritten, Frame, PathRequest, Skipped, SyncApplyRequest, SyncDiff, SyncDiffRequest,
+    SyncSendRequest, TransferStats, TreeFilter,
+};
+
 /// Bumped when a change would break an older peer.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -84,6 +119,10 @@ pub mod capability {
     pub const CANCEL_TREE: &str = "cancel_tree";
     pub const SCRIPT: &str = "script";
     pub const PRUNE: &str = "prune";
+    /// `file_write`, `file_read`, `file_stat`, `file_ls`.
+    pub const FILES: &str = "files";
+    /// `sync_diff`, `sync_apply`, `sync_send`.
+    pub const SYNC: &str = "sync";
 }
 
 /// What this codexd can do, reported by `hello`.
@@ -95,6 +134,8 @@ pub const CAPABILITIES: &[&str] = &[
     capability::CANCEL_TREE,
     capability::SCRIPT,
     capability::PRUNE,
+    capability::FILES,
+    capability::SYNC,
 ];
 
 /// The request `type`s this version knows.
@@ -108,6 +149,13 @@ pub const REQUEST_TYPES: &[&str] = &[
     "exec_list",
     "exec_rm",
     "exec_prune",
+    "file_write",
+    "file_read",
+    "file_stat",
+    "file_ls",
+    "sync_diff",
+    "sync_apply",
+    "sync_send",
 ];
 
 /// A request, tagged by `type`.
@@ -123,6 +171,13 @@ pub enum Request {
     ExecList(ListRequest),
     ExecRm(JobRef),
     ExecPrune(PruneRequest),
+    FileWrite(FileWriteRequest),
+    FileRead(FileReadRequest),
+    FileStat(PathRequest),
+    FileLs(PathRequest),
+    SyncDiff(SyncDiffRequest),
+    SyncApply(SyncApplyRequest),
+    SyncSend(SyncSendRequest),
 }
 
 impl Request {
@@ -133,6 +188,37 @@ impl Request {
             Request::ExecLogs(r) if r.raw => Some(capability::LOGS_RAW),
             Request::ExecLogs(r) if r.follow => Some(capability::LOGS_FOLLOW),
             Request::ExecPrune(_) => Some(capability::PRUNE),
+            Request::FileWrite(_)
+            | Request::FileRead(_)
+            | Request::FileStat(_)
+            | Request::FileLs(_) => Some(capability::FILES),
+            Request::SyncDiff(_) | Request::SyncApply(_) | Request::SyncSend(_) => {
+                Some(capability::SYNC)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether bytes follow this request's line on the same stream ([`files`]).
+    pub fn has_payload(&self) -> bool {
+        matches!(
+            self,
+            Request::FileWrite(_)
+                | Request::SyncDiff(_)
+                | Request::SyncApply(_)
+                | Request::SyncSend(_)
+        )
+    }
+
+    /// The path on the machine a files or sync request reads or writes.
+    pub fn target_path(&self) -> Option<&str> {
+        match self {
+            Request::FileWrite(r) => Some(&r.path),
+            Request::FileRead(r) => Some(&r.path),
+            Request::FileStat(r) | Request::FileLs(r) => Some(&r.path),
+            Request::SyncDiff(r) => Some(&r.root),
+            Request::SyncApply(r) => Some(&r.root),
+            Request::SyncSend(r) => Some(&r.root),
             _ => None,
         }
     }
@@ -562,6 +648,13 @@ pub enum Response {
     Removed(RemovedResponse),
     Pruned(PrunedResponse),
     Error(ErrorBody),
+    FileWritten(FileWritten),
+    FileData(FileData),
+    FileStat(FileStat),
+    FileList(FileList),
+    SyncDiff(SyncDiff),
+    SyncApplied(TransferStats),
+    SyncSent(TransferStats),
 }
 
 impl Response {
@@ -577,6 +670,13 @@ impl Response {
             Response::Removed(_) => "removed",
             Response::Pruned(_) => "pruned",
             Response::Error(_) => "error",
+            Response::FileWritten(_) => "file_written",
+            Response::FileData(_) => "file_data",
+            Response::FileStat(_) => "file_stat",
+            Response::FileList(_) => "file_list",
+            Response::SyncDiff(_) => "sync_diff",
+            Response::SyncApplied(_) => "sync_applied",
+            Response::SyncSent(_) => "sync_sent",
         }
     }
 

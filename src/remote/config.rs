@@ -213,8 +213,10 @@ mod tests {
                 "unknown key `zzz` (ignored)",
             ]
         );
-        assert!(crate::config_file::unknown_keys::<RemoteConfig>(TEMPLATE, Path::new("c.yaml"))
-            .is_empty());
+        assert!(
+            crate::config_file::unknown_keys::<RemoteConfig>(TEMPLATE, Path::new("c.yaml"))
+                .is_empty()
+        );
     }
 
     #[test]

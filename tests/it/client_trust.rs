@@ -30,7 +30,11 @@ fn impostor() -> (u16, Arc<Mutex<Vec<String>>>) {
             }
             let len = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
                 .unwrap_or(0usize);
             let mut body = vec![0; len];
             let _ = reader.read_exact(&mut body);
@@ -101,7 +105,10 @@ fn a_forward_to_a_host_that_does_not_resolve_does_not_hang() {
         assert!(Instant::now() < deadline, "machine check hangs");
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("use_direct_addr to an unresolvable host: machine check ended in {:?}", started.elapsed());
+    eprintln!(
+        "use_direct_addr to an unresolvable host: machine check ended in {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -127,14 +127,23 @@ pub fn write_content(
     let (mut reader, size): (Box<dyn Read>, u64) = match content {
         Content::Bytes(b) => (Box::new(b), b.len() as u64),
         Content::File(path) => {
+            let not_file = || {
+                usage(format!(
+                    "--src {} is not a regular file (a directory, socket or device)",
+                    path.display()
+                ))
+            };
+            // Checked before opening: opening a socket or a fifo fails or blocks.
+            let meta = std::fs::metadata(path)
+                .map_err(|e| usage(format!("--src {}: {e}", path.display())))?;
+            if !meta.is_file() {
+                return Err(not_file());
+            }
             let file = std::fs::File::open(path)
                 .map_err(|e| usage(format!("--src {}: {e}", path.display())))?;
             let meta = file.metadata().map_err(|e| Error::io("--src", e))?;
             if !meta.is_file() {
-                return Err(usage(format!(
-                    "--src {} is not a regular file (a directory, socket or device)",
-                    path.display()
-                )));
+                return Err(not_file());
             }
             (Box::new(file), meta.len())
         }

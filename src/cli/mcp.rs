@@ -2,13 +2,14 @@
 //! native tools instead of shelling out and polling.
 //!
 //! Tools: `machines`, `exec_start`, `exec_status`, `exec_logs`, `exec_wait`, `exec_cancel`,
-//! `exec_list`. Each answers structured JSON (the CLI's objects) plus one short text line.
+//! `exec_list`, and (`files`) `file_read`, `file_write`, `sync_push`, `sync_pull`. Each answers structured JSON (the CLI's objects) plus one short text line.
 //! A failure of the call itself (unknown machine, job not found, ssh down) is a *tool error*
 //! whose JSON carries the CLI's stable error `code`; arguments that cannot be used are a
 //! protocol-level `invalid_params` error (`inputs`). Calls reach machines through the same blocking
 //! transport as the CLI, on tokio's blocking pool, so a 25 s `exec_wait` holds no other call up.
 //! The config is read at every call: an edit takes effect without restarting the server.
 
+mod files;
 mod inputs;
 mod stdio;
 
@@ -78,7 +79,7 @@ type ToolResult = std::result::Result<CallToolResult, ErrorData>;
 #[tool_router]
 impl McpServer {
     pub fn new(config: Option<PathBuf>) -> Self {
-        McpServer { config, tool_router: Self::tool_router() }
+        McpServer { config, tool_router: Self::tool_router() + Self::files_tool_router() }
     }
 
     /// The configured machines, each checked with a `hello` call.
@@ -497,6 +498,10 @@ mod tests {
             "exec_wait",
             "exec_cancel",
             "exec_list",
+            "file_read",
+            "file_write",
+            "sync_push",
+            "sync_pull",
         ] {
             assert!(names.contains(&name), "{name} missing from {names:?}");
         }

@@ -415,6 +415,9 @@ impl Tick for Progress<'_> {
         self.files_total = send.iter().filter(|e| e.kind != FileKind::Dir).count() as u64;
         self.bytes_total = send.iter().map(|e| e.size).sum();
         self.bar.set_length(self.bytes_total);
+        // The transfer starts now: a progress line only after a second of it.
+        self.started = Instant::now();
+        self.last = self.started;
         if let Ok(style) =
             ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
         {

@@ -9,7 +9,8 @@ use crate::support::TestEnv;
 const STATUS: &str = r#""exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096","status":"finished","state":"failed","cmd":"exit 3","cwd":"/home/u","pid":10,"started_at":"2026-11-24T15:42:36.613Z","finished_at":"2026-11-24T15:42:36.617Z","exit_code":3,"signal":null,"duration_ms":4,"error":null,"created_at":"2026-11-24T15:42:36.609Z""#;
 
 /// A manifest entry (`sync_diff` lines and answers).
-const ENTRY: &str = r#"{"path":"a.py","kind":"file","size":5,"mode":"0644","mtime_ns":1,"hash":"af1349b9"}"#;
+const ENTRY: &str =
+    r#"{"path":"a.py","kind":"file","size":5,"mode":"0644","mtime_ns":1,"hash":"af1349b9"}"#;
 
 /// The frames of a bulk transfer.
 const FRAMES: &[&str] = &[

@@ -476,7 +476,7 @@ def bench_sync(ssh_cfg):
            max(per10k) < 8)
 
     mixed = os.path.join(WORK, "tree200m")
-    make_tree(mixed, 1100, [4 << 20] * 1 + [64 << 10] * 21, seed=2)
+    make_tree(mixed, 880, [4 << 20] * 1 + [64 << 10] * 21, seed=2)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(mixed) for f in fs)
     first_ours, first_theirs = os.path.join(WORK, "first-ours"), os.path.join(WORK, "first-rsync")
     push = [REMOTE, "sync", "push", "--machine", "bench", "--src", mixed, "--dst", first_ours]

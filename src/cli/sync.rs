@@ -155,8 +155,14 @@ pub fn sync(m: &Machine, plan: &SyncPlan, progress: &mut dyn Tick) -> Result<Syn
     } else if local_root.exists() && !local_root.is_dir() {
         return Err(usage(format!("--dst {} is not a directory", plan.dst)));
     }
-    let local = walk(&local_root, &plan.filter)?;
-    let mut session = m.session(capability::SYNC)?;
+    // The session (ssh, codexd's start, hello) opens while the local tree is walked.
+    let (local, session) = std::thread::scope(|scope| {
+        let opening = scope.spawn(|| m.session(capability::SYNC));
+        let local = walk(&local_root, &plan.filter);
+        let session = opening.join().unwrap_or_else(|_| Err(Error::internal("ssh", "panicked")));
+        (local, session)
+    });
+    let (local, mut session) = (local?, session?);
     let req = SyncDiffRequest {
         root: remote_root.clone(),
         direction: plan.direction,

@@ -23,11 +23,16 @@ fn no_payload() -> Error {
 
 pub fn sync_diff(req: &SyncDiffRequest, sink: &mut dyn Sink) -> Result<SyncDiff> {
     let root = resolve(&req.root)?;
-    let theirs: Vec<Entry> = read_lines(sink.payload().ok_or_else(no_payload)?, req.entries)?;
+    // This side's walk runs while the client's manifest arrives.
+    let (theirs, ours) = std::thread::scope(|scope| {
+        let walker = scope.spawn(|| walk(&root, &req.filter));
+        let theirs = read_lines::<Entry>(sink.payload().ok_or_else(no_payload)?, req.entries);
+        let ours = walker.join().unwrap_or_else(|_| Err(Error::internal("walk", "panicked")));
+        Ok::<_, Error>((theirs?, ours?))
+    })?;
     for e in &theirs {
         rel_path(&e.path)?;
     }
-    let ours = walk(&root, &req.filter)?;
     let (source, dest) = match req.direction {
         Direction::Push => (&theirs, &ours.entries),
         Direction::Pull => (&ours.entries, &theirs),

@@ -28,7 +28,7 @@ pub fn write_temp(dir: &Path, content: &mut dyn Read, size: u64) -> Result<Named
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(|e| Error::file_io(what(), e))?;
-    let copied = io::copy(&mut content.take(size), tmp.as_file_mut())
+    let copied = copy_large(&mut content.take(size), tmp.as_file_mut())
         .map_err(|e| Error::file_io(what(), e))?;
     if copied < size {
         return Err(Error::new(
@@ -37,6 +37,22 @@ pub fn write_temp(dir: &Path, content: &mut dyn Read, size: u64) -> Result<Named
         ));
     }
     Ok(tmp)
+}
+
+/// `io::copy` with a 256 KiB buffer (its own is 8 KiB): fewer syscalls for big files.
+pub fn copy_large(r: &mut dyn Read, w: &mut dyn io::Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
 }
 
 /// Gives the temp file its mode and mtime and renames it to `target` (an empty directory in

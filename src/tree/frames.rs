@@ -111,7 +111,7 @@ fn send_file(w: &mut dyn Write, path: &str, abs: &Path) -> Result<Sent> {
         mtime_ns: mtime_ns(&before),
     };
     write_frame(w, &frame).map_err(io_err)?;
-    let copied = io::copy(&mut (&file).take(size), w).map_err(io_err)?;
+    let copied = super::apply::copy_large(&mut (&file).take(size), w).map_err(io_err)?;
     let mut changed = copied < size;
     if changed {
         // It shrank: the receiver still expects `size` bytes.

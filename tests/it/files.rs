@@ -184,3 +184,90 @@ fn a_src_that_is_a_socket_or_a_device_is_refused() {
     }
     assert!(!dst.exists());
 }
+
+/// A raw HTTP/1.1 POST with a body; the status and the body text.
+fn post(addr: &str, path: &str, token: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut text = Vec::new();
+    stream.read_to_end(&mut text).unwrap();
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn over_http_paths_outside_the_home_and_allowed_roots_are_forbidden() {
+    use crate::serve::{Serve, http};
+    let env = TestEnv::new();
+    let allowed = env.path("allowed");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(env.data_dir()).unwrap();
+    std::fs::write(
+        env.data_dir().join("config.yaml"),
+        format!("allowed_cwd_roots: [\"{}\"]\n", allowed.display()),
+    )
+    .unwrap();
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, env.home.join("link-out")).unwrap();
+    let serve = Serve::start(&env);
+    let token = std::fs::read_to_string(env.data_dir().join("token")).unwrap().trim().to_string();
+
+    // The original routes: inside the home and an allowed root work.
+    let body = br#"{"path":"w/a.txt","content":"hi","mode":"0600","mkdir":true}"#;
+    let (status, text) = post(&serve.addr, "/v1/file/write", &token, body);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(std::fs::read_to_string(env.home.join("w/a.txt")).unwrap(), "hi");
+    let body = format!(r#"{{"path":"{}","content_b64":"AAEC"}}"#, allowed.join("b.bin").display());
+    assert_eq!(post(&serve.addr, "/v1/file/write", &token, body.as_bytes()).0, 200);
+    assert_eq!(std::fs::read(allowed.join("b.bin")).unwrap(), [0, 1, 2]);
+    let get = |path: &str| {
+        http(
+            &serve.addr,
+            &format!(
+                "GET /v1/file/read?path={path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    let (status, v) = get("w/a.txt");
+    assert_eq!((status, v["data_b64"].as_str()), (200, Some("aGk=")), "{v}");
+
+    // Absolute paths outside, `..` and a symlink out of the home are refused, nothing written.
+    for path in [
+        outside.join("x").display().to_string(),
+        "../outside/x".to_string(),
+        "link-out/x".to_string(),
+    ] {
+        let body = format!(r#"{{"path":"{path}","content":"no"}}"#);
+        let (status, text) = post(&serve.addr, "/v1/file/write", &token, body.as_bytes());
+        assert_eq!(status, 403, "{path}: {text}");
+        assert!(text.contains("forbidden"), "{text}");
+        assert_eq!(get(&path).0, 403, "{path}");
+    }
+    assert!(!outside.join("x").exists());
+    assert_eq!(get("/etc/hostname").0, 403);
+
+    // /v1/rpc: the bytes after the request line stream to the handler; the same rules hold.
+    let mut body = br#"{"id":1,"type":"file_write","path":"w/rpc.bin","size":3}"#.to_vec();
+    body.extend_from_slice(b"\n\xff\x00\n");
+    let (status, text) = post(&serve.addr, "/v1/rpc", &token, &body);
+    assert_eq!(status, 200);
+    assert!(text.contains("file_written"), "{text}");
+    assert_eq!(std::fs::read(env.home.join("w/rpc.bin")).unwrap(), b"\xff\x00\n");
+    let line = format!(r#"{{"id":2,"type":"sync_apply","root":"{}"}}"#, outside.display());
+    let body = format!("{line}\n{{\"frame\":\"end\"}}\n");
+    let (_, text) = post(&serve.addr, "/v1/rpc", &token, body.as_bytes());
+    assert!(text.contains("\"code\":\"forbidden\""), "{text}");
+    let body = format!(r#"{{"id":3,"type":"file_ls","path":"{}"}}"#, outside.display());
+    let (_, text) = post(&serve.addr, "/v1/rpc", &token, body.as_bytes());
+    assert!(text.contains("\"code\":\"forbidden\""), "{text}");
+}

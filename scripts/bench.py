@@ -440,10 +440,126 @@ def bench_mcp_log_answer():
            "<= 2.5 (before: 5.2; text + exact structured data)", whole_ratio <= 2.5)
 
 
+# ---------------------------------------------------------------------------------------------
+# Files and sync, side by side with rsync 3.x and `ssh host 'cat > f'` through the very same
+# ControlMaster connection that codex-remote uses.
+
+def make_tree(root, n_files, sizes, seed=1):
+    """n_files files in directories of 100, sizes cycling through `sizes`."""
+    import random
+    rnd = random.Random(seed)
+    for i in range(n_files):
+        d = os.path.join(root, f"d{i // 100:04d}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"f{i:06d}.txt"), "wb") as f:
+            f.write(rnd.randbytes(sizes[i % len(sizes)]))
+
+
+def master_socket():
+    d = ENV["CODEX_REMOTE_CONTROL_DIR"]
+    import stat
+    socks = [os.path.join(d, n) for n in os.listdir(d) if stat.S_ISSOCK(os.lstat(os.path.join(d, n)).st_mode)]
+    if not socks:
+        raise SystemExit("no ControlMaster socket after a codex-remote call")
+    return socks[0]
+
+
+def gnu_time_kib(path):
+    with open(path) as f:
+        return int(f.read().split()[-1])
+
+
+def bench_sync(ssh_cfg):
+    print("sync and file write vs rsync and ssh cat", file=sys.stderr)
+    if not shutil.which("rsync"):
+        record("sync figures", "rsync not installed", "rsync 3.x", False)
+        return
+    remote_data = os.path.join(WORK, "remote-data")
+    mem = os.path.join(WORK, "codexd-rss")
+    write_config(ENV["CODEX_REMOTE_CONFIG"], f"""machines:
+  - name: bench
+    ssh: benchhost
+    ssh_args: ["-F", "{ssh_cfg}"]
+    codexd: {CODEXD}
+    data_dir: {remote_data}
+  - name: benchmem
+    ssh: benchhost
+    ssh_args: ["-F", "{ssh_cfg}"]
+    codexd: /usr/bin/time -q -f %M -o {mem} {CODEXD}
+    data_dir: {remote_data}
+""")
+    ok_json([REMOTE, "exec", "list", "--machine", "bench", "--limit", "1"])  # the master is up
+    sock = master_socket()
+    ssh = f"ssh -F {ssh_cfg} -o ControlMaster=no -o ControlPath={sock}"
+    tree = os.path.join(WORK, "tree20k")
+    make_tree(tree, 20000, [200, 1000, 4000, 150])
+    big = os.path.join(tree, "d0000", "big.bin")
+    with open(big, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    ours_dst, theirs_dst = os.path.join(WORK, "dst-ours"), os.path.join(WORK, "dst-rsync")
+    push = [REMOTE, "sync", "push", "--machine", "bench", "--src", tree, "--dst", ours_dst]
+    rsync = ["rsync", "-a", "-e", ssh, tree + "/", f"benchhost:{theirs_dst}/"]
+    timed(push)(), timed(rsync)()
+    a, b = interleaved(timed(push), timed(rsync), 7)
+    record("sync push, nothing changed, 20,000 files / rsync -a", f"{a*1e3:.0f} ms / {b*1e3:.0f} ms = {a/b:.2f}",
+           "<= 1.0", a / b <= 1.0)
+
+    def touch_big():
+        with open(big, "wb") as f:
+            f.write(os.urandom(1 << 20))
+    a, b = interleaved(timed(push, before=touch_big), timed(rsync, before=touch_big), 7)
+    record("sync push, one 1 MiB file changed in 20,000 / rsync -a",
+           f"{a*1e3:.0f} ms / {b*1e3:.0f} ms = {a/b:.2f}", "<= 1.0", a / b <= 1.0)
+
+    # Memory per 10k files: the same no-change push of 20,000 and of 2,000 files, both sides.
+    small = os.path.join(WORK, "tree2k")
+    make_tree(small, 2000, [200, 1000, 4000, 150])
+    rss = {}
+    for name, src in (("20k", tree), ("2k", small)):
+        cmd = [REMOTE, "sync", "push", "--machine", "benchmem", "--src", src, "--dst", os.path.join(WORK, "mem-" + name)]
+        run(cmd)
+        _, _, client = peak_rss_kib(cmd)
+        rss[name] = (client, gnu_time_kib(mem))
+    per10k = [(rss["20k"][i] - rss["2k"][i]) / 1.8 / 1024 for i in range(2)]
+    record("peak RSS of a no-change push, 20,000 / 2,000 files (codex-remote; codexd)",
+           f"{rss['20k'][0]/1024:.1f}/{rss['2k'][0]/1024:.1f} MiB; {rss['20k'][1]/1024:.1f}/{rss['2k'][1]/1024:.1f} MiB "
+           f"= {per10k[0]:.1f}; {per10k[1]:.1f} MiB per 10k files", "manifest only (< 8 MiB per 10k)",
+           max(per10k) < 8)
+
+    mixed = os.path.join(WORK, "tree200m")
+    make_tree(mixed, 880, [4 << 20] * 1 + [64 << 10] * 21, seed=2)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(mixed) for f in fs)
+    first_ours, first_theirs = os.path.join(WORK, "first-ours"), os.path.join(WORK, "first-rsync")
+    push = [REMOTE, "sync", "push", "--machine", "bench", "--src", mixed, "--dst", first_ours]
+    rsync = ["rsync", "-a", "-e", ssh, mixed + "/", f"benchhost:{first_theirs}/"]
+    a, b = interleaved(timed(push, before=lambda: shutil.rmtree(first_ours, ignore_errors=True)),
+                       timed(rsync, before=lambda: shutil.rmtree(first_theirs, ignore_errors=True)), 3)
+    record(f"first sync push of {size/2**20:.0f} MiB (mixed sizes) / rsync -a",
+           f"{a*1e3:.0f} ms / {b*1e3:.0f} ms = {a/b:.2f}", "<= 1.2", a / b <= 1.2)
+
+    one = os.path.join(WORK, "one.bin")
+    with open(one, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    with open(one, "rb") as f:
+        payload = f.read()
+    ours = timed([REMOTE, "file", "write", "--machine", "bench", "--src", one, "--dst", os.path.join(WORK, "fw-ours")])
+    base = timed(["ssh", "-F", ssh_cfg, "-o", "ControlMaster=no", "-o", f"ControlPath={sock}", "benchhost",
+                  f"cat > {os.path.join(WORK, 'fw-ssh')}"], payload)
+    ours(), base()
+    a, b = interleaved(ours, base, 20)
+    record("file write of 1 MiB / ssh host 'cat > f'", f"{a*1e3:.1f} ms / {b*1e3:.1f} ms = {a/b:.2f}",
+           "<= 1.1", a / b <= 1.1)
+
+
 def main():
     sshd = None
     try:
         ssh_machine = None
+        # BENCH_ONLY=sync runs the files and sync figures alone.
+        if os.environ.get("BENCH_ONLY") == "sync":
+            sshd, ssh_cfg = start_sshd()
+            bench_sync(ssh_cfg)
+            return print_table()
         if os.path.exists("/usr/sbin/sshd"):
             sshd, ssh_cfg = start_sshd()
             remote_data = bench_ssh(ssh_cfg)
@@ -459,11 +575,16 @@ def main():
         bench_follow(ssh_machine)
         if ssh_machine:
             bench_burst(ssh_machine)
+            bench_sync(ssh_cfg)
     finally:
         close_masters(ENV["CODEX_REMOTE_CONTROL_DIR"])
         if sshd:
             sshd.terminate()
         shutil.rmtree(WORK, ignore_errors=True)
+    print_table()
+
+
+def print_table():
     width = max(len(r[0]) for r in RESULTS)
     print(f"| {'figure':<{width}} | measured | target | result |")
     print(f"|{'-'*(width+2)}|---|---|---|")

@@ -73,6 +73,12 @@ pub enum ErrorCode {
     ForeignDaemon,
     /// An idempotency key already used by a different request (the message names its job).
     IdempotencyConflict,
+    /// `file_read`/`file_stat` parent, `file_ls`: no such file or directory on the machine.
+    FileNotFound,
+    /// A file over codexd's `max_file_size`.
+    FileTooLarge,
+    /// The receiving side's disk (or quota) is full; files already there are left intact.
+    NoSpace,
     /// A code this version does not know (sent by a newer peer).
     #[serde(other)]
     Other,
@@ -89,7 +95,7 @@ impl ErrorCode {
             Timeout => exit::TIMED_OUT,
             BadRequest | RequestTooLarge | UnknownType | InvalidId | InvalidArgument
             | JobNotFound | JobRunning | StartFailed | Internal | Forbidden | ChecksumMismatch
-            | IdempotencyConflict | Other => exit::REMOTE,
+            | IdempotencyConflict | FileNotFound | FileTooLarge | NoSpace | Other => exit::REMOTE,
         }
     }
 
@@ -120,6 +126,9 @@ impl ErrorCode {
             ForeignDaemon => "foreign_daemon",
             ChecksumMismatch => "checksum_mismatch",
             IdempotencyConflict => "idempotency_conflict",
+            FileNotFound => "file_not_found",
+            FileTooLarge => "file_too_large",
+            NoSpace => "no_space",
             Other => "other",
         }
     }
@@ -167,6 +176,21 @@ impl Error {
     /// Whether this error is an I/O failure of kind `kind`.
     pub fn is_io(&self, kind: std::io::ErrorKind) -> bool {
         self.io_kind == Some(kind)
+    }
+
+    /// An I/O error on a user's file: a full disk is `no_space`, a missing path
+    /// `file_not_found`, anything else `internal` (each with `context`).
+    pub fn file_io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
+        let code = match err.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                ErrorCode::NoSpace
+            }
+            std::io::ErrorKind::NotFound => ErrorCode::FileNotFound,
+            _ => return Error::io(context, err),
+        };
+        let mut e = Error::new(code, format!("{context}: {err}"));
+        e.io_kind = Some(err.kind());
+        e
     }
 
     /// Whether this is a write to a closed pipe (`| head`): not a failure worth reporting.

@@ -28,6 +28,7 @@ pub mod platform;
 pub mod protocol;
 pub mod remote;
 pub mod shell;
+pub mod tree;
 pub mod update;
 pub mod version;
 pub mod wire;

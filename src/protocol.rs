@@ -36,6 +36,24 @@
 //! {"type":"exec_resolve","exec_id":"019a2b3c"}              a unique prefix, or "last"
 //! {"type":"doctor","timeout_ms":5000}                        needs capability "doctor"
 //! ```
+//! Files and sync (capabilities `files` and `sync`; [`files`] documents the bytes that follow
+//! a `file_write`, `sync_diff`, `sync_apply` or `sync_send` line, and the frames):
+//! ```text
+//! {"type":"file_write","path":"~/w/a.py","size":5,"mode":"0644","mkdir":true,
+//!   "follow_symlinks":true}                                  then 5 raw bytes
+//! {"type":"file_read","path":"~/w/a.py","offset":0,"limit":65536}
+//! {"type":"file_stat","path":"~/w"}
+//! {"type":"file_ls","path":"~/w"}
+//! {"type":"sync_diff","root":"~/w","direction":"push","exclude":["*.log"],"include_git":true,
+//!   "no_gitignore":true,"delete":true,"entries":1}           then 1 ENTRY line
+//! {"type":"sync_apply","root":"~/w"}                         then frames up to {"frame":"end"}
+//! {"type":"sync_send","root":"~/w","paths":1}                then 1 line: "a.py"
+//! ```
+//! `ENTRY` is `{"path":"a.py","kind":"file","size":5,"mode":"0644","mtime_ns":1,"hash":"…"}`
+//! (`kind` `file`, `dir` or `symlink`, which has a `target`). Frames: `{"frame":"file","path",
+//! "size","mode","mtime_ns"}` (then the bytes and a status byte), `{"frame":"symlink","path",
+//! "target"}`, `{"frame":"dir","path","mode"}`, `{"frame":"meta","path","mode","mtime_ns"}`,
+//! `{"frame":"delete","path"}`, `{"frame":"end"}`.
 //!
 //! ### Answers
 //! ```text
@@ -55,6 +73,16 @@
 //! {"type":"resolved","exec_id":"019a2b3c-..."}
 //! {"type":"doctor","ok":true,"checks":[{"name":"git","ok":true,"required":false,"detail":"..."}]}
 //! {"type":"error","code":"job_not_found","message":"no job x","hint":"h"}
+//! {"type":"file_written","path":"/h/w/a.py","size":5,"mode":"0644"}
+//! {"type":"file_data","path":"/h/w/a.py","offset":0,"size":5,"data_b64":"aGVsbG8=",
+//!   "next_offset":5,"eof":true}
+//! {"type":"file_stat","path":"/h/w/l","exists":true,"kind":"symlink","size":4,"mode":"0777",
+//!   "mtime":"2026-11-24T15:42:36Z","target":"a.py"}
+//! {"type":"file_list","path":"/h/w","entries":[{"path":"a.py","exists":true,"kind":"file"}]}
+//! {"type":"sync_diff","send":[ENTRY],"check":[],"meta":[],"delete":["old.txt"],"unchanged":3,
+//!   "skipped":[{"path":"s","reason":"a socket"}]}
+//! {"type":"sync_applied","files":1,"bytes":5,"links":0,"dirs":0,"meta":0,"deleted":1,
+//!   "changed":["log.txt"]}                                   sync_apply; sync_send: sync_sent
 //! ```
 //! A `log` line's `offset` is the byte offset of its first byte in the log; `next_offset` is
 //! where to continue (`since`) without losing or repeating a byte. An `error` line without an `id`
@@ -74,6 +102,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorCode};
 
+pub mod files;
+pub use files::{
+    Direction, Entry, FileData, FileKind, FileList, FileReadRequest, FileStat, FileWriteRequest,
+    FileWritten, Frame, PathRequest, Skipped, SyncApplyRequest, SyncDiff, SyncDiffRequest,
+    SyncSendRequest, TransferStats, TreeFilter,
+};
+
 /// Bumped when a change would break an older peer.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -90,6 +125,10 @@ pub mod capability {
     pub const PRUNE: &str = "prune";
     pub const DOCTOR: &str = "doctor";
     pub const RESOLVE: &str = "resolve";
+    /// `file_write`, `file_read`, `file_stat`, `file_ls`.
+    pub const FILES: &str = "files";
+    /// `sync_diff`, `sync_apply`, `sync_send`.
+    pub const SYNC: &str = "sync";
 }
 
 /// What this codexd can do, reported by `hello`.
@@ -103,6 +142,8 @@ pub const CAPABILITIES: &[&str] = &[
     capability::PRUNE,
     capability::DOCTOR,
     capability::RESOLVE,
+    capability::FILES,
+    capability::SYNC,
 ];
 
 /// The request `type`s this version knows.
@@ -118,6 +159,13 @@ pub const REQUEST_TYPES: &[&str] = &[
     "exec_prune",
     "doctor",
     "exec_resolve",
+    "file_write",
+    "file_read",
+    "file_stat",
+    "file_ls",
+    "sync_diff",
+    "sync_apply",
+    "sync_send",
 ];
 
 /// A request, tagged by `type`.
@@ -136,6 +184,13 @@ pub enum Request {
     Doctor(DoctorRequest),
     /// A unique prefix of a job id, or `last` (the newest job), to the whole id.
     ExecResolve(JobRef),
+    FileWrite(FileWriteRequest),
+    FileRead(FileReadRequest),
+    FileStat(PathRequest),
+    FileLs(PathRequest),
+    SyncDiff(SyncDiffRequest),
+    SyncApply(SyncApplyRequest),
+    SyncSend(SyncSendRequest),
 }
 
 impl Request {
@@ -148,6 +203,37 @@ impl Request {
             Request::ExecPrune(_) => Some(capability::PRUNE),
             Request::Doctor(_) => Some(capability::DOCTOR),
             Request::ExecResolve(_) => Some(capability::RESOLVE),
+            Request::FileWrite(_)
+            | Request::FileRead(_)
+            | Request::FileStat(_)
+            | Request::FileLs(_) => Some(capability::FILES),
+            Request::SyncDiff(_) | Request::SyncApply(_) | Request::SyncSend(_) => {
+                Some(capability::SYNC)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether bytes follow this request's line on the same stream ([`files`]).
+    pub fn has_payload(&self) -> bool {
+        matches!(
+            self,
+            Request::FileWrite(_)
+                | Request::SyncDiff(_)
+                | Request::SyncApply(_)
+                | Request::SyncSend(_)
+        )
+    }
+
+    /// The path on the machine a files or sync request reads or writes.
+    pub fn target_path(&self) -> Option<&str> {
+        match self {
+            Request::FileWrite(r) => Some(&r.path),
+            Request::FileRead(r) => Some(&r.path),
+            Request::FileStat(r) | Request::FileLs(r) => Some(&r.path),
+            Request::SyncDiff(r) => Some(&r.root),
+            Request::SyncApply(r) => Some(&r.root),
+            Request::SyncSend(r) => Some(&r.root),
             _ => None,
         }
     }
@@ -673,6 +759,13 @@ pub enum Response {
     /// `exec_resolve`'s answer: the whole id.
     Resolved(JobRef),
     Error(ErrorBody),
+    FileWritten(FileWritten),
+    FileData(FileData),
+    FileStat(FileStat),
+    FileList(FileList),
+    SyncDiff(SyncDiff),
+    SyncApplied(TransferStats),
+    SyncSent(TransferStats),
 }
 
 impl Response {
@@ -690,6 +783,13 @@ impl Response {
             Response::Doctor(_) => "doctor",
             Response::Resolved(_) => "resolved",
             Response::Error(_) => "error",
+            Response::FileWritten(_) => "file_written",
+            Response::FileData(_) => "file_data",
+            Response::FileStat(_) => "file_stat",
+            Response::FileList(_) => "file_list",
+            Response::SyncDiff(_) => "sync_diff",
+            Response::SyncApplied(_) => "sync_applied",
+            Response::SyncSent(_) => "sync_sent",
         }
     }
 

@@ -2,7 +2,7 @@
 //! native tools instead of shelling out and polling.
 //!
 //! Tools: `machines`, `exec_start`, `exec_status`, `exec_logs`, `exec_wait`, `exec_cancel`,
-//! `exec_list`. Each answers structured JSON (the CLI's objects, described by its `outputSchema`)
+//! `exec_list`, and (files and sync) `file_read`, `file_write`, `sync_push`, `sync_pull`. Each answers structured JSON (the CLI's objects, described by its `outputSchema`)
 //! plus one short text line; `exec_logs` answers its page as plain text instead. A failure, of the
 //! call (unknown machine, job not found, ssh down) or of its arguments (`inputs`), is a *tool
 //! error* (`isError: true`) whose JSON is the CLI's error object with its stable `code`. Calls
@@ -11,6 +11,7 @@
 //! for them. The server speaks MCP 2025-11-25 (and the older revisions rmcp knows). The config is
 //! read at every call: an edit takes effect without restarting the server.
 
+mod files;
 mod inputs;
 mod outputs;
 mod stdio;
@@ -91,7 +92,7 @@ type ToolResult = std::result::Result<CallToolResult, ErrorData>;
 #[tool_router]
 impl McpServer {
     pub fn new(config: Option<PathBuf>) -> Self {
-        McpServer { config, tool_router: Self::tool_router() }
+        McpServer { config, tool_router: Self::tool_router() + Self::files_tool_router() }
     }
 
     /// The configured machines, each checked with a `hello` call.
@@ -665,6 +666,10 @@ mod tests {
             "exec_wait",
             "exec_cancel",
             "exec_list",
+            "file_read",
+            "file_write",
+            "sync_push",
+            "sync_pull",
         ] {
             assert!(names.contains(&name), "{name} missing from {names:?}");
         }

@@ -5,8 +5,10 @@
 pub mod completions;
 pub mod dashboard;
 pub mod exec;
+pub mod file;
 pub mod machine;
 pub mod mcp;
+pub mod sync;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,6 +46,12 @@ enum Command {
     /// Start, watch, tail and cancel jobs.
     #[command(subcommand)]
     Exec(exec::ExecCommand),
+    /// Write, read, stat and list files on a machine.
+    #[command(subcommand)]
+    File(file::FileCommand),
+    /// Sync a directory tree to a machine (push) or from it (pull), incrementally.
+    #[command(subcommand)]
+    Sync(sync::SyncCommand),
     /// Check, list, set up or log into machines.
     #[command(subcommand)]
     Machine(machine::MachineCommand),
@@ -88,6 +96,10 @@ pub fn main() -> ExitCode {
     let result = match command {
         Command::Exec(cmd) => RemoteConfig::load(cli.config.as_deref())
             .and_then(|config| exec::run(&Ctx { config }, cmd)),
+        Command::File(cmd) => RemoteConfig::load(cli.config.as_deref())
+            .and_then(|config| file::run(&Ctx { config }, cmd)),
+        Command::Sync(cmd) => RemoteConfig::load(cli.config.as_deref())
+            .and_then(|config| sync::run(&Ctx { config }, cmd)),
         Command::Machine(cmd) => RemoteConfig::load(cli.config.as_deref())
             .and_then(|config| machine::run(&Ctx { config }, cmd)),
         // The MCP server reads the config at each call and keeps stdout for MCP messages.

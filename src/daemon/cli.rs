@@ -143,7 +143,9 @@ fn rpc(config: Option<PathBuf>, data_dir: Option<String>) -> Result<u8> {
                 return Err(e);
             }
         };
-    match super::rpc::serve(&daemon, &mut stdin.lock(), &mut out) {
+    // A large buffer: file_write and sync_apply stream their bytes through stdin.
+    let mut input = std::io::BufReader::with_capacity(256 * 1024, stdin.lock());
+    match super::rpc::serve(&daemon, &mut input, &mut out) {
         Ok(()) => {}
         // The client went away (closed pipe): not an error of ours.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}

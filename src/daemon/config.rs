@@ -11,6 +11,8 @@ use crate::error::{Error, ErrorCode, Result};
 /// Finished jobs kept when a job ends (the newest ones).
 pub const DEFAULT_RETENTION: usize = 200;
 pub const DEFAULT_SHELL: &str = "bash -lc";
+/// The largest `file_write` accepted unless `max_file_size` says otherwise (the original's).
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
 /// Where `codexd serve` listens unless `listen` says otherwise (the original tool's port).
 pub use crate::protocol::DEFAULT_LISTEN;
 
@@ -29,6 +31,7 @@ struct ConfigFile {
     allowed_cwd_roots: Option<Vec<String>>,
     unix_socket: Option<String>,
     allowed_hosts: Option<Vec<String>>,
+    max_file_size: Option<u64>,
 }
 
 impl crate::config_file::ConfigKeys for ConfigFile {
@@ -56,6 +59,8 @@ pub struct DaemonConfig {
     pub allowed_hosts: Vec<String>,
     /// `codexd update`: the release location (`http://` URL or directory of a `dist/`).
     pub update_url: Option<String>,
+    /// The largest file `file_write` accepts, in bytes.
+    pub max_file_size: u64,
 }
 
 impl DaemonConfig {
@@ -97,6 +102,7 @@ impl DaemonConfig {
             unix_socket,
             allowed_hosts: file.allowed_hosts.unwrap_or_default(),
             update_url: file.update_url,
+            max_file_size: file.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
             data_dir,
         })
     }

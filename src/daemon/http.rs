@@ -78,6 +78,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/exec/{id}/cancel", post(exec_cancel))
         .route("/v1/exec/{id}/wait", get(exec_wait))
         .route("/v1/prune", post(exec_prune))
+        .merge(file_routes())
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -131,9 +132,14 @@ fn token_matches(headers: &HeaderMap, token: &str) -> bool {
 
 /// Refuses a cwd outside the home and `allowed_cwd_roots`, with symlinks resolved.
 pub fn check_cwd(req: &ExecStartRequest, roots: &[PathBuf]) -> Result<()> {
+    let cwd = PathBuf::from(expand_cwd(req.cwd.as_deref(), &home_dir())?);
+    check_inside(&cwd, "cwd", roots)
+}
+
+/// Refuses a path outside the home and `allowed_cwd_roots`, with symlinks resolved.
+fn check_inside(cwd: &Path, what: &str, roots: &[PathBuf]) -> Result<()> {
     let home = home_dir();
-    let cwd = PathBuf::from(expand_cwd(req.cwd.as_deref(), &home)?);
-    let resolved = resolve_existing(&cwd)?;
+    let resolved = resolve_existing(cwd)?;
     let inside = std::iter::once(home.as_path())
         .chain(roots.iter().map(PathBuf::as_path))
         .filter_map(|r| r.canonicalize().ok())
@@ -143,7 +149,7 @@ pub fn check_cwd(req: &ExecStartRequest, roots: &[PathBuf]) -> Result<()> {
     }
     Err(Error::new(
         ErrorCode::Forbidden,
-        format!("cwd {} is outside the home dir and allowed_cwd_roots", cwd.display()),
+        format!("{what} {} is outside the home dir and allowed_cwd_roots", cwd.display()),
     )
     .with_hint("add the directory to allowed_cwd_roots in codexd's config"))
 }
@@ -176,7 +182,9 @@ fn http_status(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidId
         | ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
         ErrorCode::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::JobNotFound | ErrorCode::FileNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::FileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::JobRunning => StatusCode::CONFLICT,
         // As the IETF Idempotency-Key draft answers a key reused with another payload.
         ErrorCode::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
@@ -275,6 +283,9 @@ impl HttpState {
         if let Request::ExecStart(start) = request {
             check_cwd(start, &self.daemon.config.allowed_cwd_roots)?;
         }
+        if let Some(path) = request.target_path() {
+            check_file_path(path, &self.daemon.config.allowed_cwd_roots)?;
+        }
         self.daemon.handle(request, sink)
     }
 }
@@ -324,18 +335,10 @@ fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
     q.map(|Query(t)| t).map_err(|e| Error::new(ErrorCode::BadRequest, e.body_text()))
 }
 
-/// `POST /v1/rpc`: one request line in, its answer lines out as NDJSON (as `codexd rpc`).
-async fn rpc(State(state): State<Arc<HttpState>>, body: Bytes) -> HttpResponse {
-    match RequestLine::parse(&body) {
-        Ok(RequestLine { id, request }) => state.stream(id, request),
-        Err(rejected) => {
-            let (id, err) = *rejected;
-            let line = ResponseLine { id, response: Response::Error(err.into()) };
-            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-            bytes.push(b'\n');
-            ([(header::CONTENT_TYPE, "application/x-ndjson")], bytes).into_response()
-        }
-    }
+/// `POST /v1/rpc`: one request line in, its answer lines out as NDJSON (as `codexd rpc`); the
+/// bytes after the line stream to the handler (files and sync, see the block at the end).
+async fn rpc(State(state): State<Arc<HttpState>>, body: Body) -> HttpResponse {
+    rpc_with_bytes(state, body)
 }
 
 /// Runs a request built from the HTTP request (or refuses what could not be parsed) and answers
@@ -467,6 +470,194 @@ async fn exec_prune(
 ) -> HttpResponse {
     answer(&state, query(q).map(Request::ExecPrune)).await
 }
+// ---------------------------------------------------------------------------------------------
+// Files and sync over HTTP: `/v1/rpc` with the bytes after a request line streamed to the
+// handler, and the original tool's `/v1/file/write` and `/v1/file/read`. Same token, Host and
+// `allowed_cwd_roots` rules as jobs (the guard, and `checked_handle`).
+
+/// The routes of the original tool's file API.
+fn file_routes() -> Router<Arc<HttpState>> {
+    Router::new()
+        .route("/v1/file/write", post(file_write))
+        .route("/v1/file/read", get(file_read))
+        // A base64 body of a file up to the default max_file_size (64 MiB), and some.
+        .layer(axum::extract::DefaultBodyLimit::max(128 << 20))
+}
+
+/// Refuses a file or sync path outside the home and `allowed_cwd_roots` (symlinks resolved).
+pub fn check_file_path(path: &str, roots: &[PathBuf]) -> Result<()> {
+    check_inside(&super::files::resolve(path)?, "path", roots)
+}
+
+/// A blocking reader over a request body, fed by a task that forwards its chunks.
+struct BodyReader {
+    rx: mpsc::Receiver<std::result::Result<Bytes, String>>,
+    chunk: Bytes,
+}
+
+impl BodyReader {
+    fn of(body: Body) -> std::io::BufReader<BodyReader> {
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut stream = body.into_data_stream();
+            while let Some(chunk) = tokio_stream::StreamExt::next(&mut stream).await {
+                if tx.send(chunk.map_err(|e| e.to_string())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        std::io::BufReader::with_capacity(256 * 1024, BodyReader { rx, chunk: Bytes::new() })
+    }
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+/// The answer side of a streamed `/v1/rpc`: answer lines and raw bytes into one body.
+struct BytesSink {
+    input: std::io::BufReader<BodyReader>,
+    out: ChannelSink,
+    raw: ChannelWriter,
+}
+
+/// Raw bytes down the answer channel.
+struct ChannelWriter(mpsc::Sender<Bytes>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for BytesSink {
+    fn send(&mut self, response: Response) -> std::io::Result<()> {
+        self.out.send(response)
+    }
+    fn closed(&self) -> bool {
+        self.out.closed()
+    }
+    fn payload(&mut self) -> Option<&mut dyn std::io::BufRead> {
+        Some(&mut self.input)
+    }
+    fn raw_out(&mut self) -> Option<&mut dyn std::io::Write> {
+        Some(&mut self.raw)
+    }
+}
+
+fn rpc_with_bytes(state: Arc<HttpState>, body: Body) -> HttpResponse {
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_LINES);
+    let mut input = BodyReader::of(body);
+    tokio::task::spawn_blocking(move || {
+        let line = crate::wire::read_line_capped(&mut input, crate::wire::MAX_REQUEST_LINE);
+        let parsed = match line {
+            Ok(Some(crate::wire::Line::Text(bytes))) => RequestLine::parse(&bytes),
+            _ => Err(Box::new((None, Error::new(ErrorCode::BadRequest, "no request line")))),
+        };
+        let stopping = state.stopping.clone();
+        let (id, request) = match parsed {
+            Ok(RequestLine { id, request }) => (id, Ok(request)),
+            Err(rejected) => (rejected.0, Err(rejected.1)),
+        };
+        let out = ChannelSink { tx: tx.clone(), id, stopping };
+        let mut sink = BytesSink { input, out, raw: ChannelWriter(tx) };
+        let answer = request
+            .and_then(|r| state.checked_handle(&r, &mut sink))
+            .unwrap_or_else(|e| Response::Error(e.into()));
+        let _ = sink.send(answer);
+    });
+    let body = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |b| {
+        Ok::<_, Infallible>(b)
+    });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(body)).into_response()
+}
+
+/// `POST /v1/file/write`: `{"path", "content" | "content_b64", "mode", "mkdir"}`.
+#[derive(Debug, Default, Deserialize)]
+struct FileWriteBody {
+    path: String,
+    content: Option<String>,
+    content_b64: Option<String>,
+    mode: Option<String>,
+    #[serde(default)]
+    mkdir: bool,
+}
+
+async fn file_write(State(state): State<Arc<HttpState>>, body: Bytes) -> HttpResponse {
+    use base64::Engine;
+    let parsed = parse_body::<FileWriteBody>(&body, "file write").and_then(|b| {
+        let bytes = match (b.content, b.content_b64) {
+            (Some(text), None) => text.into_bytes(),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| Error::invalid(format!("content_b64: {e}")))?,
+            _ => return Err(Error::invalid("give one of content and content_b64")),
+        };
+        let mode = b.mode.as_deref().map(crate::protocol::files::octal::parse).transpose();
+        let req = crate::protocol::FileWriteRequest {
+            path: b.path,
+            size: bytes.len() as u64,
+            mode: mode.map_err(Error::invalid)?,
+            mkdir: b.mkdir,
+            follow_symlinks: false,
+        };
+        Ok((req, bytes))
+    });
+    let (req, bytes) = match parsed {
+        Ok(p) => p,
+        Err(e) => return error_response(e),
+    };
+    let state2 = state.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let roots = &state2.daemon.config.allowed_cwd_roots;
+        check_file_path(&req.path, roots)?;
+        super::files::file_write(&req, &mut &bytes[..], &state2.daemon.config)
+    })
+    .await;
+    let answer = joined.unwrap_or_else(|e| Err(Error::internal("handler", e)));
+    answer_response(answer.map(Response::FileWritten))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FileReadQuery {
+    path: String,
+    offset: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// `GET /v1/file/read?path=P&offset=N&limit=N`: the `file_data` object.
+async fn file_read(
+    State(state): State<Arc<HttpState>>,
+    q: std::result::Result<Query<FileReadQuery>, QueryRejection>,
+) -> HttpResponse {
+    let req = query(q).map(|q| {
+        Request::FileRead(crate::protocol::FileReadRequest {
+            path: q.path,
+            offset: q.offset,
+            limit: q.limit,
+        })
+    });
+    answer(&state, req).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

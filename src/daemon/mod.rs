@@ -5,13 +5,15 @@
 pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod files;
 pub mod http;
 pub mod logs;
 pub mod rpc;
 pub mod serve;
+pub mod sync;
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, BufRead, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,6 +33,18 @@ pub use config::DaemonConfig;
 pub trait Sink {
     fn send(&mut self, response: Response) -> io::Result<()>;
     fn closed(&self) -> bool;
+
+    /// The bytes that follow the request line ([`Request::has_payload`]); `None` on a door
+    /// that carries none.
+    fn payload(&mut self) -> Option<&mut dyn BufRead> {
+        None
+    }
+
+    /// Where raw bytes go before the final answer (`sync_send`'s frames); `None` on a door
+    /// that carries none.
+    fn raw_out(&mut self) -> Option<&mut dyn Write> {
+        None
+    }
 }
 
 /// Default time between TERM and KILL (as Slurm's KillWait).
@@ -89,6 +103,18 @@ impl Daemon {
             Request::ExecResolve(JobRef { exec_id }) => {
                 self.resolve(exec_id).map(|exec_id| Response::Resolved(JobRef { exec_id }))
             }
+            Request::FileWrite(req) => {
+                let content = sink.payload().ok_or_else(|| {
+                    Error::new(ErrorCode::BadRequest, "file_write needs its bytes after the line")
+                })?;
+                files::file_write(req, content, &self.config).map(Response::FileWritten)
+            }
+            Request::FileRead(req) => files::file_read(req).map(Response::FileData),
+            Request::FileStat(req) => files::file_stat(req).map(Response::FileStat),
+            Request::FileLs(req) => files::file_ls(req).map(Response::FileList),
+            Request::SyncDiff(req) => sync::sync_diff(req, sink).map(Response::SyncDiff),
+            Request::SyncApply(req) => sync::sync_apply(req, sink).map(Response::SyncApplied),
+            Request::SyncSend(req) => sync::sync_send(req, sink).map(Response::SyncSent),
         }
     }
 

@@ -9,7 +9,7 @@
 //! token is the configured one, else the one cached from an earlier `ssh HOST codexd token`,
 //! else fetched that way now.
 
-use std::io::BufReader;
+use std::io::{BufReader, Write};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -182,22 +182,34 @@ impl HttpTarget {
         request: &Request,
         on_line: &mut dyn FnMut(Response) -> Result<()>,
     ) -> Result<Response, CallError> {
-        let (addr, forward) = self.endpoint().map_err(CallError::Final)?;
-        let (mut token, cached) = self.token(false).map_err(CallError::Final)?;
-        let proven = match self.proven_health(&addr, &token) {
-            // A cached token the server does not hold: its data dir was reset; fetch again.
-            Err(e) if cached && e.code == ErrorCode::ForeignDaemon => {
-                token = self.token(true).map_err(CallError::Final)?.0;
-                self.proven_health(&addr, &token)
-            }
-            other => other,
-        };
-        let (_, latency) = proven.map_err(CallError::Final)?;
+        let Proven { addr, forward, token, latency } = self.prove().map_err(CallError::Final)?;
         let answer = self.post_rpc(&addr, &token, request, on_line);
         if let Some(open) = forward {
             telemetry(&self.machine, &open, request, answer.as_ref().ok(), latency);
         }
         answer
+    }
+
+    /// The address to talk to and a token the server there has proven it holds.
+    fn prove(&self) -> Result<Proven> {
+        let (addr, forward) = self.endpoint()?;
+        let (mut token, cached) = self.token(false)?;
+        let proven = match self.proven_health(&addr, &token) {
+            // A cached token the server does not hold: its data dir was reset; fetch again.
+            Err(e) if cached && e.code == ErrorCode::ForeignDaemon => {
+                token = self.token(true)?.0;
+                self.proven_health(&addr, &token)
+            }
+            other => other,
+        };
+        let (_, latency) = proven?;
+        Ok(Proven { addr, forward, token, latency })
+    }
+
+    /// A session for requests with bytes (files, sync): proven once, then one post each.
+    pub fn session(&self) -> Result<HttpSession> {
+        let proven = self.prove()?;
+        Ok(HttpSession { machine: self.machine.clone(), proven })
     }
 
     fn post_rpc(
@@ -248,6 +260,80 @@ impl HttpTarget {
                 );
                 Err(if answered_any { CallError::Final(err) } else { CallError::Retryable(err) })
             }
+        }
+    }
+}
+
+/// A server that proved it holds `token`, at `addr` (through `forward`, kept open).
+struct Proven {
+    addr: String,
+    forward: Option<OpenForward>,
+    token: String,
+    latency: Duration,
+}
+
+/// Posts to `/v1/rpc` of one proven server, each request with the bytes that follow its line
+/// streamed as the body (chunked), and the answer read as it arrives.
+pub struct HttpSession {
+    machine: String,
+    proven: Proven,
+}
+
+impl HttpSession {
+    pub fn exchange(
+        &mut self,
+        request: &Request,
+        payload: super::pipe::Payload,
+        body: super::pipe::Body,
+    ) -> Result<Response> {
+        let Proven { addr, token, .. } = &self.proven;
+        let call_id = new_call_id();
+        let line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
+        let (reader, writer) = std::io::pipe().map_err(|e| Error::internal("a pipe", e))?;
+        let resp = std::thread::scope(|scope| {
+            let post = scope.spawn(move || {
+                agent()
+                    .post(&format!("http://{addr}/v1/rpc"))
+                    .header("Authorization", format!("Bearer {token}"))
+                    .content_type("application/x-ndjson")
+                    .send(ureq::SendBody::from_owned_reader(reader))
+            });
+            let mut w = std::io::BufWriter::with_capacity(256 * 1024, writer);
+            let sent = serde_json::to_writer(&mut w, &line)
+                .map_err(std::io::Error::from)
+                .and_then(|()| w.write_all(b"\n"))
+                .map_err(|e| Error::io("sending", e))
+                .and_then(|()| payload(&mut w))
+                .and_then(|()| w.flush().map_err(|e| Error::io("sending", e)));
+            drop(w);
+            let resp =
+                post.join().map_err(|_| Error::internal("posting", "the thread panicked"))?;
+            match sent {
+                Err(e) if !e.is_broken_pipe() => Err(e),
+                _ => resp.map_err(|e| connect_failed(addr, e)),
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let mut reader = BufReader::new(resp.into_body().into_reader());
+        if status != 200 {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut reader, &mut text);
+            return Err(match serde_json::from_str::<Response>(&text) {
+                Ok(Response::Error(e)) => e.into(),
+                _ => Error::new(ErrorCode::ProtocolError, format!("HTTP {status} from {addr}")),
+            });
+        }
+        body(&mut reader)?;
+        match read_answer(reader, &call_id, &mut |_| Ok(())) {
+            AnswerRead::Final(answer) => match *answer {
+                Response::Error(e) => Err(e.into()),
+                answer => Ok(answer),
+            },
+            AnswerRead::Refused(e) => Err(e),
+            AnswerRead::Ended { .. } => Err(Error::new(
+                ErrorCode::ConnectFailed,
+                format!("the answer of {} ended before its last line", self.machine),
+            )),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The child-process doors: `ssh HOST codexd rpc` for ssh machines, and `codexd rpc` itself for
 //! the `local` machine. A call writes its request line (after a `hello` when the version check
-//! asks for one), closes stdin and reads answer lines until the final one.
+//! asks for one), closes stdin and reads answer lines until the final one. A [`Session`] keeps
+//! stdin and stdout open for several requests in turn, each with the bytes that follow its line
+//! and those that come before its answer (files and sync: [`crate::protocol::files`]).
 
-use std::io::BufReader;
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::answer::{AnswerRead, CallError, new_call_id, read_answer};
@@ -128,5 +130,130 @@ fn spawn_error(kind: &PipeKind, e: std::io::Error) -> Error {
             Error::new(ErrorCode::SshFailed, format!("cannot run {}: {e}", ssh_program()))
                 .with_hint("install the OpenSSH client")
         }
+    }
+}
+
+/// A payload writer: the bytes after a request line.
+pub type Payload<'a> = &'a mut dyn FnMut(&mut dyn Write) -> Result<()>;
+/// A body reader: the bytes before the final answer line.
+pub type Body<'a> = &'a mut dyn FnMut(&mut dyn BufRead) -> Result<()>;
+
+/// One `codexd rpc` child kept open for several requests (one ssh session).
+pub struct Session {
+    child: Child,
+    stdin: Option<BufWriter<ChildStdin>>,
+    stdout: BufReader<ChildStdout>,
+    stderr: std::fs::File,
+    kind: PipeKind,
+    _conn: Connection,
+}
+
+impl Session {
+    /// Starts the child; with `hello`, says hello and checks the answer first.
+    pub fn open(mut conn: Connection, kind: &PipeKind, hello: Option<HelloCheck>) -> Result<Self> {
+        let temp_failed = |e| Error::internal("creating a temp file", e);
+        let stderr = tempfile::tempfile().map_err(temp_failed)?;
+        let stderr_copy = stderr.try_clone().map_err(temp_failed)?;
+        let cmd = &mut conn.command;
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr_copy);
+        let spawned = cmd.spawn();
+        conn.started();
+        let mut child = spawned.map_err(|e| spawn_error(kind, e))?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut session = Session {
+            child,
+            stdin: Some(BufWriter::with_capacity(256 * 1024, stdin)),
+            stdout: BufReader::with_capacity(256 * 1024, stdout),
+            stderr,
+            kind: kind.clone(),
+            _conn: conn,
+        };
+        if let Some(check) = hello {
+            let stdin = session.stdin.as_mut().expect("open");
+            let call_id = new_call_id();
+            match say_hello(stdin, &mut session.stdout, &call_id, check) {
+                None => {}
+                Some(AnswerRead::Final(answer)) => return Err(session.refused(*answer)),
+                Some(AnswerRead::Refused(e)) => {
+                    let _ = session.child.kill();
+                    let _ = session.child.wait();
+                    return Err(e);
+                }
+                Some(AnswerRead::Ended { .. }) => return Err(session.failure()),
+            }
+        }
+        Ok(session)
+    }
+
+    /// One request: its line, then what `payload` writes, then `body` reads what comes before
+    /// the answer lines, then the final answer (an `error` answer is `Err`).
+    pub fn exchange(
+        &mut self,
+        request: &Request,
+        payload: Payload,
+        body: Body,
+    ) -> Result<Response> {
+        let call_id = new_call_id();
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(Error::internal("session", "already closed"));
+        };
+        let line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
+        let sent = serde_json::to_writer(&mut *stdin, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| stdin.write_all(b"\n"))
+            .map_err(|e| Error::io("sending", e))
+            .and_then(|()| payload(stdin))
+            .and_then(|()| stdin.flush().map_err(|e| Error::io("sending", e)));
+        match sent {
+            Ok(()) => {}
+            // codexd stopped reading (it refused the request, or died): its answer says why.
+            Err(e) if e.is_broken_pipe() => {}
+            Err(e) => return Err(e),
+        }
+        body(&mut self.stdout)?;
+        match read_answer(&mut self.stdout, &call_id, &mut |_| Ok(())) {
+            AnswerRead::Final(answer) => match *answer {
+                Response::Error(e) => Err(e.into()),
+                answer => Ok(answer),
+            },
+            AnswerRead::Refused(e) => Err(e),
+            AnswerRead::Ended { .. } => Err(self.failure()),
+        }
+    }
+
+    /// Ends the session: closes codexd's stdin and waits for it to exit.
+    pub fn close(mut self) -> Result<()> {
+        self.stdin = None;
+        let _ = self.child.wait();
+        Ok(())
+    }
+
+    /// The answer to `hello` was another answer: codexd's own error, most likely.
+    fn refused(&mut self, answer: Response) -> Error {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        match answer {
+            Response::Error(e) => e.into(),
+            other => super::client::unexpected(&other),
+        }
+    }
+
+    /// The session ended before an answer: the child's exit status and stderr say why.
+    fn failure(&mut self) -> Error {
+        self.stdin = None;
+        let code = self.child.wait().ok().and_then(|s| s.code());
+        let stderr = read_temp(&mut self.stderr);
+        classify_failure(code, &stderr, self.kind == PipeKind::Ssh).0
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stdin = None;
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
     }
 }

@@ -209,31 +209,41 @@ impl Machine {
         e
     }
 
-    fn call_once(
-        &self,
-        request: &Request,
-        on_line: &mut dyn FnMut(Response) -> Result<()>,
-    ) -> Result<Response, CallError> {
-        let (conn, kind) = match &self.route {
-            Route::Http(target) => return target.call_once(request, on_line),
+    /// The child process of a pipe route (`None`: an HTTP route).
+    fn pipe_connection(&self, kind: CallKind) -> Result<Option<(Connection, PipeKind)>> {
+        Ok(match &self.route {
+            Route::Http(_) => None,
             Route::Local { codexd, data_dir } => {
                 let mut cmd = std::process::Command::new(codexd);
                 cmd.arg("rpc");
                 if let Some(dir) = data_dir {
                     cmd.arg("--data-dir").arg(dir);
                 }
-                (Connection::plain(cmd), PipeKind::Local { codexd: codexd.clone() })
+                Some((Connection::plain(cmd), PipeKind::Local { codexd: codexd.clone() }))
             }
             Route::Ssh(target) => {
-                let long = match request {
-                    Request::ExecLogs(r) => r.follow,
-                    Request::ExecWait(_) | Request::ExecCancel(_) => true,
-                    _ => false,
-                };
-                let kind = if long { CallKind::Long } else { CallKind::Short };
-                let conn = target.connect(&target.remote_command(), kind);
-                (conn.map_err(CallError::Final)?, PipeKind::Ssh)
+                Some((target.connect(&target.remote_command(), kind)?, PipeKind::Ssh))
             }
+        })
+    }
+
+    fn call_once(
+        &self,
+        request: &Request,
+        on_line: &mut dyn FnMut(Response) -> Result<()>,
+    ) -> Result<Response, CallError> {
+        let long = match request {
+            Request::ExecLogs(r) => r.follow,
+            Request::ExecWait(_) | Request::ExecCancel(_) => true,
+            _ => false,
+        };
+        let call_kind = if long { CallKind::Long } else { CallKind::Short };
+        let (conn, kind) = match self.pipe_connection(call_kind).map_err(CallError::Final)? {
+            Some(pipe) => pipe,
+            None => match &self.route {
+                Route::Http(target) => return target.call_once(request, on_line),
+                _ => unreachable!("only HTTP routes have no pipe"),
+            },
         };
         // The version check: from a fresh cached `hello`, else a `hello` on this call's session.
         let needs = request.needs();
@@ -246,6 +256,82 @@ impl Machine {
             compat::require(&self.name, &hello.capabilities, needs)
         };
         pipe::call_once(conn, &kind, Some(&mut check), request, on_line)
+    }
+}
+
+/// A session with a machine's codexd for a multi-request exchange with bytes (files, sync):
+/// one `codexd rpc` child (one ssh session), or posts to an HTTP machine's `/v1/rpc`.
+pub struct Session<'m> {
+    machine: &'m Machine,
+    door: Door,
+}
+
+enum Door {
+    Pipe(Box<pipe::Session>),
+    Http(super::http::HttpSession),
+}
+
+impl Machine {
+    /// Opens a session for requests that need `capability` (checked as [`Machine::call`] does).
+    pub fn session(&self, capability: &'static str) -> Result<Session<'_>> {
+        let opened = self.open_door(capability);
+        let door = opened.map_err(|e| self.explained_for(self.checked(e)))?;
+        Ok(Session { machine: self, door })
+    }
+
+    fn open_door(&self, capability: &'static str) -> Result<Door> {
+        let Some((conn, kind)) = self.pipe_connection(CallKind::Long)? else {
+            let Route::Http(target) = &self.route else { unreachable!("a pipe route") };
+            return target.session().map(Door::Http);
+        };
+        if let Some(seen) = compat::cached(&self.name, &self.key) {
+            compat::require(&self.name, &seen.capabilities, Some(capability))?;
+            return pipe::Session::open(conn, &kind, None).map(|s| Door::Pipe(Box::new(s)));
+        }
+        let mut check = |hello: &crate::protocol::HelloResponse| {
+            compat::check_hello(&self.name, &self.key, hello)?;
+            compat::require(&self.name, &hello.capabilities, Some(capability))
+        };
+        pipe::Session::open(conn, &kind, Some(&mut check)).map(|s| Door::Pipe(Box::new(s)))
+    }
+
+    /// [`Machine::explained`] for errors that are not about one request.
+    fn explained_for(&self, e: Error) -> Error {
+        self.explained(&Request::Hello(Default::default()), e)
+    }
+}
+
+impl Session<'_> {
+    /// One request: its line, the bytes `payload` writes after it, then `body` reads what comes
+    /// before the answer (frames), then the final answer. An `error` answer is `Err`.
+    pub fn exchange(
+        &mut self,
+        request: &Request,
+        payload: pipe::Payload,
+        body: pipe::Body,
+    ) -> Result<Response> {
+        let answer = match &mut self.door {
+            Door::Pipe(s) => s.exchange(request, payload, body),
+            Door::Http(s) => s.exchange(request, payload, body),
+        };
+        answer.map_err(|e| self.machine.explained(request, self.machine.checked(e)))
+    }
+
+    /// A request without bytes either way.
+    pub fn call(&mut self, request: &Request) -> Result<Response> {
+        self.exchange(request, &mut |_| Ok(()), &mut |_| Ok(()))
+    }
+
+    /// Ends the session (codexd exits).
+    pub fn close(self) -> Result<()> {
+        match self.door {
+            Door::Pipe(s) => s.close(),
+            Door::Http(_) => Ok(()),
+        }
+    }
+
+    pub fn machine(&self) -> &Machine {
+        self.machine
     }
 }
 

@@ -8,6 +8,31 @@ use crate::support::TestEnv;
 
 const STATUS: &str = r#""exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096","status":"finished","state":"failed","cmd":"exit 3","cwd":"/home/u","pid":10,"started_at":"2026-11-24T15:42:36.613Z","finished_at":"2026-11-24T15:42:36.617Z","exit_code":3,"signal":null,"duration_ms":4,"error":null,"created_at":"2026-11-24T15:42:36.609Z""#;
 
+/// A manifest entry (`sync_diff` lines and answers).
+const ENTRY: &str =
+    r#"{"path":"a.py","kind":"file","size":5,"mode":"0644","mtime_ns":1,"hash":"af1349b9"}"#;
+
+/// The frames of a bulk transfer.
+const FRAMES: &[&str] = &[
+    r#"{"frame":"file","path":"a.py","size":5,"mode":"0644","mtime_ns":1}"#,
+    r#"{"frame":"symlink","path":"l","target":"a.py"}"#,
+    r#"{"frame":"dir","path":"d","mode":"0755"}"#,
+    r#"{"frame":"meta","path":"a.py","mode":"0755","mtime_ns":2}"#,
+    r#"{"frame":"delete","path":"old.txt"}"#,
+    r#"{"frame":"end"}"#,
+];
+
+#[test]
+fn every_frame_and_the_manifest_entry_round_trip() {
+    use codex_runner::protocol::{Entry, Frame};
+    for text in FRAMES {
+        let frame: Frame = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        same_json(&serde_json::to_string(&frame).unwrap(), text);
+    }
+    let entry: Entry = serde_json::from_str(ENTRY).unwrap();
+    same_json(&serde_json::to_string(&entry).unwrap(), ENTRY);
+}
+
 fn requests() -> Vec<String> {
     vec![
         r#"{"id":1,"type":"hello","protocol":1,"client_version":"0.1.0"}"#.into(),
@@ -25,6 +50,13 @@ fn requests() -> Vec<String> {
         r#"{"type":"exec_list","status":"finished","limit":5}"#.into(),
         r#"{"type":"exec_resolve","exec_id":"last"}"#.into(),
         r#"{"type":"doctor","timeout_ms":5000}"#.into(),
+        r#"{"type":"file_write","path":"~/w/a.py","size":5,"mode":"0644","mkdir":true,"follow_symlinks":true}"#.into(),
+        r#"{"type":"file_read","path":"~/w/a.py","offset":0,"limit":65536}"#.into(),
+        r#"{"type":"file_stat","path":"~/w"}"#.into(),
+        r#"{"type":"file_ls","path":"~/w"}"#.into(),
+        r#"{"type":"sync_diff","root":"~/w","direction":"push","exclude":["*.log"],"include_git":true,"no_gitignore":true,"delete":true,"entries":1}"#.into(),
+        r#"{"type":"sync_apply","root":"~/w"}"#.into(),
+        r#"{"type":"sync_send","root":"~/w","paths":1}"#.into(),
     ]
 }
 
@@ -44,6 +76,13 @@ fn responses() -> Vec<String> {
         r#"{"type":"doctor","ok":false,"checks":[{"name":"git","ok":false,"required":false,"detail":"not found","hint":"h"}]}"#.into(),
         r#"{"type":"pruned","removed":[],"kept":3,"swept_temp":1}"#.into(),
         r#"{"type":"error","code":"job_not_found","message":"no job x","hint":"h"}"#.into(),
+        r#"{"type":"file_written","path":"/h/w/a.py","size":5,"mode":"0644"}"#.into(),
+        r#"{"type":"file_data","path":"/h/w/a.py","offset":0,"size":5,"data_b64":"aGVsbG8=","next_offset":5,"eof":true}"#.into(),
+        r#"{"type":"file_stat","path":"/h/w/l","exists":true,"kind":"symlink","size":4,"mode":"0777","mtime":"2026-11-24T15:42:36Z","target":"a.py"}"#.into(),
+        r#"{"type":"file_list","path":"/h/w","entries":[{"path":"a.py","exists":true,"kind":"file"}]}"#.into(),
+        format!(r#"{{"type":"sync_diff","send":[{ENTRY}],"check":[],"meta":[],"delete":["old.txt"],"unchanged":3,"skipped":[{{"path":"s","reason":"a socket"}}]}}"#),
+        r#"{"type":"sync_applied","files":1,"bytes":5,"links":0,"dirs":0,"meta":0,"deleted":1,"changed":["log.txt"]}"#.into(),
+        r#"{"type":"sync_sent","files":1,"bytes":5,"links":0,"dirs":0,"meta":0,"deleted":0}"#.into(),
     ]
 }
 
@@ -114,6 +153,9 @@ fn error_codes_are_the_documented_ones() {
         Forbidden,
         ForeignDaemon,
         ChecksumMismatch,
+        FileNotFound,
+        FileTooLarge,
+        NoSpace,
     ];
     for code in codes {
         assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));

@@ -219,7 +219,11 @@ async fn exercise(env: &TestEnv, machine: &str) {
             "exec_start",
             "exec_status",
             "exec_wait",
-            "machines"
+            "file_read",
+            "file_write",
+            "machines",
+            "sync_pull",
+            "sync_push"
         ]
     );
     let logs_tool = tools.iter().find(|t| t.name == "exec_logs").unwrap();
@@ -390,6 +394,70 @@ async fn exercise(env: &TestEnv, machine: &str) {
     call(&client, "exec_status", json!({"machine": machine, "exec_id": id})).await;
 
     client.cancel().await.unwrap();
+}
+
+/// file_write, file_read (paged), sync_push and sync_pull on `machine`, in `dir`.
+async fn exercise_files(env: &TestEnv, machine: &str, dir: &std::path::Path) {
+    let (client, _) = connect(env).await;
+    let path = dir.join("notes.txt").display().to_string();
+    let w = call(
+        &client,
+        "file_write",
+        json!({"machine": machine, "path": path, "content": "hello world", "mkdir": true}),
+    )
+    .await;
+    assert_eq!((w["type"].as_str(), w["size"].as_u64()), (Some("file_written"), Some(11)), "{w}");
+    let first =
+        call(&client, "file_read", json!({"machine": machine, "path": path, "max_bytes": 5})).await;
+    assert_eq!(
+        (first["text"].as_str(), first["eof"].as_bool()),
+        (Some("hello"), Some(false)),
+        "{first}"
+    );
+    let rest = call(
+        &client,
+        "file_read",
+        json!({"machine": machine, "path": path, "offset": first["next_offset"]}),
+    )
+    .await;
+    assert_eq!(
+        (rest["text"].as_str(), rest["eof"].as_bool()),
+        (Some(" world"), Some(true)),
+        "{rest}"
+    );
+    let src = env.path("mcp-src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/a.txt"), "a").unwrap();
+    let remote = dir.join("tree").display().to_string();
+    let pushed =
+        call(&client, "sync_push", json!({"machine": machine, "src": src, "dst": remote})).await;
+    assert_eq!(
+        (pushed["files_sent"].as_u64(), pushed["machine"].as_str()),
+        (Some(1), Some(machine)),
+        "{pushed}"
+    );
+    let back = env.path("mcp-back");
+    let pulled =
+        call(&client, "sync_pull", json!({"machine": machine, "src": remote, "dst": back})).await;
+    assert_eq!(pulled["files_sent"], 1, "{pulled}");
+    assert_eq!(std::fs::read_to_string(back.join("d/a.txt")).unwrap(), "a");
+    call_err(
+        &client,
+        "file_read",
+        json!({"machine": machine, "path": dir.join("nope").display().to_string()}),
+        "file_not_found",
+    )
+    .await;
+    // Both contents at once: a tool error with the `usage` code, as every argument error.
+    let both = json!({"path": path, "content": "x", "content_b64": "eA=="});
+    call_err(&client, "file_write", both, "usage").await;
+}
+
+#[tokio::test]
+async fn mcp_file_and_sync_tools() {
+    let env = TestEnv::new();
+    let dir = env.path("mcp-files");
+    exercise_files(&env, "local", &dir).await;
 }
 
 #[tokio::test]

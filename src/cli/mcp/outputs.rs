@@ -162,3 +162,64 @@ pub fn logs_page() -> Arc<JsonObject> {
         &["exec_id", "machine", "next_offset", "size", "more", "status", "state", "exit_code"],
     ))
 }
+
+/// `file_read`: a page of the file (`text` when its bytes are UTF-8).
+pub fn file_data() -> Arc<JsonObject> {
+    answer_or_error(object(
+        json!({
+            "path": { "type": "string" },
+            "machine": { "type": "string" },
+            "offset": { "type": "integer" },
+            "size": { "type": "integer", "description": "the file's size when it was read" },
+            "data_b64": { "type": "string" },
+            "text": { "type": "string", "description": "the same bytes, when they are UTF-8" },
+            "next_offset": { "type": "integer", "description": "where the next page starts" },
+            "eof": { "type": "boolean" },
+        }),
+        &["path", "machine", "offset", "size", "data_b64", "next_offset", "eof"],
+    ))
+}
+
+/// `file_write`: the file written.
+pub fn file_written() -> Arc<JsonObject> {
+    answer_or_error(object(
+        json!({
+            "type": { "const": "file_written" },
+            "path": { "type": "string", "description": "the absolute path written" },
+            "machine": { "type": "string" },
+            "size": { "type": "integer" },
+            "mode": { "type": "string", "description": "octal, e.g. \"0644\"" },
+        }),
+        &["path", "machine", "size", "mode"],
+    ))
+}
+
+/// `sync_push`, `sync_pull`: what travelled.
+pub fn sync_summary() -> Arc<JsonObject> {
+    let paths = json!({ "type": "array", "items": { "type": "string" } });
+    let skipped = object(
+        json!({ "path": { "type": "string" }, "reason": { "type": "string" } }),
+        &["path", "reason"],
+    );
+    answer_or_error(object(
+        json!({
+            "type": { "const": "sync" },
+            "machine": { "type": "string" },
+            "direction": { "enum": ["push", "pull"] },
+            "src": { "type": "string" },
+            "dst": { "type": "string" },
+            "files_sent": { "type": "integer" },
+            "bytes_sent": { "type": "integer" },
+            "deleted": { "type": "integer" },
+            "unchanged": { "type": "integer" },
+            "meta": { "type": "integer", "description": "only mode or mtime set" },
+            "elapsed_ms": { "type": "integer" },
+            "dry_run": { "type": "boolean" },
+            "changed": { "description": "changed while read, left as they were", "type": "array", "items": { "type": "string" } },
+            "skipped": { "type": "array", "items": skipped },
+            "would_send": paths,
+            "would_delete": paths,
+        }),
+        &["machine", "direction", "src", "dst", "files_sent", "bytes_sent", "deleted", "unchanged"],
+    ))
+}

@@ -1,0 +1,167 @@
+//! Walking a tree into a manifest: every file, directory and symlink under the root with its
+//! size, mtime and mode, in name order. `.gitignore` files are honoured (ripgrep's `ignore`
+//! crate), `.git/` is left out unless asked for, `--exclude` globs too. Symlinks are entries
+//! of their own and never followed, so a link to `/` or a loop is just a link. Sockets, fifos,
+//! devices and names that are not UTF-8 are left out and reported as skipped.
+
+use std::fs::Metadata;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ignore::WalkBuilder;
+use ignore::overrides::OverrideBuilder;
+
+use crate::error::{Error, Result};
+use crate::protocol::{Entry, FileKind, Skipped, TreeFilter};
+
+/// The prefix of the temp files [`super::apply`] writes: never part of a manifest.
+pub const TEMP_PREFIX: &str = ".codex-sync.";
+
+/// A tree's entries and what its walk left out.
+#[derive(Debug, Default)]
+pub struct Manifest {
+    pub entries: Vec<Entry>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Walks `root` (a directory; a missing one is an empty tree).
+pub fn walk(root: &Path, filter: &TreeFilter) -> Result<Manifest> {
+    let mut manifest = Manifest::default();
+    if std::fs::symlink_metadata(root).is_err() {
+        return Ok(manifest);
+    }
+    let mut overrides = OverrideBuilder::new(root);
+    for glob in &filter.exclude {
+        overrides
+            .add(&format!("!{glob}"))
+            .map_err(|e| Error::invalid(format!("exclude {glob:?}: {e}")))?;
+    }
+    let overrides = overrides.build().map_err(|e| Error::invalid(format!("exclude: {e}")))?;
+    let include_git = filter.include_git;
+    let gitignore = !filter.no_gitignore;
+    let mut builder = WalkBuilder::new(root);
+    builder
+        .hidden(false)
+        .parents(false)
+        .ignore(false)
+        .git_global(false)
+        .git_ignore(gitignore)
+        .git_exclude(gitignore)
+        .require_git(false)
+        .follow_links(false)
+        .overrides(overrides)
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .filter_entry(move |e| {
+            let name = e.file_name().to_string_lossy();
+            (include_git || name != ".git") && !name.starts_with(TEMP_PREFIX)
+        });
+    for item in builder.build() {
+        let entry = match item {
+            Ok(entry) => entry,
+            Err(e) => {
+                manifest.skipped.push(Skipped { path: String::new(), reason: e.to_string() });
+                continue;
+            }
+        };
+        if entry.depth() == 0 {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let Some(path) = slash_path(rel) else {
+            let path = rel.to_string_lossy().into_owned();
+            manifest.skipped.push(Skipped { path, reason: "the name is not UTF-8".into() });
+            continue;
+        };
+        match entry.metadata() {
+            Ok(meta) => match entry_of(path, entry.path(), &meta) {
+                Ok(e) => manifest.entries.push(e),
+                Err(skip) => manifest.skipped.push(skip),
+            },
+            Err(e) => manifest.skipped.push(Skipped { path, reason: e.to_string() }),
+        }
+    }
+    Ok(manifest)
+}
+
+/// `a/b/c` for a relative path, or `None` when a name is not UTF-8.
+fn slash_path(rel: &Path) -> Option<String> {
+    let names: Option<Vec<&str>> = rel.iter().map(|n| n.to_str()).collect();
+    Some(names?.join("/"))
+}
+
+/// The entry for `path` (at `abs`, not followed if a symlink), or why it is skipped.
+pub fn entry_of(path: String, abs: &Path, meta: &Metadata) -> Result<Entry, Skipped> {
+    let kind = kind_of(meta);
+    let target = match kind {
+        FileKind::Symlink => match std::fs::read_link(abs) {
+            Ok(t) => match t.to_str() {
+                Some(t) => Some(t.to_string()),
+                None => return Err(Skipped { path, reason: "a link target not UTF-8".into() }),
+            },
+            Err(e) => return Err(Skipped { path, reason: e.to_string() }),
+        },
+        FileKind::Other => {
+            return Err(Skipped { path, reason: "not a file, directory or symlink".into() });
+        }
+        _ => None,
+    };
+    Ok(Entry {
+        path,
+        kind,
+        size: if kind == FileKind::Dir { 0 } else { meta.len() },
+        mode: mode_of(meta),
+        mtime_ns: mtime_ns(meta),
+        target,
+        hash: None,
+    })
+}
+
+pub fn kind_of(meta: &Metadata) -> FileKind {
+    let t = meta.file_type();
+    if t.is_symlink() {
+        FileKind::Symlink
+    } else if t.is_dir() {
+        FileKind::Dir
+    } else if t.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
+    }
+}
+
+/// The permission bits (setuid, setgid, sticky and rwx).
+#[cfg(unix)]
+pub fn mode_of(meta: &Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777
+}
+
+/// Windows has no modes: what Unix would show for it.
+#[cfg(not(unix))]
+pub fn mode_of(meta: &Metadata) -> u32 {
+    match (meta.is_dir(), meta.permissions().readonly()) {
+        (true, _) => 0o755,
+        (false, true) => 0o444,
+        (false, false) => 0o644,
+    }
+}
+
+pub fn mtime_ns(meta: &Metadata) -> i64 {
+    match meta.modified().map(|t| t.duration_since(UNIX_EPOCH)) {
+        Ok(Ok(d)) => d.as_nanos() as i64,
+        Ok(Err(before)) => -(before.duration().as_nanos() as i64),
+        Err(_) => 0,
+    }
+}
+
+pub fn system_time(mtime_ns: i64) -> SystemTime {
+    let d = Duration::from_nanos(mtime_ns.unsigned_abs());
+    if mtime_ns >= 0 { UNIX_EPOCH + d } else { UNIX_EPOCH - d }
+}
+
+/// The BLAKE3 hash of a file's content, in hex.
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(hasher.finalize().to_hex().to_string())
+}

@@ -6,13 +6,13 @@
 //!   workers ([`jobs::worker`]) that keep their state in the job store ([`jobs::store`]).
 //! - `codex-remote` runs next to the coding agent. It reads its machine list ([`remote::config`]),
 //!   reaches a machine through ssh or a local child process ([`remote::transport`]) and prints
-//!   JSON for agents and scripts ([`cli`]).
+//!   JSON for agents and scripts ([`codex_remote`]).
 //!
 //! A call flows: `codex-remote exec start` -> `ssh HOST codexd rpc` (request on stdin) ->
 //! [`daemon::Daemon::handle`] -> job store + worker -> one answer line on stdout -> JSON printed.
 
 pub mod auth;
-pub mod cli;
+pub mod codex_remote;
 pub mod config_file;
 // codexd and its job store are Linux-only (/proc, setsid, a child subreaper); codex-remote
 // also builds for macOS and Windows (see `platform`).

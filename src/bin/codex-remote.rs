@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    codex_runner::cli::main()
+    codex_runner::codex_remote::main()
 }

@@ -2,7 +2,7 @@
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {
-    codex_runner::daemon::cli::main()
+    codex_runner::daemon::codexd_cli::main()
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -2,7 +2,7 @@
 //! them and answer the same way: `rpc` (stdio, one process per ssh call) and `http` (run by
 //! `serve`, a long-lived process).
 
-pub mod cli;
+pub mod codexd_cli;
 pub mod config;
 pub mod doctor;
 pub mod files;

@@ -2,9 +2,10 @@
 //! on loopback TCP and on a 0600 Unix socket.
 //!
 //! It holds a flock on `<data_dir>/serve.lock` (a second `serve` says one is running), writes
-//! `<data_dir>/serve.json` (pid, address, socket) for `codex-remote machine up`, and stops
-//! gracefully on SIGTERM/SIGINT. Jobs are the same files as in `rpc` mode and run in their own
-//! workers, so stopping or killing `serve` never stops a job.
+//! `<data_dir>/serve.json` (pid, address, socket; for people and scripts on the server: which
+//! `serve` runs and where; codex-remote does not read it), and stops gracefully on
+//! SIGTERM/SIGINT. Jobs are the same files as in `rpc` mode and run in their own workers, so
+//! stopping or killing `serve` never stops a job.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::inputs::{Arguments, bad_argument, input_schema};
 use super::{McpServer, ToolResult, outputs};
-use crate::cli::file::{Content, write_content};
-use crate::cli::sync::{Quiet, SyncPlan, SyncSummary, sync};
+use crate::codex_remote::file::{Content, write_content};
+use crate::codex_remote::sync::{Quiet, SyncPlan, SyncSummary, sync};
 use crate::protocol::files::{MAX_READ_CHUNK, octal};
 use crate::protocol::{Direction, FileReadRequest, OnMachine, Request, Response, TreeFilter};
 use crate::remote::client::unexpected;

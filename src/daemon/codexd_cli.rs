@@ -1,5 +1,5 @@
-//! The `codexd` command line: `rpc`, `serve`, `token`, and the hidden `worker` the handlers
-//! spawn.
+//! The `codexd` command line (the `codexd` binary is only its `main`): `rpc`, `serve`, `token`,
+//! and the hidden `worker` the handlers spawn.
 
 use std::io::Write;
 use std::path::PathBuf;

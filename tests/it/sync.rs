@@ -272,13 +272,25 @@ fn a_file_changing_while_it_is_sent_is_sent_again_or_reported() {
     writer.join().unwrap();
     let summary = crate::support::json_lines(&out).pop().unwrap();
     assert_eq!(std::fs::read_to_string(dst.join("steady.txt")).unwrap(), "steady\n");
-    // Changed during both tries: reported (exit 1) and never half-written on the other side.
-    assert_eq!(out.status.code(), Some(1), "{summary}");
-    assert_eq!(summary["changed"], serde_json::json!(["grow.log.txt"]), "{summary}");
-    assert!(!dst.join("grow.log.txt").exists());
+    let reported = out.status.code() == Some(1);
+    if reported {
+        // Changed during both tries: reported and never half-written on the other side.
+        assert_eq!(summary["changed"], serde_json::json!(["grow.log.txt"]), "{summary}");
+        assert!(!dst.join("grow.log.txt").exists());
+    } else {
+        // The writer was not scheduled while one of the tries read (a loaded machine): what
+        // arrived is one whole state of the file, never a torn one.
+        assert_eq!((out.status.code(), &summary["files_sent"]), (Some(0), &2.into()), "{summary}");
+        let sent = std::fs::read(dst.join("grow.log.txt")).unwrap();
+        let (head, tail) = sent.split_at(4 << 20);
+        assert!(head.iter().all(|&b| b == b'x') && tail.len() % 5 == 0, "a torn copy");
+        assert!(tail.chunks(5).all(|c| c == b"more\n"), "a torn copy");
+    }
     // Once it stops changing, the next run completes it.
     let done = push(&env, "local", &src, &dst, &[]);
-    assert_eq!(done["files_sent"], 1, "{done}");
+    if reported {
+        assert_eq!(done["files_sent"], 1, "{done}");
+    }
     assert_eq!(std::fs::read(dst.join("grow.log.txt")).unwrap(), std::fs::read(&grow).unwrap());
 }
 

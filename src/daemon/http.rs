@@ -44,6 +44,7 @@ use crate::protocol::{
     LogsRequest, PruneRequest, Request, RequestLine, Response, ResponseLine, StreamOffsets,
     StreamSel, WaitRequest,
 };
+use crate::wire::MAX_REQUEST_LINE;
 
 /// Answer lines buffered between a blocking handler and the HTTP body.
 const CHANNEL_LINES: usize = 64;
@@ -78,9 +79,61 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/exec/{id}/cancel", post(exec_cancel))
         .route("/v1/exec/{id}/wait", get(exec_wait))
         .route("/v1/prune", post(exec_prune))
+        // A JSON body may be as long as a request line (a script of a few MiB); `/v1/rpc`
+        // streams its body and caps the line itself.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_LINE))
         .merge(file_routes())
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// An unknown path: 404 with a JSON error, as every other refusal.
+async fn no_route(req: HttpRequest) -> HttpResponse {
+    let what = format!("no route {} {}", req.method(), req.uri().path());
+    refusal(StatusCode::NOT_FOUND, Error::new(ErrorCode::BadRequest, what))
+}
+
+/// A known path with another method: 405 with a JSON error.
+async fn no_method(req: HttpRequest) -> HttpResponse {
+    let what = format!("{} is not a method of {}", req.method(), req.uri().path());
+    refusal(StatusCode::METHOD_NOT_ALLOWED, Error::new(ErrorCode::BadRequest, what))
+}
+
+/// A refusal with its own HTTP status (not the code's), pointing at the route list.
+fn refusal(status: StatusCode, e: Error) -> HttpResponse {
+    let e = e
+        .with_hint("the routes and their methods are listed in the README, section `codexd serve`");
+    (status, Json(Response::Error(ErrorBody::from(e)))).into_response()
+}
+
+/// Turns the plain-text refusals of axum's extractors (a body over its limit, a wrong
+/// content type) into JSON error objects with the same status, so every answer is JSON.
+async fn json_errors(resp: HttpResponse) -> HttpResponse {
+    let status = resp.status();
+    let is_json =
+        resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+            v.starts_with("application/json") || v.starts_with("application/x-ndjson")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let e = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::new(
+            ErrorCode::RequestTooLarge,
+            format!(
+                "the request body is over this route's limit ({MAX_REQUEST_LINE} bytes for JSON)"
+            ),
+        )
+        .with_hint("send large scripts and files through `POST /v1/rpc` (codex-remote does)"),
+        other => {
+            let what = format!("HTTP {other}: the request was refused before any handler ran");
+            return refusal(status, Error::new(ErrorCode::BadRequest, what));
+        }
+    };
+    (status, Json(Response::Error(ErrorBody::from(e)))).into_response()
 }
 
 /// Serves `router(state)` on an already bound listener until `shutdown` completes, with the
@@ -122,12 +175,7 @@ async fn guard(State(state): State<Arc<HttpState>>, req: HttpRequest, next: Next
 }
 
 fn token_matches(headers: &HeaderMap, token: &str) -> bool {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    auth::same_secret(given, token)
+    auth::same_secret(http_guard::bearer(headers).unwrap_or(""), token)
 }
 
 /// Refuses a cwd outside the home and `allowed_cwd_roots`, with symlinks resolved.

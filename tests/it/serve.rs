@@ -369,3 +369,58 @@ fn health_proves_the_token_for_a_challenge_and_says_who_runs_it() {
         assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{bad}: {body}");
     }
 }
+
+#[test]
+fn every_refusal_is_a_json_error_and_a_script_up_to_the_line_limit_passes() {
+    let (_env, serve, token) = served();
+    // The scheme is case-insensitive (RFC 7235).
+    let lower = format!(
+        "GET /v1/exec HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(http(&serve.addr, &lower).0, 200);
+
+    let (status, body) = http(&serve.addr, &get("/v1/nope", "127.0.0.1", &token));
+    assert_eq!((status, body["code"].as_str()), (404, Some("bad_request")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("GET /v1/nope"), "{body}");
+    let put = format!(
+        "PUT /v1/exec HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let (status, body) = http(&serve.addr, &put);
+    assert_eq!((status, body["code"].as_str()), (405, Some("bad_request")), "{body}");
+
+    // A 3 MiB script (over axum's 2 MB default) starts a job through the original tool's route.
+    let post = |body: &str| {
+        format!(
+            "POST /v1/exec HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let script = format!("# {}\necho big-script-ran", "x".repeat(3 << 20));
+    let request = serde_json::json!({ "cmd": script }).to_string();
+    let (status, body) = http(&serve.addr, &post(&request));
+    assert_eq!(status, 200, "{body}");
+    assert!(body["exec_id"].is_string(), "{body}");
+
+    // Over the 4 MiB limit: a JSON 413. The server may stop reading the body and close, so
+    // the body goes from a thread whose write may fail, and the answer is what arrived.
+    let big = "x".repeat(5 << 20);
+    let mut stream = TcpStream::connect(&serve.addr).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let request = post(&big);
+    let sending = std::thread::spawn(move || {
+        let _ = writer.write_all(request.as_bytes());
+    });
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let _ = sending.join();
+    let text = String::from_utf8_lossy(&answer);
+    let final_head = text.rsplit("HTTP/1.1 ").next().unwrap_or_default();
+    let body: Value = final_head
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    assert!(final_head.starts_with("413"), "{text}");
+    assert_eq!(body["code"], "request_too_large", "{text}");
+}

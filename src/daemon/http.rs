@@ -46,6 +46,10 @@ use crate::protocol::{
 };
 use crate::wire::MAX_REQUEST_LINE;
 
+/// The body limit of `/v1/file/write`: a base64 body of a file up to the default
+/// `max_file_size` (64 MiB), and some.
+const FILE_BODY_LIMIT: usize = 128 << 20;
+
 /// Answer lines buffered between a blocking handler and the HTTP body.
 const CHANNEL_LINES: usize = 64;
 
@@ -124,7 +128,8 @@ async fn json_errors(resp: HttpResponse) -> HttpResponse {
         StatusCode::PAYLOAD_TOO_LARGE => Error::new(
             ErrorCode::RequestTooLarge,
             format!(
-                "the request body is over this route's limit ({MAX_REQUEST_LINE} bytes for JSON)"
+                "the request body is over this route's limit ({MAX_REQUEST_LINE} bytes for the \
+                 JSON routes, {FILE_BODY_LIMIT} for /v1/file/write)"
             ),
         )
         .with_hint("send large scripts and files through `POST /v1/rpc` (codex-remote does)"),
@@ -528,8 +533,7 @@ fn file_routes() -> Router<Arc<HttpState>> {
     Router::new()
         .route("/v1/file/write", post(file_write))
         .route("/v1/file/read", get(file_read))
-        // A base64 body of a file up to the default max_file_size (64 MiB), and some.
-        .layer(axum::extract::DefaultBodyLimit::max(128 << 20))
+        .layer(axum::extract::DefaultBodyLimit::max(FILE_BODY_LIMIT))
 }
 
 /// Refuses a file or sync path outside the home and `allowed_cwd_roots` (symlinks resolved).

@@ -95,7 +95,7 @@ fn check_request_line(line: &[u8]) {
         }
         Err(rejected) => {
             let (id, err) = *rejected;
-            let codes = [ErrorCode::BadRequest, ErrorCode::UnknownType];
+            let codes = [ErrorCode::BadRequest, ErrorCode::UnknownType, ErrorCode::InvalidId];
             assert!(codes.contains(&err.code), "refused with {err}");
             let value: Option<serde_json::Value> = serde_json::from_slice(line).ok();
             let sent_id = value.as_ref().and_then(|v| v.get("id")).cloned();

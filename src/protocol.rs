@@ -15,7 +15,9 @@
 //! objects (a login shell's noise) are skipped by the client.
 //!
 //! The examples below are the golden texts of `tests/it/golden.rs` (parsed and re-serialized in
-//! CI, so a renamed field fails the build). `STATUS` stands for a status object ([`JobStatus`]).
+//! CI, so a renamed field fails the build). `STATUS` stands for a status object ([`JobStatus`]),
+//! `ID` for a job id like the first one: an [`ExecId`], a UUID v7 checked as the line is read
+//! (anything else is `invalid_id`; `exec_resolve` alone takes a prefix or `last`).
 //!
 //! ### Requests
 //! ```text
@@ -25,13 +27,13 @@
 //! {"type":"exec_start","cmd":["python","train.py"]}          argv: run without a shell
 //! {"type":"exec_start","script":"echo hi\n"}                 needs capability "script"
 //! {"type":"exec_status","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096"}
-//! {"type":"exec_logs","exec_id":"x","stream":"both","tail":2000,"since":{"stdout":10,"stderr":0},
+//! {"type":"exec_logs","exec_id":ID,"stream":"both","tail":2000,"since":{"stdout":10,"stderr":0},
 //!   "follow":true,"raw":true,"max_bytes":100}
-//! {"type":"exec_logs","exec_id":"x","stream":"stdout","tail_lines":5}
-//! {"type":"exec_cancel","exec_id":"x","grace_ms":5000}
-//! {"type":"exec_wait","exec_id":"x","timeout_ms":30000}
+//! {"type":"exec_logs","exec_id":ID,"stream":"stdout","tail_lines":5}
+//! {"type":"exec_cancel","exec_id":ID,"grace_ms":5000}
+//! {"type":"exec_wait","exec_id":ID,"timeout_ms":30000}
 //! {"type":"exec_list","state":"running","limit":50}
-//! {"type":"exec_rm","exec_id":"x"}
+//! {"type":"exec_rm","exec_id":ID}
 //! {"type":"exec_prune","keep":200}
 //! {"type":"exec_resolve","exec_id":"019a2b3c"}              a unique prefix, or "last"
 //! {"type":"doctor","timeout_ms":5000}                        needs capability "doctor"
@@ -65,11 +67,11 @@
 //! {"type":"log","stream":"stdout","offset":0,"line":"hi"}    exec_logs, before logs_end
 //! {"type":"log","stream":"stderr","offset":3,"line":"par","partial":true}
 //! {"type":"chunk","stream":"stdout","offset":0,"data_b64":"aGkK"}   exec_logs with raw
-//! {"type":"logs_end","exec_id":"x","next_offset":{"stdout":3,"stderr":0},
+//! {"type":"logs_end","exec_id":ID,"next_offset":{"stdout":3,"stderr":0},
 //!   "size":{"stdout":3,"stderr":0},"more":true,"status":"finished","state":"failed",
 //!   "exit_code":3,"job":{STATUS}}
-//! {"type":"removed","exec_id":"x"}
-//! {"type":"pruned","removed":["x"],"kept":3}
+//! {"type":"removed","exec_id":ID}
+//! {"type":"pruned","removed":[ID],"kept":3}
 //! {"type":"resolved","exec_id":"019a2b3c-..."}
 //! {"type":"doctor","ok":true,"checks":[{"name":"git","ok":true,"required":false,"detail":"..."}]}
 //! {"type":"error","code":"job_not_found","message":"no job x","hint":"h"}
@@ -102,7 +104,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorCode};
 
+pub mod exec_id;
 pub mod files;
+pub use exec_id::ExecId;
 pub use files::{
     Direction, Entry, FileData, FileKind, FileList, FileReadRequest, FileStat, FileWriteRequest,
     FileWritten, Frame, PathRequest, Skipped, SyncApplyRequest, SyncDiff, SyncDiffRequest,
@@ -183,7 +187,7 @@ pub enum Request {
     ExecPrune(PruneRequest),
     Doctor(DoctorRequest),
     /// A unique prefix of a job id, or `last` (the newest job), to the whole id.
-    ExecResolve(JobRef),
+    ExecResolve(ResolveRequest),
     FileWrite(FileWriteRequest),
     FileRead(FileReadRequest),
     FileStat(PathRequest),
@@ -241,9 +245,8 @@ impl Request {
     /// The job a request is about, if it is about one.
     pub fn exec_id(&self) -> Option<&str> {
         match self {
-            Request::ExecStatus(r) | Request::ExecRm(r) | Request::ExecResolve(r) => {
-                Some(&r.exec_id)
-            }
+            Request::ExecStatus(r) | Request::ExecRm(r) => Some(&r.exec_id),
+            Request::ExecResolve(r) => Some(&r.exec_id),
             Request::ExecLogs(r) => Some(&r.exec_id),
             Request::ExecCancel(r) => Some(&r.exec_id),
             Request::ExecWait(r) => Some(&r.exec_id),
@@ -251,6 +254,10 @@ impl Request {
         }
     }
 }
+
+/// The request types whose `exec_id` is an [`ExecId`] (`exec_resolve` takes prefixes too).
+const ID_TYPED_REQUESTS: &[&str] =
+    &["exec_status", "exec_logs", "exec_cancel", "exec_wait", "exec_rm"];
 
 /// A request line: the request plus the caller's `id`, echoed in every answer line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -280,6 +287,12 @@ impl RequestLine {
         if !REQUEST_TYPES.contains(&kind.as_str()) {
             let msg = format!("unknown request type {kind:?}; known: {}", REQUEST_TYPES.join(", "));
             return Err(Box::new((id, Error::new(ErrorCode::UnknownType, msg))));
+        }
+        // A job id that is not one is `invalid_id` (with the Go-era hint), not `bad_request`.
+        if ID_TYPED_REQUESTS.contains(&kind.as_str())
+            && let Some(Err(err)) = obj.get("exec_id").and_then(|v| v.as_str()).map(ExecId::parse)
+        {
+            return Err(Box::new((id, err)));
         }
         serde_json::from_value(value).map_err(|e| {
             let err = Error::new(ErrorCode::BadRequest, format!("invalid {kind} request: {e}"));
@@ -340,8 +353,15 @@ impl ExecStartRequest {
     }
 }
 
+/// The job a request is about, or (as `resolved`) the whole id a `exec_resolve` found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRef {
+    pub exec_id: ExecId,
+}
+
+/// What `exec_resolve` is given: an id, a unique prefix of one, or `last`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolveRequest {
     pub exec_id: String,
 }
 
@@ -436,7 +456,7 @@ impl StreamOffsets {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogsRequest {
-    pub exec_id: String,
+    pub exec_id: ExecId,
     #[serde(default)]
     pub stream: StreamSel,
     /// Only the last N bytes (of what is after `since`).
@@ -461,7 +481,7 @@ pub struct LogsRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CancelRequest {
-    pub exec_id: String,
+    pub exec_id: ExecId,
     /// Time between TERM and KILL, in milliseconds (default 5000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_ms: Option<u64>,
@@ -469,7 +489,7 @@ pub struct CancelRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WaitRequest {
-    pub exec_id: String,
+    pub exec_id: ExecId,
     /// Give up after this many milliseconds (no limit when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,

@@ -14,9 +14,10 @@ use serde::Serialize;
 use super::{Ctx, emit, emit_on, emit_raw, parse_duration, parse_key_value, usage};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
-    CancelRequest, CommandSpec, DoctorCheck, DoctorReport, DoctorRequest, ExecStartRequest, JobRef,
-    JobState, JobStatus, ListRequest, LogsEnd, LogsRequest, OnMachine, PruneRequest, Request,
-    Response, RunEvent, RunStatus, Stream, StreamOffsets, StreamSel, Summary, WaitRequest,
+    CancelRequest, CommandSpec, DoctorCheck, DoctorReport, DoctorRequest, ExecId, ExecStartRequest,
+    JobRef, JobState, JobStatus, ListRequest, LogsEnd, LogsRequest, OnMachine, PruneRequest,
+    Request, ResolveRequest, Response, RunEvent, RunStatus, Stream, StreamOffsets, StreamSel,
+    Summary, WaitRequest,
 };
 use crate::remote::client;
 use crate::remote::transport::{CURRENT_CHILD, Machine};
@@ -70,13 +71,12 @@ pub struct JobArg {
 
 impl JobArg {
     /// The whole id: as given when it is one, else resolved by the machine's codexd.
-    pub fn resolve(&self, m: &Machine) -> Result<String> {
+    pub fn resolve(&self, m: &Machine) -> Result<ExecId> {
         let given = self.id.as_deref().or(self.job.as_deref()).unwrap_or_default();
-        let whole = given.len() == 36 && uuid::Uuid::try_parse(given).is_ok();
-        if whole {
-            return Ok(given.to_string());
+        if let Ok(id) = ExecId::parse(given) {
+            return Ok(id);
         }
-        let req = Request::ExecResolve(JobRef { exec_id: given.to_string() });
+        let req = Request::ExecResolve(ResolveRequest { exec_id: given.to_string() });
         match m.call(&req, &mut |_| Ok(()))? {
             Response::Resolved(r) => Ok(r.exec_id),
             other => Err(client::unexpected(&other)),
@@ -499,7 +499,7 @@ fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
         let from = StreamOffsets::default().or_start(StreamSel::Both);
         match follow_to_end(
             &m,
-            &started.job.exec_id,
+            &ExecId::parse(&started.job.exec_id)?,
             StreamSel::Both,
             Start::At(from),
             &detached,
@@ -611,7 +611,7 @@ enum Start {
 /// asleep, network gone) follows again from the last line seen, without repeating it.
 fn follow_to_end(
     m: &Machine,
-    id: &str,
+    id: &ExecId,
     stream: StreamSel,
     start: Start,
     detached: &AtomicBool,
@@ -628,7 +628,7 @@ fn follow_to_end(
         };
         let since = since.map(|s| s.or_start(StreamSel::Both));
         let req = LogsRequest {
-            exec_id: id.to_string(),
+            exec_id: id.clone(),
             stream,
             tail,
             tail_lines: None,

@@ -43,7 +43,7 @@ use crate::remote::transport::{Machine, Route};
 
 use inputs::{
     Arguments, CancelInput, DEFAULT_LIST_LIMIT, DEFAULT_WAIT_SECS, JobInput, ListInput, LogsInput,
-    MAX_LIST_LIMIT, MachinesInput, StartInput, WaitInput, argument_failure, bad_argument,
+    MAX_LIST_LIMIT, MachinesInput, StartInput, WaitInput, argument_failure, bad_argument, exec_id,
     input_schema, logs_request, seconds, start_request,
 };
 
@@ -161,7 +161,7 @@ impl McpServer {
     )]
     async fn exec_status(&self, Arguments(input): Arguments<JobInput>) -> ToolResult {
         let name = input.machine;
-        let req = Request::ExecStatus(JobRef { exec_id: input.exec_id });
+        let req = Request::ExecStatus(JobRef { exec_id: exec_id(&input.exec_id)? });
         self.on_machine(name, move |m| {
             let answer = client::status(m, req)?;
             Ok((OnMachine::new(&answer, &m.name).to_value(), status_line(&answer.job, &m.name)))
@@ -213,7 +213,8 @@ impl McpServer {
         let secs = seconds(input.timeout_seconds, DEFAULT_WAIT_SECS, "timeout_seconds")?;
         let name = input.machine;
         let timeout_ms = Some(secs.as_millis() as u64);
-        let req = Request::ExecWait(WaitRequest { exec_id: input.exec_id, timeout_ms });
+        let exec_id = exec_id(&input.exec_id)?;
+        let req = Request::ExecWait(WaitRequest { exec_id, timeout_ms });
         let wait = self.on_machine(name, move |m| {
             let answer = client::status(m, req)?;
             let mut value = OnMachine::new(&answer, &m.name).to_value();
@@ -251,7 +252,8 @@ impl McpServer {
         let grace = seconds(input.grace_seconds, 5.0, "grace_seconds")?;
         let name = input.machine;
         let grace_ms = Some(grace.as_millis() as u64);
-        let req = Request::ExecCancel(CancelRequest { exec_id: input.exec_id, grace_ms });
+        let exec_id = exec_id(&input.exec_id)?;
+        let req = Request::ExecCancel(CancelRequest { exec_id, grace_ms });
         self.on_machine(name, move |m| {
             let answer = client::status(m, req)?;
             let mut line = status_line(&answer.job, &m.name);

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path as UrlPath, Query, Request as HttpRequest, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, Query, Request as HttpRequest, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response as HttpResponse};
@@ -40,9 +41,9 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::http_guard;
 use crate::jobs::sys;
 use crate::protocol::{
-    CancelRequest, ErrorBody, ExecStartRequest, HealthResponse, JobRef, JobState, ListRequest,
-    LogsRequest, PruneRequest, Request, RequestLine, Response, ResponseLine, StreamOffsets,
-    StreamSel, WaitRequest,
+    CancelRequest, ErrorBody, ExecId, ExecStartRequest, HealthResponse, JobRef, JobState,
+    ListRequest, LogsRequest, PruneRequest, Request, RequestLine, Response, ResponseLine,
+    StreamOffsets, StreamSel, WaitRequest,
 };
 use crate::wire::MAX_REQUEST_LINE;
 
@@ -423,17 +424,29 @@ async fn exec_list(
     answer(&state, req).await
 }
 
-async fn exec_status(
-    State(state): State<Arc<HttpState>>,
-    UrlPath(id): UrlPath<String>,
-) -> HttpResponse {
+/// A job id from the URL path, validated: a bad one is answered `invalid_id` (with the Go-era
+/// hint) before the handler runs.
+struct JobId(ExecId);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobId {
+    type Rejection = HttpResponse;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> std::result::Result<Self, HttpResponse> {
+        let UrlPath(id) = UrlPath::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        ExecId::parse(&id).map(JobId).map_err(error_response)
+    }
+}
+
+async fn exec_status(State(state): State<Arc<HttpState>>, JobId(id): JobId) -> HttpResponse {
     answer(&state, Ok(Request::ExecStatus(JobRef { exec_id: id }))).await
 }
 
-async fn exec_rm(
-    State(state): State<Arc<HttpState>>,
-    UrlPath(id): UrlPath<String>,
-) -> HttpResponse {
+async fn exec_rm(State(state): State<Arc<HttpState>>, JobId(id): JobId) -> HttpResponse {
     answer(&state, Ok(Request::ExecRm(JobRef { exec_id: id }))).await
 }
 
@@ -454,7 +467,7 @@ struct LogsQuery {
 
 async fn exec_logs(
     State(state): State<Arc<HttpState>>,
-    UrlPath(id): UrlPath<String>,
+    JobId(id): JobId,
     q: std::result::Result<Query<LogsQuery>, QueryRejection>,
 ) -> HttpResponse {
     let q = match query(q) {
@@ -494,7 +507,7 @@ struct GraceBody {
 
 async fn exec_cancel(
     State(state): State<Arc<HttpState>>,
-    UrlPath(id): UrlPath<String>,
+    JobId(id): JobId,
     body: Bytes,
 ) -> HttpResponse {
     let req = parse_body::<GraceBody>(&body, "cancel")
@@ -509,7 +522,7 @@ struct WaitQuery {
 
 async fn exec_wait(
     State(state): State<Arc<HttpState>>,
-    UrlPath(id): UrlPath<String>,
+    JobId(id): JobId,
     q: std::result::Result<Query<WaitQuery>, QueryRejection>,
 ) -> HttpResponse {
     let req =

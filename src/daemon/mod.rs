@@ -21,10 +21,11 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::jobs::outcome::Outcome;
 use crate::jobs::store::{self, CancelFile, JobSpec, JobStore, now_rfc3339};
 use crate::jobs::{sys, wait, worker};
+use crate::protocol::exec_id::is_go_era_id;
 use crate::protocol::{
-    CancelRequest, CommandSpec, ExecStartRequest, HelloResponse, JobRef, JobState, JobStatus,
-    ListRequest, ListResponse, PruneRequest, PrunedResponse, RemovedResponse, Request, Response,
-    RunStatus, StatusResponse, WaitRequest,
+    CancelRequest, CommandSpec, ExecId, ExecStartRequest, HelloResponse, JobRef, JobState,
+    JobStatus, ListRequest, ListResponse, PruneRequest, PrunedResponse, RemovedResponse, Request,
+    ResolveRequest, Response, RunStatus, StatusResponse, WaitRequest,
 };
 pub use config::DaemonConfig;
 
@@ -96,11 +97,11 @@ impl Daemon {
             Request::ExecList(req) => self.exec_list(req).map(Response::List),
             Request::ExecRm(JobRef { exec_id }) => {
                 self.store.remove(exec_id)?;
-                Ok(Response::Removed(RemovedResponse { exec_id: exec_id.clone() }))
+                Ok(Response::Removed(RemovedResponse { exec_id: exec_id.to_string() }))
             }
             Request::ExecPrune(req) => self.exec_prune(req).map(Response::Pruned),
             Request::Doctor(req) => Ok(Response::Doctor(doctor::checks(self, req))),
-            Request::ExecResolve(JobRef { exec_id }) => {
+            Request::ExecResolve(ResolveRequest { exec_id }) => {
                 self.resolve(exec_id).map(|exec_id| Response::Resolved(JobRef { exec_id }))
             }
             Request::FileWrite(req) => {
@@ -272,9 +273,9 @@ impl Daemon {
     }
 
     /// The whole id for `given`: an id, a unique prefix of one, or `last` (the newest job).
-    fn resolve(&self, given: &str) -> Result<String> {
-        if store::validate_id(given).is_ok() {
-            return Ok(given.to_string());
+    fn resolve(&self, given: &str) -> Result<ExecId> {
+        if let Ok(id) = ExecId::parse(given) {
+            return Ok(id);
         }
         let ids = self.store.list_ids()?;
         if given == "last" {
@@ -283,19 +284,18 @@ impl Daemon {
             });
         }
         let hex_like = given.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-        if given.is_empty() || !hex_like {
-            return store::validate_id(given).map(|()| given.to_string());
+        if given.is_empty() || given.len() >= 36 || !hex_like {
+            return ExecId::parse(given);
         }
-        let found: Vec<&String> = ids.iter().filter(|id| id.starts_with(given)).collect();
-        match found.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] if store::is_go_era_id(given) => store::validate_id(given).map(|()| String::new()),
-            [] => Err(Error::new(ErrorCode::JobNotFound, format!("no job starts with {given}"))),
+        let mut found: Vec<ExecId> = ids.into_iter().filter(|id| id.starts_with(given)).collect();
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 if is_go_era_id(given) => ExecId::parse(given),
+            0 => Err(Error::new(ErrorCode::JobNotFound, format!("no job starts with {given}"))),
             many => Err(Error::invalid(format!(
-                "{given} starts {} jobs: {}{}",
-                many.len(),
-                many.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                if many.len() > 5 { ", ..." } else { "" }
+                "{given} starts {many} jobs: {}{}",
+                found.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                if many > 5 { ", ..." } else { "" }
             ))
             .with_hint("give more of the id")),
         }

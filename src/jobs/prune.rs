@@ -73,7 +73,7 @@ impl JobStore {
                     continue;
                 }
                 finished += 1;
-                if finished > keep && !live.contains(&id) {
+                if finished > keep && !live.contains(id.as_str()) {
                     victims.push(status);
                 }
             }

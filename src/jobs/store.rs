@@ -31,7 +31,7 @@ use super::outcome::Outcome;
 use super::sys;
 use crate::error::{Context, Error, ErrorCode, Result};
 use crate::lockfile::{self, LockGuard};
-use crate::protocol::{JobState, JobStatus, Stream};
+use crate::protocol::{ExecId, JobState, JobStatus, Stream};
 
 /// A job whose worker has not recorded itself after this long, and of which no process lives,
 /// is lost. `CODEXD_WORKER_START_DEADLINE_MS` overrides it (tests).
@@ -85,37 +85,13 @@ pub fn millis_between(from: &str, to: Option<&str>) -> Option<u64> {
 }
 
 /// A new time-sortable job id (UUID v7: its text sorts by creation time).
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().hyphenated().to_string()
+pub fn new_id() -> ExecId {
+    ExecId::new_v7()
 }
 
 /// Checks that `id` is an id this store made; anything else (`../../etc`) is `invalid_id`.
 pub fn validate_id(id: &str) -> Result<()> {
-    let ok = id.len() == 36
-        && uuid::Uuid::try_parse(id)
-            .is_ok_and(|u| u.get_version_num() == 7 && u.hyphenated().to_string() == id);
-    if ok {
-        Ok(())
-    } else if is_go_era_id(id) {
-        Err(Error::new(
-            ErrorCode::InvalidId,
-            format!(
-                "{id} is a job id of the original Go codex-runner (32 hex digits); this codexd's \
-                 ids are UUID v7 (36 characters, e.g. 019a2b3c-...): the Go daemon's jobs are not \
-                 in this store"
-            ),
-        )
-        .with_hint(
-            "start the job again with this codex-remote; `exec list` shows this store's jobs",
-        ))
-    } else {
-        Err(Error::new(ErrorCode::InvalidId, format!("{id:?} is not a job id")))
-    }
-}
-
-/// Whether `id` looks like a job id of the original Go tool (32 hex digits).
-pub fn is_go_era_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+    ExecId::parse(id).map(drop)
 }
 
 /// What an idempotency key file says: the job, and the fingerprint of the request that started
@@ -329,12 +305,11 @@ impl JobStore {
     }
 
     /// Ids of all jobs, newest first.
-    pub fn list_ids(&self) -> Result<Vec<String>> {
+    pub fn list_ids(&self) -> Result<Vec<ExecId>> {
         let dir = self.jobs_dir();
-        let mut ids: Vec<String> = fs::read_dir(&dir)
+        let mut ids: Vec<ExecId> = fs::read_dir(&dir)
             .context(|| format!("reading {}", dir.display()))?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|name| validate_id(name).is_ok())
+            .filter_map(|e| ExecId::parse(e.ok()?.file_name().to_str()?).ok())
             .collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         Ok(ids)

@@ -382,6 +382,16 @@ fn every_refusal_is_a_json_error_and_a_script_up_to_the_line_limit_passes() {
     let (status, body) = http(&serve.addr, &get("/v1/nope", "127.0.0.1", &token));
     assert_eq!((status, body["code"].as_str()), (404, Some("bad_request")), "{body}");
     assert!(body["message"].as_str().unwrap().contains("GET /v1/nope"), "{body}");
+    // A job id in the path is checked before any handler: `invalid_id`, the Go-era one saying so.
+    for (path, says) in [
+        ("/v1/exec/..%2F..%2Fetc", "not a job id"),
+        ("/v1/exec/0123456789abcdef0123456789abcdef/logs", "original Go"),
+        ("/v1/exec/01a20e39-2841-466b-a16c-ac422b0e3096/wait", "not a job id"),
+    ] {
+        let (status, body) = http(&serve.addr, &get(path, "127.0.0.1", &token));
+        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_id")), "{path}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(says), "{path}: {body}");
+    }
     let put = format!(
         "PUT /v1/exec HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
          Content-Length: 0\r\nConnection: close\r\n\r\n"

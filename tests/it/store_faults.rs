@@ -74,7 +74,7 @@ fn job_without_worker(env: &TestEnv) -> String {
         "duration_ms": null, "error": null, "created_at": now
     });
     write_status(env, &id, &status);
-    id
+    id.to_string()
 }
 
 /// Starts the worker of a hand-made job the way `exec_start` does, while the test holds the

@@ -25,8 +25,8 @@ use super::{Dashboard, blocking, error_response};
 use crate::error::{Error, Result};
 use crate::protocol::OnMachine;
 use crate::protocol::{
-    CancelRequest, CommandSpec, ExecStartRequest, JobRef, ListRequest, LogsRequest, Request,
-    Response as Answer, RunStatus, StreamOffsets, StreamSel,
+    CancelRequest, CommandSpec, ExecId, ExecStartRequest, JobRef, ListRequest, LogsRequest,
+    Request, Response as Answer, RunStatus, StreamOffsets, StreamSel,
 };
 use crate::remote::client;
 use crate::remote::transport::Machine;
@@ -115,15 +115,23 @@ pub async fn status(
     State(d): State<Arc<Dashboard>>,
     Path((machine, id)): Path<(String, String)>,
 ) -> Response {
-    status_call(d, machine, Request::ExecStatus(JobRef { exec_id: id })).await
+    match ExecId::parse(&id) {
+        Ok(exec_id) => status_call(d, machine, Request::ExecStatus(JobRef { exec_id })).await,
+        Err(e) => error_response(&e),
+    }
 }
 
 pub async fn cancel(
     State(d): State<Arc<Dashboard>>,
     Path((machine, id)): Path<(String, String)>,
 ) -> Response {
-    let req = CancelRequest { exec_id: id, grace_ms: Some(CANCEL_GRACE_MS) };
-    status_call(d, machine, Request::ExecCancel(req)).await
+    match ExecId::parse(&id) {
+        Ok(exec_id) => {
+            let req = CancelRequest { exec_id, grace_ms: Some(CANCEL_GRACE_MS) };
+            status_call(d, machine, Request::ExecCancel(req)).await
+        }
+        Err(e) => error_response(&e),
+    }
 }
 
 /// A request answered by a status object, which the page gets with `machine` added.
@@ -151,8 +159,8 @@ pub async fn logs(
     Path((machine, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let m = match d.machine(&machine) {
-        Ok(m) => m,
+    let (m, id) = match d.machine(&machine).and_then(|m| Ok((m, ExecId::parse(&id)?))) {
+        Ok(found) => found,
         Err(e) => return error_response(&e),
     };
     let resume = headers
@@ -168,12 +176,12 @@ pub async fn logs(
 
 /// Reads the job's logs from offset to offset until it has ended and all is sent, or the page
 /// has gone away.
-fn follow(m: &Machine, id: &str, resume: Option<StreamOffsets>, tx: &mpsc::Sender<Event>) {
+fn follow(m: &Machine, id: &ExecId, resume: Option<StreamOffsets>, tx: &mpsc::Sender<Event>) {
     let send = |event: Event| tx.blocking_send(event).is_ok();
     let json =
         |kind: &str, value: serde_json::Value| Event::default().event(kind).data(value.to_string());
     let mut req = LogsRequest {
-        exec_id: id.to_string(),
+        exec_id: id.clone(),
         stream: StreamSel::Both,
         tail: None,
         tail_lines: resume.is_none().then_some(TAIL_LINES),

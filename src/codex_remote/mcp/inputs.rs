@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::protocol::{
-    CommandSpec, ExecStartRequest, JobState, LogsRequest, Stream, StreamOffsets, StreamSel,
+    CommandSpec, ExecId, ExecStartRequest, JobState, LogsRequest, Stream, StreamOffsets, StreamSel,
 };
 
 /// `exec_wait` gives up after this long unless told otherwise: under the tool time-outs of
@@ -209,21 +209,32 @@ fn drop_null(schema: &mut Value) {
 
 /// Arguments that cannot be used: the CLI's `usage` error, answered as a tool error.
 pub fn bad_argument(message: impl Into<String>) -> ErrorData {
-    ErrorData::invalid_params(
-        message.into(),
-        Some(json!({ "code": "usage", "hint": ARGUMENT_HINT })),
+    argument_error(
+        crate::error::Error::new(crate::error::ErrorCode::Usage, message.into())
+            .with_hint(ARGUMENT_HINT),
     )
+}
+
+/// A job id argument: an `ExecId`, or the `invalid_id` error (with its Go-era hint).
+pub fn exec_id(text: &str) -> std::result::Result<ExecId, ErrorData> {
+    ExecId::parse(text).map_err(argument_error)
+}
+
+/// An argument error as a protocol error carrying the CLI's error code and hint.
+fn argument_error(e: crate::error::Error) -> ErrorData {
+    ErrorData::invalid_params(e.message, Some(json!({ "code": e.code, "hint": e.hint })))
 }
 
 /// What a model should do about an argument error.
 const ARGUMENT_HINT: &str = "see the tool's inputSchema for the arguments, their types and ranges";
 
-/// The CLI's error object for an argument error made by `bad_argument`; `None` for any other
-/// protocol error (an unknown tool stays one).
+/// The CLI's error object for an argument error made by `bad_argument` or `exec_id`; `None` for
+/// any other protocol error (an unknown tool stays one).
 pub fn argument_failure(e: &ErrorData) -> Option<crate::error::Error> {
     let data = e.data.as_ref()?;
-    (e.code == ErrorCode::INVALID_PARAMS && data["code"] == "usage").then(|| {
-        let error = crate::error::Error::new(crate::error::ErrorCode::Usage, e.message.to_string());
+    let code: crate::error::ErrorCode = serde_json::from_value(data["code"].clone()).ok()?;
+    (e.code == ErrorCode::INVALID_PARAMS && code != crate::error::ErrorCode::Other).then(|| {
+        let error = crate::error::Error::new(code, e.message.to_string());
         match data["hint"].as_str() {
             Some(hint) => error.with_hint(hint),
             None => error,
@@ -288,7 +299,7 @@ pub fn logs_request(input: &LogsInput) -> std::result::Result<LogsRequest, Error
     }
     // Each stream may fill the whole budget; the page is cut to `max` over both (`logs_page`).
     Ok(LogsRequest {
-        exec_id: input.exec_id.clone(),
+        exec_id: exec_id(&input.exec_id)?,
         stream,
         tail: None,
         tail_lines: input.tail_lines,
@@ -303,22 +314,27 @@ pub fn logs_request(input: &LogsInput) -> std::result::Result<LogsRequest, Error
 mod tests {
     use super::*;
 
+    const ID: &str = "01a20e39-2841-766b-a16c-ac422b0e3096";
+
     #[test]
     fn logs_pages_start_at_zero_and_give_each_stream_the_budget() {
         let input: LogsInput =
-            serde_json::from_value(json!({"exec_id": "x", "since_stderr": 7})).unwrap();
+            serde_json::from_value(json!({"exec_id": ID, "since_stderr": 7})).unwrap();
         let req = logs_request(&input).unwrap();
         assert_eq!(req.since, Some(StreamOffsets { stdout: Some(0), stderr: Some(7) }));
         assert_eq!(req.max_bytes, Some(DEFAULT_LOG_BYTES));
         let tail: LogsInput =
-            serde_json::from_value(json!({"exec_id": "x", "stream": "stdout", "tail_lines": 3}))
+            serde_json::from_value(json!({"exec_id": ID, "stream": "stdout", "tail_lines": 3}))
                 .unwrap();
         let req = logs_request(&tail).unwrap();
         assert_eq!((req.since, req.max_bytes), (None, Some(DEFAULT_LOG_BYTES)));
         let bad: LogsInput =
-            serde_json::from_value(json!({"exec_id": "x", "stream": "stdout", "since_stderr": 1}))
+            serde_json::from_value(json!({"exec_id": ID, "stream": "stdout", "since_stderr": 1}))
                 .unwrap();
         assert!(logs_request(&bad).is_err());
+        let bad_id: LogsInput = serde_json::from_value(json!({"exec_id": "../x"})).unwrap();
+        let e = argument_failure(&logs_request(&bad_id).unwrap_err()).unwrap();
+        assert_eq!(e.code, crate::error::ErrorCode::InvalidId, "{e}");
     }
 
     #[test]

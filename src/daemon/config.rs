@@ -2,6 +2,7 @@
 //! The `serve` keys (`listen`, `auth_token`, `allowed_cwd_roots`, `unix_socket`, `allowed_hosts`)
 //! only matter to `codexd serve`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -32,6 +33,8 @@ struct ConfigFile {
     unix_socket: Option<String>,
     allowed_hosts: Option<Vec<String>>,
     max_file_size: Option<u64>,
+    /// Variables every job gets unless its request sets them (replaces the defaults).
+    env_defaults: Option<BTreeMap<String, String>>,
 }
 
 impl crate::config_file::ConfigKeys for ConfigFile {
@@ -61,6 +64,15 @@ pub struct DaemonConfig {
     pub update_url: Option<String>,
     /// The largest file `file_write` accepts, in bytes.
     pub max_file_size: u64,
+    /// Variables every job gets unless its request sets them ([`default_env`] when not set).
+    pub env_defaults: BTreeMap<String, String>,
+}
+
+/// What every job's environment has unless `env_defaults` says otherwise: as in the original
+/// tool, `PYTHONUNBUFFERED=1`, without which a Python job's output stays invisible until it
+/// flushes.
+pub fn default_env() -> BTreeMap<String, String> {
+    BTreeMap::from([("PYTHONUNBUFFERED".to_string(), "1".to_string())])
 }
 
 impl DaemonConfig {
@@ -91,6 +103,13 @@ impl DaemonConfig {
             Some(p) => Some(expand_home(p, &home)),
             None => Some(data_dir.join("codexd.sock")),
         };
+        let env_defaults = file.env_defaults.unwrap_or_else(default_env);
+        if let Some(bad) = env_defaults.keys().find(|k| !super::valid_env_name(k)) {
+            return Err(Error::new(
+                ErrorCode::ConfigError,
+                format!("env_defaults: {bad:?} cannot name a variable (letters, digits and _)"),
+            ));
+        }
         Ok(DaemonConfig {
             retention_count: file.retention_count.unwrap_or(DEFAULT_RETENTION),
             shell: (file.shell.or(file.default_shell)).unwrap_or_else(|| DEFAULT_SHELL.to_string()),
@@ -103,6 +122,7 @@ impl DaemonConfig {
             allowed_hosts: file.allowed_hosts.unwrap_or_default(),
             update_url: file.update_url,
             max_file_size: file.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
+            env_defaults,
             data_dir,
         })
     }

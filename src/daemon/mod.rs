@@ -370,7 +370,8 @@ impl StartPlan {
             argv,
             display,
             cwd,
-            env: req.env.clone(),
+            // The request's variables win over codexd's `env_defaults`.
+            env: config.env_defaults.clone().into_iter().chain(req.env.clone()).collect(),
             script,
             grace_ms: DEFAULT_GRACE_MS,
             retention: config.retention_count,
@@ -423,7 +424,7 @@ impl StartPlan {
 }
 
 /// Whether `name` can name an environment variable: `[A-Za-z_][A-Za-z0-9_]*`.
-fn valid_env_name(name: &str) -> bool {
+pub(crate) fn valid_env_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')

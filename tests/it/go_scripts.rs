@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::support::{CODEX_REMOTE, CODEXD, Sshd, TestEnv};
+use crate::support::{self, CODEX_REMOTE, CODEXD, Sshd, TestEnv};
 
 fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("scripts")
@@ -163,6 +163,40 @@ fn codexd_reads_the_original_config_path_and_default_shell() {
     env.wait("local", &id);
     let (_, lines) = env.run(&["exec", "logs", "--id", &id]);
     assert_eq!(lines[0]["line"], "sh", "{lines:?}");
+}
+
+#[test]
+fn jobs_get_pythonunbuffered_unless_env_defaults_or_the_request_say_otherwise() {
+    let env = TestEnv::new();
+    let echo = "echo \"[$PYTHONUNBUFFERED]\"";
+    let line = |extra: &[&str]| {
+        let mut args = vec!["exec", "run", "--cmd", echo];
+        args.extend_from_slice(extra);
+        let (code, lines) = env.run(&args);
+        assert_eq!(code, 0, "{lines:?}");
+        lines.iter().find(|l| l["type"] == "log").unwrap()["line"].as_str().unwrap().to_string()
+    };
+    assert_eq!(line(&[]), "[1]");
+    assert_eq!(line(&["--env", "PYTHONUNBUFFERED=0"]), "[0]");
+    // Python's own output shows before the job ends (a pipe would buffer it otherwise).
+    if std::process::Command::new("python3").arg("-V").output().is_ok() {
+        let id = env.start("local", "python3 -c 'import time; print(\"early\"); time.sleep(30)'");
+        assert!(
+            support::wait_until(std::time::Duration::from_secs(10), || {
+                let (_, lines) = env.run(&["exec", "logs", "--id", &id]);
+                lines.iter().any(|l| l["line"] == "early")
+            }),
+            "python's line stayed in its buffer"
+        );
+        env.ok(&["exec", "cancel", "--id", &id]);
+    }
+    std::fs::write(env.data_dir().join("config.yaml"), "env_defaults: {}\n").unwrap();
+    assert_eq!(line(&[]), "[]");
+    std::fs::write(env.data_dir().join("config.yaml"), "env_defaults: {MY_DEFAULT: x}\n").unwrap();
+    let (_, lines) = env.run(&["exec", "run", "--cmd", "echo \"$MY_DEFAULT/$PYTHONUNBUFFERED\""]);
+    assert!(lines.iter().any(|l| l["line"] == "x/"), "{lines:?}");
+    std::fs::write(env.data_dir().join("config.yaml"), "env_defaults: {\"A B\": x}\n").unwrap();
+    env.err(&["exec", "list"], "config_error", 2);
 }
 
 /// The doctor report's check called `name`.

@@ -67,7 +67,9 @@ impl TestEnv {
             .env_remove("CODEX_REMOTE_MACHINE")
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("XDG_CACHE_HOME");
+            .env_remove("XDG_CACHE_HOME")
+            // codexd's `env_defaults` are tested: the caller's own must not mask them.
+            .env_remove("PYTHONUNBUFFERED");
     }
 
     /// `codex-remote ARGS` with this env.

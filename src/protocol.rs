@@ -99,6 +99,7 @@
 //! after Ctrl-C).
 
 use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -133,6 +134,8 @@ pub mod capability {
     pub const FILES: &str = "files";
     /// `sync_diff`, `sync_apply`, `sync_send`.
     pub const SYNC: &str = "sync";
+    /// `exec_logs` with `since_time` / `until_time` (the job's time index).
+    pub const LOGS_TIME: &str = "logs_time";
 }
 
 /// What this codexd can do, reported by `hello`.
@@ -148,6 +151,7 @@ pub const CAPABILITIES: &[&str] = &[
     capability::RESOLVE,
     capability::FILES,
     capability::SYNC,
+    capability::LOGS_TIME,
 ];
 
 /// The request `type`s this version knows.
@@ -202,6 +206,9 @@ impl Request {
     pub fn needs(&self) -> Option<&'static str> {
         match self {
             Request::ExecStart(r) if r.script.is_some() => Some(capability::SCRIPT),
+            Request::ExecLogs(r) if r.since_time.is_some() || r.until_time.is_some() => {
+                Some(capability::LOGS_TIME)
+            }
             Request::ExecLogs(r) if r.raw => Some(capability::LOGS_RAW),
             Request::ExecLogs(r) if r.follow => Some(capability::LOGS_FOLLOW),
             Request::ExecPrune(_) => Some(capability::PRUNE),
@@ -477,6 +484,34 @@ pub struct LogsRequest {
     /// At most this many bytes per stream in this answer (`more` says there is more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
+    /// Only output written at or after this time (about 1 s resolution): a duration before
+    /// now on codexd's clock (`10m`) or an RFC 3339 time in UTC. Combines with `since`
+    /// (the later start wins) and `tail` (taken from what is after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_time: Option<String>,
+    /// Only output written before this time (same forms); not with `follow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_time: Option<String>,
+}
+
+/// Reads a `--since`/`--until` time: a duration before now (`10m`, `1h30m`, `90s`) or an
+/// RFC 3339 time in UTC (`2026-01-01T00:30:00Z`). Returns Unix milliseconds.
+pub fn parse_log_time(text: &str, now: SystemTime) -> Result<u64, String> {
+    let text = text.trim();
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(unix_ms(now.checked_sub(ago).unwrap_or(UNIX_EPOCH)));
+    }
+    humantime::parse_rfc3339_weak(text).map(unix_ms).map_err(|_| {
+        format!(
+            "{text:?} is not a time: give a duration before now (10m, 1h30m, 90s) or an RFC 3339 \
+             time in UTC (2026-01-01T00:30:00Z)"
+        )
+    })
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -898,5 +933,18 @@ impl<'a> Summary<'a> {
             duration_ms: job.duration_ms,
             error: job.error.as_deref(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_durations_before_now_or_rfc3339() {
+        let now = UNIX_EPOCH + std::time::Duration::from_secs(10_000);
+        assert_eq!(parse_log_time("10m", now), Ok(10_000_000 - 600_000));
+        assert_eq!(parse_log_time("1970-01-01T00:00:01Z", now), Ok(1000));
+        assert!(parse_log_time("yesterday", now).unwrap_err().contains("RFC 3339"));
     }
 }

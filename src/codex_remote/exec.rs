@@ -17,7 +17,7 @@ use crate::protocol::{
     CancelRequest, CommandSpec, DoctorCheck, DoctorReport, DoctorRequest, ExecId, ExecStartRequest,
     JobRef, JobState, JobStatus, ListRequest, LogsEnd, LogsRequest, OnMachine, PruneRequest,
     Request, ResolveRequest, Response, RunEvent, RunStatus, Stream, StreamOffsets, StreamSel,
-    Summary, WaitRequest,
+    Summary, WaitRequest, parse_log_time,
 };
 use crate::remote::client;
 use crate::remote::transport::{CURRENT_CHILD, Machine};
@@ -158,9 +158,17 @@ pub struct LogsArgs {
     #[arg(long, value_name = "N", conflicts_with = "tail")]
     tail_lines: Option<u64>,
     /// Start at this byte offset (a `next_offset` printed before); with `--stream both` it is
-    /// stdout's offset. `--since N` is the same.
-    #[arg(long = "offset", visible_alias = "since", value_name = "OFFSET")]
-    since: Option<u64>,
+    /// stdout's offset. `--since N` (a bare number) is the same.
+    #[arg(long, value_name = "OFFSET", conflicts_with = "since")]
+    offset: Option<u64>,
+    /// Only output written since TIME: a duration before now (`10m`, `1h30m`) or an RFC 3339
+    /// time in UTC (`2026-01-01T00:30:00Z`), to about a second; a bare number is a byte offset
+    /// (--offset).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only output written before TIME (the same forms); not with --follow.
+    #[arg(long, value_name = "TIME", conflicts_with = "follow")]
+    until: Option<String>,
     /// With `--stream both`: stderr's offset.
     #[arg(long, value_name = "OFFSET")]
     since_stderr: Option<u64>,
@@ -415,6 +423,13 @@ fn start(ctx: &Ctx, args: StartArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// A `--since`/`--until` time, as given, once it is known to be one.
+fn checked_time(text: String, flag: &str) -> Result<String> {
+    parse_log_time(&text, std::time::SystemTime::now())
+        .map_err(|e| usage(format!("{flag}: {e}")))?;
+    Ok(text)
+}
+
 fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
     let m = ctx.machine(args.machine.machine.as_deref())?;
     let stream = args
@@ -424,7 +439,17 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
     if args.since_stderr.is_some() && stream != StreamSel::Both {
         return Err(usage("--since-stderr goes with --stream both"));
     }
-    let since = StreamOffsets::from_since(stream, args.since, args.since_stderr);
+    // A bare number is the byte offset of old scripts; anything else a time, read by codexd
+    // on its own clock (checked here first, for a usage error without a round trip).
+    let (offset, since_time) = match args.since {
+        Some(text) => match text.parse::<u64>() {
+            Ok(offset) => (Some(offset), None),
+            Err(_) => (None, Some(checked_time(text, "--since")?)),
+        },
+        None => (args.offset, None),
+    };
+    let until_time = args.until.map(|t| checked_time(t, "--until")).transpose()?;
+    let since = StreamOffsets::from_since(stream, offset, args.since_stderr);
     let mut req = LogsRequest {
         exec_id: args.job.resolve(&m)?,
         stream,
@@ -434,6 +459,8 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
         follow: args.follow,
         raw: args.raw,
         max_bytes: args.max_bytes,
+        since_time,
+        until_time,
     };
     loop {
         let end = read_logs(&m, &req, None)?;
@@ -636,6 +663,8 @@ fn follow_to_end(
             follow: true,
             raw: false,
             max_bytes: None,
+            since_time: None,
+            until_time: None,
         };
         let result = read_logs(m, &req, Some(&mut seen));
         if detached.load(Ordering::SeqCst) {

@@ -455,8 +455,10 @@ struct LogsQuery {
     stream: Option<StreamSel>,
     tail: Option<u64>,
     tail_lines: Option<u64>,
-    since: Option<u64>,
+    /// A byte offset, or (the original tool's form) a time: RFC 3339 or a duration before now.
+    since: Option<String>,
     since_stderr: Option<u64>,
+    until: Option<String>,
     max_bytes: Option<u64>,
     #[serde(default)]
     follow: bool,
@@ -475,7 +477,14 @@ async fn exec_logs(
         Err(e) => return error_response(e),
     };
     let stream = q.stream.unwrap_or_default();
-    let since = StreamOffsets::from_since(stream, q.since, q.since_stderr);
+    let (offset, since_time) = match q.since {
+        Some(text) => match text.parse::<u64>() {
+            Ok(offset) => (Some(offset), None),
+            Err(_) => (None, Some(text)),
+        },
+        None => (None, None),
+    };
+    let since = StreamOffsets::from_since(stream, offset, q.since_stderr);
     let req = LogsRequest {
         exec_id: id,
         stream,
@@ -485,6 +494,8 @@ async fn exec_logs(
         follow: q.follow,
         raw: q.raw,
         max_bytes: q.max_bytes,
+        since_time,
+        until_time: q.until,
     };
     if q.follow || q.format.as_deref() == Some("jsonl") {
         return state.stream(None, Request::ExecLogs(req));

@@ -6,16 +6,18 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 
 use super::Sink;
 use crate::error::{Context, Error, Result};
 use crate::jobs::store::JobStore;
+use crate::jobs::timeline;
 use crate::protocol::{
     LogChunk, LogLine, LogsEnd, LogsRequest, Response, RunStatus, Stream, StreamOffsets,
+    parse_log_time,
 };
 
 /// `tail` when the request gives no `since`, `tail` or `tail_lines` (as the original tool).
@@ -40,7 +42,13 @@ pub fn exec_logs(store: &JobStore, req: &LogsRequest, sink: &mut dyn Sink) -> Re
     if req.tail.is_some() && req.tail_lines.is_some() {
         return Err(Error::invalid("give tail (bytes) or tail_lines, not both"));
     }
-    store.existing_job_dir(&req.exec_id)?;
+    if req.follow && req.until_time.is_some() {
+        return Err(Error::invalid(
+            "until_time reads what was written before a time: not with follow",
+        ));
+    }
+    let dir = store.existing_job_dir(&req.exec_id)?;
+    let window = TimeWindow::of(req, &dir)?;
     let max = req.max_bytes.unwrap_or(DEFAULT_PAGE_BYTES).max(1);
     let mut cursors = Vec::new();
     let mut sizes = StreamOffsets::default();
@@ -48,7 +56,7 @@ pub fn exec_logs(store: &JobStore, req: &LogsRequest, sink: &mut dyn Sink) -> Re
         let path = store.log_path(&req.exec_id, stream)?;
         let size = file_len(&path)?;
         sizes.set(stream, size);
-        let pos = start_offset(req, stream, &path, size)?;
+        let pos = start_offset(req, stream, &path, window.bounds(stream, size))?;
         cursors.push(Cursor { stream, path, pos, last_size: size });
     }
 
@@ -57,7 +65,8 @@ pub fn exec_logs(store: &JobStore, req: &LogsRequest, sink: &mut dyn Sink) -> Re
         follow(store, req, sink, &mut cursors)?;
     } else {
         for c in &mut cursors {
-            let size = sizes.get(c.stream).unwrap_or(0);
+            // With until_time, the log ends where the job had written up to that time.
+            let (_, size) = window.bounds(c.stream, sizes.get(c.stream).unwrap_or(0));
             let end = size.min(c.pos.saturating_add(max));
             more |= end < size;
             send_range(c, end, true, req.raw, sink)?;
@@ -115,23 +124,68 @@ fn file_len(path: &PathBuf) -> Result<u64> {
     Ok(std::fs::metadata(path).context(|| format!("reading {}", path.display()))?.len())
 }
 
-/// Where reading starts for one stream.
-fn start_offset(req: &LogsRequest, stream: Stream, path: &PathBuf, size: u64) -> Result<u64> {
+/// The part of the logs `since_time` and `until_time` select, as offsets from the job's time
+/// index ([`timeline`]): where each stream starts and ends.
+struct TimeWindow {
+    since: Option<timeline::Sizes>,
+    until: Option<timeline::Sizes>,
+}
+
+impl TimeWindow {
+    fn of(req: &LogsRequest, dir: &Path) -> Result<TimeWindow> {
+        let now = SystemTime::now();
+        let at = |given: &Option<String>, name: &str| -> Result<Option<timeline::Sizes>> {
+            let Some(text) = given else { return Ok(None) };
+            let ms =
+                parse_log_time(text, now).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
+            let sizes = timeline::sizes_at(dir, ms).context(|| "reading the time index".into())?;
+            sizes.map(Some).ok_or_else(|| {
+                Error::invalid(format!(
+                    "{name}: job {} has no time index (a codexd from before `logs_time` started \
+                     it); read it by offset or --tail",
+                    req.exec_id
+                ))
+            })
+        };
+        Ok(TimeWindow {
+            since: at(&req.since_time, "since_time")?,
+            until: at(&req.until_time, "until_time")?,
+        })
+    }
+
+    /// Where `stream` (`size` bytes now) starts and ends in the window.
+    fn bounds(&self, stream: Stream, size: u64) -> (u64, u64) {
+        let pick = |s: timeline::Sizes| if stream == Stream::Stdout { s.0 } else { s.1 };
+        let end = self.until.map_or(size, |u| pick(u).min(size));
+        (self.since.map_or(0, pick).min(end), end)
+    }
+}
+
+/// Where reading starts for one stream whose window is `from..size` (all of it when no time
+/// was given).
+fn start_offset(
+    req: &LogsRequest,
+    stream: Stream,
+    path: &PathBuf,
+    (from, size): (u64, u64),
+) -> Result<u64> {
     let since = req.since.and_then(|s| s.get(stream));
     if let Some(since) = since
         && since > size
+        && req.until_time.is_none()
     {
         return Err(Error::invalid(format!(
             "{} offset {since} is past the end of the log ({size} bytes)",
             stream.as_str()
         )));
     }
-    let base = since.unwrap_or(0);
-    let tail = match (req.tail, req.tail_lines, since) {
+    let timed = req.since_time.is_some() || req.until_time.is_some();
+    let base = since.unwrap_or(0).max(from).min(size);
+    let tail = match (req.tail, req.tail_lines, since.is_some() || timed) {
         (Some(bytes), _, _) => Some(size.saturating_sub(bytes)),
         (None, Some(lines), _) => Some(tail_lines_start(path, size, lines)?),
-        (None, None, None) => Some(size.saturating_sub(DEFAULT_TAIL_BYTES)),
-        (None, None, Some(_)) => None,
+        (None, None, false) => Some(size.saturating_sub(DEFAULT_TAIL_BYTES)),
+        (None, None, true) => None,
     };
     Ok(tail.map_or(base, |t| t.max(base)))
 }

@@ -7,5 +7,6 @@ pub mod outcome;
 pub mod prune;
 pub mod store;
 pub mod sys;
+pub mod timeline;
 pub mod wait;
 pub mod worker;

@@ -17,6 +17,7 @@ use super::kill::JobTree;
 use super::outcome::Outcome;
 use super::store::{JobSpec, JobStore, now_rfc3339};
 use super::sys::{self, Exit};
+use super::timeline;
 use crate::error::{Context, Error, Result};
 use crate::protocol::{JobState, JobStatus};
 
@@ -109,10 +110,18 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     drop(lock);
     started.store(child_pid, Ordering::SeqCst);
 
+    // The time index (`exec logs --since 10m`): sampled while the job runs, once more at its end.
+    let sampling = Arc::new(AtomicBool::new(false));
+    let sampler = timeline::Recorder::create(&dir).map(|r| r.run_until(sampling.clone()));
     let exit = wait_for(child_pid);
     let was_cancelled = cancelled.load(Ordering::SeqCst);
     // Whatever the job left running ends with it (as a Slurm step does).
     tree.terminate(Duration::from_millis(spec.grace_ms), true);
+    sampling.store(true, Ordering::SeqCst);
+    if let Ok(sampler) = sampler {
+        sampler.thread().unpark();
+        let _ = sampler.join();
+    }
 
     let _lock = store.lock_job(id)?;
     let mut status = store.read_status_raw(id)?;

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
 
 use crate::support::{self, CODEX_REMOTE, CODEXD, Sshd, TestEnv};
 
@@ -197,6 +198,50 @@ fn jobs_get_pythonunbuffered_unless_env_defaults_or_the_request_say_otherwise() 
     assert!(lines.iter().any(|l| l["line"] == "x/"), "{lines:?}");
     std::fs::write(env.data_dir().join("config.yaml"), "env_defaults: {\"A B\": x}\n").unwrap();
     env.err(&["exec", "list"], "config_error", 2);
+}
+
+#[test]
+fn logs_since_and_until_take_times_from_the_jobs_time_index() {
+    let env = TestEnv::new();
+    let id = env.start("local", "echo old; sleep 4; echo new; sleep 4; echo late");
+    let lines_of = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["exec", "logs", "--id", &id];
+        all.extend_from_slice(args);
+        let (code, lines) = env.run(&all);
+        assert_eq!(code, 0, "{args:?}: {lines:?}");
+        lines.iter().filter_map(|l| l["line"].as_str().map(String::from)).collect()
+    };
+    let appeared = |line: &str| {
+        assert!(
+            support::wait_until(Duration::from_secs(20), || lines_of(&[])
+                .iter()
+                .any(|l| l == line)),
+            "{line} never appeared"
+        );
+        // Two seconds after a line was seen: after its sample, before the next line.
+        std::thread::sleep(Duration::from_secs(2));
+        humantime::format_rfc3339(SystemTime::now()).to_string()
+    };
+    let after_old = appeared("old");
+    let after_new = appeared("new");
+    env.wait("local", &id);
+
+    assert_eq!(lines_of(&["--since", &after_old]), ["new", "late"]);
+    assert_eq!(lines_of(&["--until", &after_old]), ["old"]);
+    assert_eq!(lines_of(&["--since", &after_old, "--until", &after_new]), ["new"]);
+    assert_eq!(lines_of(&["--since", "1h"]), ["old", "new", "late"]);
+    assert_eq!(lines_of(&["--since", &after_old, "--tail-lines", "1"]), ["late"]);
+    // A bare number stays the byte offset of older scripts.
+    assert_eq!(lines_of(&["--since", "4"]), ["new", "late"]);
+    assert_eq!(lines_of(&["--offset", "4"]), ["new", "late"]);
+
+    let e = env.err(&["exec", "logs", "--id", &id, "--since", "yesterday"], "usage", 2);
+    assert!(e["message"].as_str().unwrap().contains("RFC 3339"), "{e}");
+    env.err(&["exec", "logs", "--id", &id, "--until", "1m", "--follow"], "usage", 2);
+    // A job from a codexd without the index says so instead of guessing.
+    std::fs::remove_file(env.data_dir().join("jobs").join(&id).join("times")).unwrap();
+    let e = env.err(&["exec", "logs", "--id", &id, "--since", "1h"], "invalid_argument", 4);
+    assert!(e["message"].as_str().unwrap().contains("no time index"), "{e}");
 }
 
 /// The doctor report's check called `name`.

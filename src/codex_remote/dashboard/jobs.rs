@@ -189,6 +189,8 @@ fn follow(m: &Machine, id: &ExecId, resume: Option<StreamOffsets>, tx: &mpsc::Se
         follow: false,
         raw: false,
         max_bytes: Some(READ_BYTES),
+        since_time: None,
+        until_time: None,
     };
     let mut first_read = resume.is_none();
     let mut failures = 0;

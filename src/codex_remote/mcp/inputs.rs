@@ -307,6 +307,8 @@ pub fn logs_request(input: &LogsInput) -> std::result::Result<LogsRequest, Error
         follow: false,
         raw: false,
         max_bytes: Some(max),
+        since_time: None,
+        until_time: None,
     })
 }
 

@@ -669,6 +669,14 @@ pub struct JobStatus {
     /// When a cancel was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_requested_at: Option<String>,
+    /// The `artifacts` array of the job's artifacts file, read when it ended
+    /// (`src/jobs/artifacts.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<Vec<serde_json::Value>>,
+    /// Something about the job worth knowing that is not an error of it (e.g. an artifacts
+    /// file that could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

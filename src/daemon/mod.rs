@@ -410,6 +410,8 @@ impl StartPlan {
             boot_id: None,
             idempotency_key: req.idempotency_key.clone(),
             cancel_requested_at: None,
+            artifacts: None,
+            warning: None,
         };
         let spec = JobSpec {
             argv,

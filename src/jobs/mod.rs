@@ -1,6 +1,7 @@
 //! The job store on disk, the detached worker that runs a job, how a job is signalled and how
 //! a job ends, and waiting for it.
 
+pub mod artifacts;
 pub mod create;
 pub mod kill;
 pub mod outcome;

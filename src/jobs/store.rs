@@ -204,6 +204,10 @@ impl JobStore {
                     Some(error) => format!("{error}; {note}"),
                     None => note.to_string(),
                 });
+                // The reserve has room for the end's fields, not for a long artifacts list.
+                if status.artifacts.take().is_some() {
+                    status.warning = Some("the artifacts list was not recorded: disk full".into());
+                }
                 self.write_end_into_reserve(&status).map_err(|_| e)
             }
             other => other,

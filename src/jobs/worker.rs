@@ -17,7 +17,7 @@ use super::kill::JobTree;
 use super::outcome::Outcome;
 use super::store::{JobSpec, JobStore, now_rfc3339};
 use super::sys::{self, Exit};
-use super::timeline;
+use super::{artifacts, timeline};
 use crate::error::{Context, Error, Result};
 use crate::protocol::{JobState, JobStatus};
 
@@ -132,6 +132,8 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
         }
         let outcome =
             if was_cancelled { Outcome::Cancelled(Some(exit)) } else { Outcome::of_exit(exit) };
+        let found = artifacts::collect(&artifacts::candidates(Path::new(&spec.cwd), &dir));
+        (status.artifacts, status.warning) = (found.artifacts, found.warning);
         status.finish(outcome, &now_rfc3339());
         store.write_end(&status)?;
     }
@@ -168,6 +170,7 @@ fn prepare_and_spawn(
         .current_dir(cwd)
         .envs(&spec.env)
         .env("CODEXD_EXEC_ID", id)
+        .env("CODEXD_JOB_DIR", dir)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)

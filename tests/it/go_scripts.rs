@@ -114,6 +114,35 @@ fn the_original_tools_scripts_run_unchanged() {
         (Some("summary"), Some(5), Some("finished")),
         "{summary}"
     );
+
+    // Write a file, run a job on it, read its artifacts list and the artifact back.
+    let work = env.path("work");
+    let out = script(&env, "write_and_collect.sh", &["gpu", work.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, "\"path\":\"model.txt\"\nlr=0.1", "{}", text(&out));
+}
+
+#[test]
+fn artifacts_come_from_the_cwd_or_the_job_dir_and_a_bad_file_is_a_warning() {
+    let env = TestEnv::new();
+    let status = |cmd: &str| {
+        let (code, lines) = env.run(&["exec", "run", "--cmd", cmd]);
+        assert_eq!(code, 0, "{lines:?}");
+        let id = lines[0]["exec_id"].as_str().unwrap().to_string();
+        env.ok(&["exec", "result", "--id", &id])
+    };
+    let job = status(
+        r#"printf '{"version":"1","artifacts":[{"name":"log","type":"file","path":"a.log"}]}' > "$CODEXD_JOB_DIR/artifacts.json""#,
+    );
+    assert_eq!(job["artifacts"], serde_json::json!([{"name":"log","type":"file","path":"a.log"}]));
+    assert!(job.get("warning").is_none(), "{job}");
+    let job = status(r#"echo '{"artifacts": nope' > "$CODEXD_JOB_DIR/artifacts.json""#);
+    assert!(job.get("artifacts").is_none(), "{job}");
+    assert!(job["warning"].as_str().unwrap().contains("not valid JSON"), "{job}");
+    assert_eq!(job["state"], "succeeded", "a bad artifacts file is not the job's failure");
+    let job = status("true");
+    assert!(job.get("artifacts").is_none() && job.get("warning").is_none(), "{job}");
 }
 
 #[test]

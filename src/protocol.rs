@@ -888,6 +888,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7337";
 pub struct OnMachine<'a, T> {
     #[serde(flatten)]
     pub value: T,
+    /// Empty where there is no machine to name (codexd serve's `POST /v1/exec/run`).
+    #[serde(skip_serializing_if = "str::is_empty")]
     pub machine: &'a str,
 }
 

@@ -2,8 +2,8 @@
 //! socket (axum's router on hyper; each listener's accept loop, timeouts and connection limits
 //! are in [`accept`]).
 //!
-//! Paths of the original tool: `GET /health`, `POST /v1/exec`, `GET /v1/exec/{id}`,
-//! `GET /v1/exec/{id}/logs`, `POST /v1/exec/{id}/cancel`; new: `GET /v1/exec` (list),
+//! Paths of the original tool: `GET /health`, `POST /v1/exec`, `POST /v1/exec/run`,
+//! `GET /v1/exec/{id}`, `GET /v1/exec/{id}/logs`, `POST /v1/exec/{id}/cancel`; new: `GET /v1/exec` (list),
 //! `GET /v1/exec/{id}/wait`, `DELETE /v1/exec/{id}`, `POST /v1/prune`, and `POST /v1/rpc`, which
 //! takes one protocol request line and streams the answer lines back as NDJSON (what
 //! `codex-remote` uses). `logs?follow=true` (or `format=jsonl`) streams NDJSON as chunks.
@@ -42,8 +42,8 @@ use crate::http_guard;
 use crate::jobs::sys;
 use crate::protocol::{
     CancelRequest, ErrorBody, ExecId, ExecStartRequest, HealthResponse, JobRef, JobState,
-    ListRequest, LogsRequest, PruneRequest, Request, RequestLine, Response, ResponseLine,
-    StreamOffsets, StreamSel, WaitRequest,
+    ListRequest, LogsRequest, OnMachine, PruneRequest, Request, RequestLine, Response,
+    ResponseLine, RunEvent, StreamOffsets, StreamSel, WaitRequest,
 };
 use crate::wire::MAX_REQUEST_LINE;
 
@@ -79,6 +79,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/health", get(health))
         .route("/v1/rpc", post(rpc))
         .route("/v1/exec", post(exec_start).get(exec_list))
+        .route("/v1/exec/run", post(exec_run))
         .route("/v1/exec/{id}", get(exec_status).delete(exec_rm))
         .route("/v1/exec/{id}/logs", get(exec_logs))
         .route("/v1/exec/{id}/cancel", post(exec_cancel))
@@ -283,13 +284,31 @@ impl Sink for CollectSink {
 /// Sends each answer line down a channel to a streaming HTTP body.
 struct ChannelSink {
     tx: mpsc::Sender<Bytes>,
-    id: Option<serde_json::Value>,
+    lines: Lines,
     stopping: Arc<AtomicBool>,
+}
+
+/// How a streamed answer's lines are written.
+enum Lines {
+    /// Protocol answer lines, with the request's `id` (`/v1/rpc`, `logs?follow=true`).
+    Answers(Option<serde_json::Value>),
+    /// `exec run`'s events (`POST /v1/exec/run`): a `log` line as is, the `logs_end` of the
+    /// follow as `finished` with the job's final status; an error as an error.
+    Run,
 }
 
 impl Sink for ChannelSink {
     fn send(&mut self, response: Response) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(&ResponseLine { id: self.id.clone(), response })?;
+        let mut line = match (&self.lines, response) {
+            (Lines::Answers(id), response) => {
+                serde_json::to_vec(&ResponseLine { id: id.clone(), response })?
+            }
+            (Lines::Run, Response::Log(line)) => serde_json::to_vec(&RunEvent::Log(&line))?,
+            (Lines::Run, Response::LogsEnd(end)) => {
+                serde_json::to_vec(&RunEvent::Finished(OnMachine::new(&end.job, "")))?
+            }
+            (Lines::Run, other) => serde_json::to_vec(&other)?,
+        };
         line.push(b'\n');
         self.tx
             .blocking_send(Bytes::from(line))
@@ -316,10 +335,23 @@ impl HttpState {
 
     /// Runs `request` in a blocking thread, streaming every answer line as NDJSON.
     fn stream(self: &Arc<Self>, id: Option<serde_json::Value>, request: Request) -> HttpResponse {
+        self.stream_lines(Lines::Answers(id), Bytes::new(), request)
+    }
+
+    /// As [`stream`](Self::stream), the lines written as `lines` says, after `first`.
+    fn stream_lines(
+        self: &Arc<Self>,
+        lines: Lines,
+        first: Bytes,
+        request: Request,
+    ) -> HttpResponse {
         let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_LINES);
         let state = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut sink = ChannelSink { tx, id, stopping: state.stopping.clone() };
+            if !first.is_empty() && tx.blocking_send(first).is_err() {
+                return;
+            }
+            let mut sink = ChannelSink { tx, lines, stopping: state.stopping.clone() };
             let answer = state
                 .checked_handle(&request, &mut sink)
                 .unwrap_or_else(|e| Response::Error(e.into()));
@@ -406,6 +438,45 @@ async fn answer(state: &Arc<HttpState>, request: Result<Request>) -> HttpRespons
 
 async fn exec_start(State(state): State<Arc<HttpState>>, body: Bytes) -> HttpResponse {
     answer(&state, parse_body(&body, "exec").map(Request::ExecStart)).await
+}
+
+/// `POST /v1/exec/run` (the original tool's): starts the job as `POST /v1/exec` does (a
+/// refused start is its JSON error with its status), then streams NDJSON as `codex-remote exec
+/// run` prints it: `started` (the status object), a `log` line for each line of both streams,
+/// and `finished` with the final status. A client that goes away leaves the job running.
+async fn exec_run(State(state): State<Arc<HttpState>>, body: Bytes) -> HttpResponse {
+    let start = match parse_body::<ExecStartRequest>(&body, "exec") {
+        Ok(start) => start,
+        Err(e) => return error_response(e),
+    };
+    let started = match state.call(Request::ExecStart(start)).await.1 {
+        Ok(Response::Status(started)) => started,
+        Ok(Response::Error(body)) => return error_response(body.into()),
+        Ok(other) => return error_response(Error::internal("exec_run", other.kind())),
+        Err(e) => return error_response(e),
+    };
+    let exec_id = match ExecId::parse(&started.job.exec_id) {
+        Ok(id) => id,
+        Err(e) => return error_response(e),
+    };
+    let mut first = match serde_json::to_vec(&RunEvent::Started(OnMachine::new(&started, ""))) {
+        Ok(line) => line,
+        Err(e) => return error_response(Error::internal("encoding", e)),
+    };
+    first.push(b'\n');
+    let follow = LogsRequest {
+        exec_id,
+        stream: StreamSel::Both,
+        tail: None,
+        tail_lines: None,
+        since: Some(StreamOffsets::default().or_start(StreamSel::Both)),
+        follow: true,
+        raw: false,
+        max_bytes: None,
+        since_time: None,
+        until_time: None,
+    };
+    state.stream_lines(Lines::Run, Bytes::from(first), Request::ExecLogs(follow))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -653,7 +724,7 @@ fn rpc_with_bytes(state: Arc<HttpState>, body: Body) -> HttpResponse {
             Ok(RequestLine { id, request }) => (id, Ok(request)),
             Err(rejected) => (rejected.0, Err(rejected.1)),
         };
-        let out = ChannelSink { tx: tx.clone(), id, stopping };
+        let out = ChannelSink { tx: tx.clone(), lines: Lines::Answers(id), stopping };
         let mut sink = BytesSink { input, out, raw: ChannelWriter(tx) };
         let answer = request
             .and_then(|r| state.checked_handle(&r, &mut sink))

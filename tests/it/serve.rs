@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{TestEnv, alive, wait_until};
 
@@ -433,4 +433,50 @@ fn every_refusal_is_a_json_error_and_a_script_up_to_the_line_limit_passes() {
         .unwrap_or_default();
     assert!(final_head.starts_with("413"), "{text}");
     assert_eq!(body["code"], "request_too_large", "{text}");
+}
+
+#[test]
+fn post_exec_run_streams_started_logs_and_finished_as_the_original_tool() {
+    let (env, serve, token) = served();
+    let body = r#"{"cmd":"echo out; echo err >&2; exit 3","cwd":"","env":{"X":"1"}}"#;
+    let request = format!(
+        "POST /v1/exec/run HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(&serve.addr).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("application/x-ndjson"), "{head}");
+    let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (first, last) = (&lines[0], lines.last().unwrap());
+    assert_eq!((&first["type"], &first["status"]), (&json!("started"), &json!("running")));
+    let id = first["exec_id"].as_str().unwrap();
+    let logs: Vec<(&str, &str)> = lines[1..lines.len() - 1]
+        .iter()
+        .map(|l| (l["stream"].as_str().unwrap(), l["line"].as_str().unwrap()))
+        .collect();
+    assert!(logs.contains(&("stdout", "out")) && logs.contains(&("stderr", "err")), "{lines:?}");
+    assert_eq!(
+        (&last["type"], last["exec_id"].as_str(), &last["status"], &last["exit_code"]),
+        (&json!("finished"), Some(id), &json!("finished"), &json!(3)),
+        "{last}"
+    );
+    assert!(last["finished_at"].is_string() && last.get("machine").is_none(), "{last}");
+    assert_eq!(env.ok(&["exec", "result", "--machine", "h", "--id", id])["exit_code"], 3);
+
+    // A refused start is a JSON error with its status, before any stream.
+    let body = r#"{"cmd":""}"#;
+    let (status, answer) = http(
+        &serve.addr,
+        &format!(
+            "POST /v1/exec/run HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!((status, &answer["type"]), (400, &json!("error")), "{answer}");
 }

@@ -396,7 +396,10 @@ impl Browser {
 
     /// Polls `script` until it returns true.
     fn wait_for(&self, what: &str, script: &str) {
-        let ok = wait_until(WAIT, || self.js(script) == Value::Bool(true));
+        // A script that errs (a page busy past the driver's script timeout under load) is "not yet".
+        let ok = wait_until(WAIT, || {
+            self.rt.block_on(self.client().execute(script, vec![])).ok() == Some(Value::Bool(true))
+        });
         let page = self.js("return document.body.innerText");
         assert!(ok, "{what}: never true: {script}\npage:\n{}", page.as_str().unwrap_or(""));
     }

@@ -283,9 +283,18 @@ function trimLog() {
   }
 }
 
+// Scrolling forces a layout of the whole log: done once per frame, not once per line (a burst of
+// thousands of lines would otherwise lay out thousands of times and freeze the page).
+let scrollPending = false;
 function scrollIfFollowing() {
-  if (view.follow) log.scrollTop = log.scrollHeight;
-  document.getElementById('log-follow').textContent = view.follow ? 'following' : 'auto-scroll paused (scroll to the end to resume)';
+  if (scrollPending) return;
+  scrollPending = true;
+  requestAnimationFrame(() => {
+    scrollPending = false;
+    if (!view) return;
+    if (view.follow) log.scrollTop = log.scrollHeight;
+    document.getElementById('log-follow').textContent = view.follow ? 'following' : 'auto-scroll paused (scroll to the end to resume)';
+  });
 }
 
 // Auto-scroll stops when the user scrolls up and resumes at the bottom.

@@ -8,11 +8,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::TestEnv;
+use crate::support::{Sshd, TestEnv};
 
-/// A fake `codexd serve` that claims to be codexd of this very user but cannot prove it holds
-/// the token; it records every request it gets.
-fn impostor() -> (u16, Arc<Mutex<Vec<String>>>) {
+/// A fake `codexd serve` that claims to be codexd of `user` (`uid`) but cannot prove it holds
+/// the token; it records every request it gets (its head) before it answers.
+pub fn impostor(user: String, uid: u32) -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -39,8 +39,6 @@ fn impostor() -> (u16, Arc<Mutex<Vec<String>>>) {
             let mut body = vec![0; len];
             let _ = reader.read_exact(&mut body);
             log.lock().unwrap().push(head.clone());
-            let uid = rustix::process::getuid().as_raw();
-            let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
             let json = format!(
                 r#"{{"ok":true,"service":"codexd","version":"0.1.0","protocol":1,"user":"{user}","uid":{uid},"proof":"00"}}"#
             );
@@ -57,18 +55,23 @@ fn impostor() -> (u16, Arc<Mutex<Vec<String>>>) {
 
 #[test]
 fn the_token_never_goes_to_a_server_that_cannot_prove_it_holds_it() {
-    let (port, seen) = impostor();
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let (port, seen) = impostor(user, rustix::process::getuid().as_raw());
     let env = TestEnv::with_config(&format!(
         "machines:\n  - name: gpu\n    addr: 127.0.0.1:{port}\n    token: secret-token-of-a\n"
     ));
     let e = env.err(&["exec", "list", "--machine", "gpu"], "foreign_daemon", 3);
     assert!(e["message"].as_str().unwrap().contains("did not prove"), "{e}");
-    let requests = seen.lock().unwrap().clone();
+    assert_only_challenges(&seen.lock().unwrap(), "secret-token-of-a");
+}
+
+/// What an impostor got: challenges to `/health`, never the token nor any `Authorization`.
+pub fn assert_only_challenges(requests: &[String], token: &str) {
     assert!(!requests.is_empty(), "the client asked /health");
-    for r in &requests {
+    for r in requests {
         assert!(r.starts_with("GET /health?challenge="), "only a challenge was sent: {r}");
         assert!(!r.to_ascii_lowercase().contains("authorization"), "no token sent: {r}");
-        assert!(!r.contains("secret-token-of-a"), "{r}");
+        assert!(!r.contains(token), "{r}");
     }
 }
 
@@ -156,13 +159,16 @@ fn global_options_work_before_and_after_the_subcommand() {
 #[test]
 fn a_job_on_another_machine_is_named_with_the_machine_and_how_to_pick_one() {
     let env = TestEnv::new();
-    let e = env.err(
-        &["exec", "result", "--id", "01a20e39-2841-766b-a16c-ac422b0e3096"],
-        "job_not_found",
-        4,
-    );
+    let sshd = Sshd::start(env.dir.path());
+    let gpu = sshd.machine_yaml("gpu1", &env.path("remote-data"), "");
+    env.set_config(&format!("machines:\n{gpu}"));
+    let id = env.start("gpu1", "true");
+    // Asked on the default machine (local), where it did not run.
+    let e = env.err(&["exec", "result", "--id", &id], "job_not_found", 4);
     assert!(e["message"].as_str().unwrap().contains("on machine local"), "{e}");
-    assert!(e["hint"].as_str().unwrap().contains("--machine"), "{e}");
+    let hint = e["hint"].as_str().unwrap();
+    assert!(hint.contains("--machine") && hint.contains("exec list"), "{e}");
+    assert_eq!(env.wait("gpu1", &id)["state"], "succeeded");
 }
 
 #[test]

@@ -21,7 +21,7 @@ const XSS_NAME: &str = "<img src=x onerror=alert(1)>";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A running `codex-remote dashboard --listen 127.0.0.1:0`.
-struct DashboardProcess {
+pub struct DashboardProcess {
     child: Child,
     url: String,
     /// `host:port` as the URL has it.
@@ -29,7 +29,7 @@ struct DashboardProcess {
 }
 
 impl DashboardProcess {
-    fn start(env: &TestEnv, listen: &str) -> Self {
+    pub fn start(env: &TestEnv, listen: &str) -> Self {
         let mut child = env
             .remote(&["dashboard", "--listen", listen])
             .stdout(Stdio::piped())
@@ -45,7 +45,7 @@ impl DashboardProcess {
         DashboardProcess { child, url, host }
     }
 
-    fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         self.host.rsplit_once(':').unwrap().1.parse().unwrap()
     }
 
@@ -74,7 +74,7 @@ impl Drop for DashboardProcess {
 
 /// One plain HTTP/1.1 request to 127.0.0.1:`port`; returns the status, the headers (lower-case
 /// names) and the body.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Http {
+pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Http {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
@@ -96,10 +96,10 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &st
     Http { status, headers, body: body.to_string() }
 }
 
-struct Http {
-    status: u16,
+pub struct Http {
+    pub status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub body: String,
 }
 
 impl Http {
@@ -115,7 +115,7 @@ fn page_secret(page: &str) -> String {
     rest[..rest.find('"').unwrap()].to_string()
 }
 
-fn local_jobs(env: &TestEnv) -> usize {
+pub fn local_jobs(env: &TestEnv) -> usize {
     env.ok(&["exec", "list", "--machine", "local"])["jobs"].as_array().unwrap().len()
 }
 

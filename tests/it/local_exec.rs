@@ -289,7 +289,10 @@ fn list_rm_prune_and_retention() {
     assert!(failed["jobs"].as_array().unwrap().iter().all(|j| j["state"] == "failed"));
     assert_eq!(env.ok(&["exec", "list", "--limit", "1"])["jobs"].as_array().unwrap().len(), 1);
 
-    env.err(&["exec", "rm", "--id", &running], "job_running", 4);
+    let e = env.err(&["exec", "rm", "--id", &running], "job_running", 4);
+    assert!(e["message"].as_str().unwrap().contains("on machine local"), "{e}");
+    let hint = e["hint"].as_str().unwrap();
+    assert!(hint.contains("exec cancel --machine local --id"), "{e}");
     let removed = env.ok(&["exec", "rm", "--id", &ids[4]]);
     assert_eq!(removed["type"], "removed");
     env.err(&["exec", "result", "--id", &ids[4]], "job_not_found", 4);

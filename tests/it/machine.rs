@@ -20,13 +20,18 @@ fn up_env(extra: &str) -> (TestEnv, Sshd, StopServe) {
     let env = TestEnv::new();
     let sshd = Sshd::start(env.dir.path());
     let remote = env.path("remote-data");
+    env.set_config(&up_config(&env, &sshd, &remote, extra));
+    (env, sshd, StopServe(remote))
+}
+
+/// The config of [`up_env`] with the machine's data dir at `remote`.
+fn up_config(env: &TestEnv, sshd: &Sshd, remote: &Path, extra: &str) -> String {
     let rbin = env.path("rbin");
     let extra = format!("    install_dir: {}\n{extra}", rbin.display());
     let machine = sshd
-        .machine_yaml("gpu", &remote, &extra)
+        .machine_yaml("gpu", remote, &extra)
         .replace(&format!("codexd: {CODEXD}"), &format!("codexd: {}/codexd", rbin.display()));
-    env.set_config(&format!("machines:\n{machine}"));
-    (env, sshd, StopServe(remote))
+    format!("machines:\n{machine}")
 }
 
 /// Stops the `codexd serve` that `machine up` started in `data_dir`.
@@ -77,8 +82,9 @@ fn machine_up_installs_codexd_starts_serve_and_exec_start_works_right_after() {
         "{up}"
     );
     assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(CODEXD).unwrap());
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&installed).unwrap().permissions().mode() & 0o111, 0o111);
+    assert_eq!(mode(&installed) & 0o111, 0o111);
+    // The serve's log may hold what jobs print about themselves: private.
+    assert_eq!(mode(&remote.join("serve.log")), 0o600);
 
     // Right after: a job over HTTP, with the token fetched over ssh on first use.
     let id = env.start("gpu", "echo up-and-running");
@@ -102,6 +108,87 @@ fn machine_up_installs_codexd_starts_serve_and_exec_start_works_right_after() {
     assert_eq!(check["protocol"], 1);
 }
 
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn machine_up_without_a_codexd_key_ends_ready_or_not_ok_and_names_the_path() {
+    let env = TestEnv::new();
+    let sshd = Sshd::start(env.dir.path());
+    let rbin = env.path("rbin");
+    let installed = format!("{}/codexd", rbin.display());
+    let machine = sshd.machine_yaml(
+        "gpu",
+        &env.path("remote-data"),
+        &format!("    install_dir: {}\n", rbin.display()),
+    );
+    let without_key: String = machine
+        .lines()
+        .filter(|l| !l.trim().starts_with("codexd:"))
+        .map(|l| l.to_string() + "\n")
+        .collect();
+    env.set_config(&format!("machines:\n{without_key}"));
+
+    // Before: every call says codexd is missing and how to install it.
+    let e = env.err(&["exec", "list", "--machine", "gpu"], "codexd_not_found", 3);
+    assert!(e["message"].as_str().unwrap().contains("machine gpu"), "{e}");
+    assert!(e["hint"].as_str().unwrap().contains("machine up --machine gpu"), "{e}");
+
+    // `up` installs into install_dir, then finds that calls (`codexd` on the PATH) cannot
+    // reach it: not ok, with the line to add, never `ok: true` with every call failing.
+    let (code, lines) = env.run(&["machine", "up", "--machine", "gpu"]);
+    let up = &lines[0];
+    assert_eq!(code, 3, "{up}");
+    assert_eq!(
+        (up["ok"].as_bool(), up["stage"].as_str(), up["installed"].as_bool()),
+        (Some(false), Some("verify"), Some(true)),
+        "{up}"
+    );
+    assert_eq!(up["codexd_path"], installed.as_str());
+    assert!(up["hint"].as_str().unwrap().contains(&format!("codexd: {installed}")), "{up}");
+    assert!(Path::new(&installed).is_file());
+
+    // With that line, it is ready and calls work.
+    env.set_config(&format!("machines:\n{without_key}    codexd: {installed}\n"));
+    let up = env.ok(&["machine", "up", "--machine", "gpu"]);
+    assert_eq!((up["ok"].as_bool(), up["stage"].as_str()), (Some(true), Some("ready")), "{up}");
+    env.ok(&["exec", "list", "--machine", "gpu"]);
+}
+
+/// Runs `codex-remote ARGS` through a forward: its JSON answer and its `tunnel` line.
+fn tunnel_telemetry(env: &TestEnv, args: &[&str]) -> (Value, Value) {
+    let out = env.remote(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().rev().find(|l| l.contains("\"tunnel\"")).expect("telemetry");
+    let answer = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (answer, serde_json::from_str(line).unwrap())
+}
+
+#[test]
+fn two_configs_with_the_same_machine_name_never_share_a_forward() {
+    let direct = || format!("    use_direct_addr: true\n    daemon_port: {}\n", free_port());
+    let (env, sshd, _stop) = up_env(&direct());
+    assert_eq!(env.ok(&["machine", "up", "--machine", "gpu"])["ok"], true);
+    let (job, first) =
+        tunnel_telemetry(&env, &["exec", "start", "--machine", "gpu", "--cmd", "true"]);
+
+    // Another config file, the same name `gpu`, another serve (data dir and port).
+    let remote = env.path("remote-data-2");
+    let _stop_other = StopServe(remote.clone());
+    let other = env.path("other.yaml");
+    std::fs::write(&other, up_config(&env, &sshd, &remote, &direct())).unwrap();
+    let other = other.to_str().unwrap();
+    let up = env.ok(&["machine", "up", "--machine", "gpu", "--config", other]);
+    assert_eq!(up["started"], true, "its own serve: {up}");
+    let (list, second) = tunnel_telemetry(&env, &["exec", "list", "-m", "gpu", "--config", other]);
+    assert_ne!(second["local_port"], first["local_port"], "{first} {second}");
+    assert_eq!(list["jobs"], serde_json::json!([]), "not the first config's serve: {job}");
+    assert!(remote.join("token").is_file());
+}
+
 /// `use_direct_addr` with `extra` machine keys: one forward, reused by the next call, reported
 /// on stderr. Returns the forward's `tunnel_pid`.
 fn forward_is_reused(extra: &str) -> i64 {
@@ -111,13 +198,7 @@ fn forward_is_reused(extra: &str) -> i64 {
     let up = env.ok(&["machine", "up", "--machine", "gpu"]);
     assert_eq!(up["ok"], true, "{up}");
 
-    let telemetry = |args: &[&str]| -> Value {
-        let out = env.remote(args).output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let line = stderr.lines().rev().find(|l| l.contains("\"tunnel\"")).expect("telemetry");
-        serde_json::from_str(line).unwrap()
-    };
+    let telemetry = |args: &[&str]| tunnel_telemetry(&env, args).1;
     let first = telemetry(&["exec", "start", "--machine", "gpu", "--cmd", "echo via-forward"]);
     for key in ["machine", "local_port", "exec_id", "tunnel_pid", "health_latency", "retry_count"] {
         assert!(first.get(key).is_some(), "{key} missing: {first}");
@@ -131,6 +212,12 @@ fn forward_is_reused(extra: &str) -> i64 {
         (first["local_port"].clone(), Some(true))
     );
     assert_eq!(second["exec_id"], id.as_str());
+    // `exec run` makes many calls through the forward, and says so once.
+    let out =
+        env.remote(&["exec", "run", "--machine", "gpu", "--cmd", "echo once"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().filter(|l| l.contains("\"tunnel\"")).count(), 1, "{stderr}");
     first["tunnel_pid"].as_i64().expect("the pid holding the forward")
 }
 

@@ -15,6 +15,7 @@ mod idempotency;
 mod local_exec;
 mod machine;
 mod mcp;
+mod projects;
 mod release;
 mod serve;
 mod serve_load;

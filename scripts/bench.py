@@ -551,14 +551,47 @@ def bench_sync(ssh_cfg):
            "<= 1.1", a / b <= 1.1)
 
 
+def bench_projects(ssh_cfg):
+    """exec start at a known commit of a project / a plain exec start, over the same warm ssh."""
+    print("projects at a ref", file=sys.stderr)
+    repo = os.path.join(WORK, "project-repo")
+    os.makedirs(os.path.join(repo, "src"))
+    git = ["git", "-C", repo, "-c", "user.name=b", "-c", "user.email=b@b"]
+    subprocess.run(["git", "init", "-q", "-b", "main", repo], check=True)
+    for i in range(200):  # a small project: 200 files of 4 KiB
+        with open(os.path.join(repo, "src", f"f{i}.py"), "w") as f:
+            f.write("x = 1\n" * 680)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "c"], check=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    codexd_cfg = os.path.join(WORK, "codexd-projects.yaml")
+    write_config(codexd_cfg, f"projects:\n  - id: p\n    repo_url: {repo}\n")
+    write_config(ENV["CODEX_REMOTE_CONFIG"], f"""machines:
+  - name: proj
+    ssh: benchhost
+    ssh_args: ["-F", "{ssh_cfg}"]
+    codexd: CODEXD_CONFIG={codexd_cfg} {CODEXD}
+    data_dir: {os.path.join(WORK, "remote-projects")}
+""")
+    start = [REMOTE, "exec", "start", "--machine", "proj"]
+    ours = start + ["--project", "p", "--ref", commit, "--cmd", "true"]
+    plain = start + ["--cmd", "true"]
+    timed(ours)(), timed(plain)()  # the first clones the mirror and opens the master
+    a, b = interleaved(timed(ours), timed(plain), 20)
+    record("exec start --project P --ref <known commit> / plain exec start (ssh)",
+           f"{a*1e3:.1f} ms / {b*1e3:.1f} ms = {a/b:.2f}", "<= 1.5", a / b <= 1.5)
+
+
 def main():
     sshd = None
     try:
         ssh_machine = None
-        # BENCH_ONLY=sync runs the files and sync figures alone.
-        if os.environ.get("BENCH_ONLY") == "sync":
+        # BENCH_ONLY=sync (or projects) runs the files and sync (or projects) figures alone.
+        only = {"sync": bench_sync, "projects": bench_projects}.get(os.environ.get("BENCH_ONLY"))
+        if only:
             sshd, ssh_cfg = start_sshd()
-            bench_sync(ssh_cfg)
+            only(ssh_cfg)
             return print_table()
         if os.path.exists("/usr/sbin/sshd"):
             sshd, ssh_cfg = start_sshd()
@@ -576,6 +609,7 @@ def main():
         if ssh_machine:
             bench_burst(ssh_machine)
             bench_sync(ssh_cfg)
+            bench_projects(ssh_cfg)
     finally:
         close_masters(ENV["CODEX_REMOTE_CONTROL_DIR"])
         if sshd:

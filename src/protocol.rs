@@ -26,6 +26,8 @@
 //!   "name":"n","labels":{"k":"v"},"idempotency_key":"k1"}
 //! {"type":"exec_start","cmd":["python","train.py"]}          argv: run without a shell
 //! {"type":"exec_start","script":"echo hi\n"}                 needs capability "script"
+//! {"type":"exec_start","cmd":"make test","project":"p","ref":"v1.2","cwd":"sub"}
+//!                                                            needs capability "projects"
 //! {"type":"exec_status","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096"}
 //! {"type":"exec_logs","exec_id":ID,"stream":"both","tail":2000,"since":{"stdout":10,"stderr":0},
 //!   "follow":true,"raw":true,"max_bytes":100}
@@ -136,6 +138,8 @@ pub mod capability {
     pub const SYNC: &str = "sync";
     /// `exec_logs` with `since_time` / `until_time` (the job's time index).
     pub const LOGS_TIME: &str = "logs_time";
+    /// `exec_start` with `project` / `ref`: the job runs in a worktree of a configured repo.
+    pub const PROJECTS: &str = "projects";
 }
 
 /// What this codexd can do, reported by `hello`.
@@ -152,6 +156,7 @@ pub const CAPABILITIES: &[&str] = &[
     capability::FILES,
     capability::SYNC,
     capability::LOGS_TIME,
+    capability::PROJECTS,
 ];
 
 /// The request `type`s this version knows.
@@ -205,6 +210,7 @@ impl Request {
     /// The capability a codexd must report for this request to mean what the client means.
     pub fn needs(&self) -> Option<&'static str> {
         match self {
+            Request::ExecStart(r) if r.project.is_some() => Some(capability::PROJECTS),
             Request::ExecStart(r) if r.script.is_some() => Some(capability::SCRIPT),
             Request::ExecLogs(r) if r.since_time.is_some() || r.until_time.is_some() => {
                 Some(capability::LOGS_TIME)
@@ -346,6 +352,31 @@ pub struct ExecStartRequest {
     /// A retried start with the same key returns the first job instead of starting another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// A project of codexd's config (`projects:`): the job runs in a worktree of its repo at
+    /// `ref`, and `cwd` is relative to that worktree. HTTP clients of the original tool send
+    /// `project_id`.
+    /// An empty string is no project (the original clients send `"project_id": ""`).
+    #[serde(
+        default,
+        alias = "project_id",
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub project: Option<String>,
+    /// A branch, tag or commit of `project` (default `HEAD`, the repo's default branch).
+    #[serde(
+        default,
+        rename = "ref",
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub git_ref: Option<String>,
+}
+
+/// An optional string where `""` means absent, as the original tool's clients send it.
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()))
 }
 
 impl ExecStartRequest {
@@ -677,6 +708,35 @@ pub struct JobStatus {
     /// file that could not be read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Where the job's code came from, for a job started with a `project`.
+    #[serde(flatten)]
+    pub checkout: Option<Checkout>,
+}
+
+/// The git checkout a project job runs in: the project, the ref asked for, the commit it
+/// resolved to, and the worktree (removed with the job). The last two are absent when the
+/// checkout failed (`start_failed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    pub project: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+}
+
+impl Checkout {
+    /// A checkout that did not happen: the project and ref alone.
+    pub fn failed(project: &str, git_ref: &str) -> Self {
+        Checkout {
+            project: project.to_string(),
+            git_ref: git_ref.to_string(),
+            commit: None,
+            worktree: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -949,6 +1009,17 @@ impl<'a> Summary<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_project_start_needs_the_capability_and_takes_the_original_name() {
+        let req: ExecStartRequest =
+            serde_json::from_str(r#"{"cmd":"ls","project_id":"p","ref":"main"}"#).unwrap();
+        assert_eq!((req.project.as_deref(), req.git_ref.as_deref()), (Some("p"), Some("main")));
+        let plain: ExecStartRequest =
+            serde_json::from_str(r#"{"cmd":"ls","project_id":"","ref":""}"#).unwrap();
+        assert_eq!((plain.project, plain.git_ref), (None, None));
+        assert_eq!(Request::ExecStart(req).needs(), Some(capability::PROJECTS));
+    }
 
     #[test]
     fn times_are_durations_before_now_or_rfc3339() {

@@ -120,6 +120,18 @@ pub struct StartArgs {
     /// A retried start with the same key returns the first job instead of running it again.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// Run in a checkout of this project of codexd's config (`projects:`); --cwd is then a
+    /// path inside the repo.
+    #[arg(long, value_name = "ID")]
+    project: Option<String>,
+    /// The branch, tag or commit of --project to run at [default: HEAD, the default branch,
+    /// fetched first].
+    #[arg(long = "ref", value_name = "REF", requires = "project")]
+    git_ref: Option<String>,
+    /// Forward the ssh agent to this call (`ssh -A`), so codexd can fetch a private repo with
+    /// your key (as the machine key `forward_agent: true`).
+    #[arg(long)]
+    forward_agent: bool,
     /// The command as an argv list, run without a shell: `exec start -- python train.py`.
     #[arg(last = true, value_name = "ARGV")]
     argv: Vec<String>,
@@ -396,6 +408,8 @@ fn start_request(args: &StartArgs) -> Result<ExecStartRequest> {
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         // None: client::start makes one, so a retried start never runs twice.
         idempotency_key: args.idempotency_key.clone(),
+        project: args.project.clone(),
+        git_ref: args.git_ref.clone(),
     })
 }
 
@@ -410,8 +424,14 @@ fn job_exit_code(job: &JobStatus) -> u8 {
     }
 }
 
-fn start(ctx: &Ctx, args: StartArgs) -> Result<u8> {
+/// The machine a start goes to, with the agent forwarded when `--forward-agent` asks.
+fn start_machine(ctx: &Ctx, args: &StartArgs) -> Result<Machine> {
     let m = ctx.machine(args.machine.machine.as_deref())?;
+    Ok(if args.forward_agent { m.forwarding_agent() } else { m })
+}
+
+fn start(ctx: &Ctx, args: StartArgs) -> Result<u8> {
+    let m = start_machine(ctx, &args)?;
     let req = start_request(&args)?;
     let answer = client::start(&m, req)?;
     emit_on(&m, &answer)?;
@@ -513,7 +533,7 @@ fn read_logs(
 
 /// `exec run`: start, follow both streams as NDJSON, exit with the job's code. Ctrl-C detaches.
 fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
-    let m = ctx.machine(args.machine.machine.as_deref())?;
+    let m = start_machine(ctx, &args)?;
     let req = start_request(&args)?;
     let started = client::start(&m, req)?;
     // From here on Ctrl-C detaches; before, it simply stops us (the start completes remotely).

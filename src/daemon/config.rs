@@ -35,12 +35,39 @@ struct ConfigFile {
     max_file_size: Option<u64>,
     /// Variables every job gets unless its request sets them (replaces the defaults).
     env_defaults: Option<BTreeMap<String, String>>,
+    /// Repositories a job can run at a ref of (`exec start --project ID --ref REF`).
+    #[serde(default)]
+    projects: Vec<ProjectFile>,
+}
+
+/// One `projects:` entry, with the original tool's keys.
+#[derive(Debug, Deserialize)]
+struct ProjectFile {
+    id: String,
+    repo_url: String,
+    mirror_dir: Option<String>,
 }
 
 impl crate::config_file::ConfigKeys for ConfigFile {
-    fn known_keys(_parent: &str) -> Vec<&'static str> {
-        crate::config_file::fields_of::<ConfigFile>()
+    fn known_keys(parent: &str) -> Vec<&'static str> {
+        if parent.starts_with("projects.") {
+            crate::config_file::fields_of::<ProjectFile>()
+        } else {
+            crate::config_file::fields_of::<ConfigFile>()
+        }
     }
+}
+
+/// A repository jobs can run at a ref of: codexd keeps a bare mirror of it
+/// ([`super::projects`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub id: String,
+    /// What `git clone` is given: a URL (`https://`, `ssh://`, `git@host:path`, `file://`) or
+    /// a path.
+    pub repo_url: String,
+    /// The bare mirror (default `<data_dir>/projects/<id>.git`).
+    pub mirror_dir: PathBuf,
 }
 
 /// Resolved settings.
@@ -66,6 +93,8 @@ pub struct DaemonConfig {
     pub max_file_size: u64,
     /// Variables every job gets unless its request sets them ([`default_env`] when not set).
     pub env_defaults: BTreeMap<String, String>,
+    /// The repositories of `projects:`, by id.
+    pub projects: Vec<Project>,
 }
 
 /// What every job's environment has unless `env_defaults` says otherwise: as in the original
@@ -110,7 +139,9 @@ impl DaemonConfig {
                 format!("env_defaults: {bad:?} cannot name a variable (letters, digits and _)"),
             ));
         }
+        let projects = resolve_projects(file.projects, &data_dir, &home)?;
         Ok(DaemonConfig {
+            projects,
             retention_count: file.retention_count.unwrap_or(DEFAULT_RETENTION),
             shell: (file.shell.or(file.default_shell)).unwrap_or_else(|| DEFAULT_SHELL.to_string()),
             listen: file.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
@@ -126,6 +157,34 @@ impl DaemonConfig {
             data_dir,
         })
     }
+}
+
+/// Checks the `projects:` entries (a usable, unique id; a repo_url) and fills in each mirror.
+fn resolve_projects(files: Vec<ProjectFile>, data_dir: &Path, home: &Path) -> Result<Vec<Project>> {
+    let mut projects: Vec<Project> = Vec::new();
+    for p in files {
+        let bad = |why: &str| {
+            Error::new(ErrorCode::ConfigError, format!("projects: id {:?}: {why}", p.id))
+        };
+        let id_ok = !p.id.is_empty()
+            && !p.id.starts_with('.')
+            && p.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !id_ok {
+            return Err(bad("letters, digits, '-', '_' and '.', not starting with '.'"));
+        }
+        if projects.iter().any(|q| q.id == p.id) {
+            return Err(bad("given twice"));
+        }
+        if p.repo_url.trim().is_empty() || p.repo_url.starts_with('-') {
+            return Err(bad("repo_url is empty or starts with '-'"));
+        }
+        let mirror_dir = match &p.mirror_dir {
+            Some(dir) => expand_home(dir, home),
+            None => data_dir.join("projects").join(format!("{}.git", p.id)),
+        };
+        projects.push(Project { id: p.id, repo_url: p.repo_url, mirror_dir });
+    }
+    Ok(projects)
 }
 
 /// `~` and `~/x` name the home directory.
@@ -157,5 +216,25 @@ mod key_tests {
             Path::new("config.yaml"),
         );
         assert_eq!(warnings, ["unknown key `retention_cont` (did you mean `retention_count`?)"]);
+    }
+
+    #[test]
+    fn project_keys_are_known_and_checked() {
+        let text = "projects:\n  - id: p\n    repo_url: /r\n    mirror_dri: /m\n";
+        let warnings =
+            crate::config_file::unknown_keys::<ConfigFile>(text, Path::new("config.yaml"));
+        assert_eq!(
+            warnings,
+            ["unknown key `projects.0.mirror_dri` (did you mean `mirror_dir`?)"],
+            "{warnings:?}"
+        );
+        let file: ConfigFile = serde_saphyr::from_str(text).unwrap();
+        let projects = resolve_projects(file.projects, Path::new("/d"), Path::new("/h")).unwrap();
+        assert_eq!(projects[0].mirror_dir, Path::new("/d/projects/p.git"));
+        let twice = ProjectFile { id: "p".into(), repo_url: "/r".into(), mirror_dir: None };
+        let again = ProjectFile { id: "p".into(), repo_url: "/r".into(), mirror_dir: None };
+        assert!(resolve_projects(vec![twice, again], Path::new("/d"), Path::new("/h")).is_err());
+        let dotted = ProjectFile { id: "../x".into(), repo_url: "/r".into(), mirror_dir: None };
+        assert!(resolve_projects(vec![dotted], Path::new("/d"), Path::new("/h")).is_err());
     }
 }

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod files;
 pub mod http;
 pub mod logs;
+pub mod projects;
 pub mod rpc;
 pub mod serve;
 pub mod sync;
@@ -23,9 +24,9 @@ use crate::jobs::store::{self, CancelFile, JobSpec, JobStore, now_rfc3339};
 use crate::jobs::{sys, wait, worker};
 use crate::protocol::exec_id::is_go_era_id;
 use crate::protocol::{
-    CancelRequest, CommandSpec, ExecId, ExecStartRequest, HelloResponse, JobRef, JobState,
-    JobStatus, ListRequest, ListResponse, PruneRequest, PrunedResponse, RemovedResponse, Request,
-    ResolveRequest, Response, RunStatus, StatusResponse, WaitRequest,
+    CancelRequest, Checkout, CommandSpec, ExecId, ExecStartRequest, HelloResponse, JobRef,
+    JobState, JobStatus, ListRequest, ListResponse, PruneRequest, PrunedResponse, RemovedResponse,
+    Request, ResolveRequest, Response, RunStatus, StatusResponse, WaitRequest,
 };
 pub use config::DaemonConfig;
 
@@ -135,49 +136,88 @@ impl Daemon {
         if let Some(key) = &req.idempotency_key {
             store::validate_key(key)?;
         }
-        let swept;
-        let id = {
-            let _lock = self.store.lock_store()?;
-            if let Some(key) = &req.idempotency_key
-                && let Some(record) = self.store.find_key(key)?
-                && let Ok(job) = self.store.status(&record.exec_id)
-            {
-                if record.fingerprint.is_some_and(|f| f != req.fingerprint()) {
-                    return Err(idempotency_conflict(key, &job));
-                }
-                let mut answer = StatusResponse::of(job);
-                answer.replayed = Some(true);
-                return Ok(answer);
+        // A project is checked out before the store lock: a clone or fetch may take a while,
+        // and other starts should not wait for it. A start that will replay checks out nothing.
+        let id = store::new_id();
+        let checkout = match &plan.project {
+            Some((project, git_ref)) if !self.replays(req) => {
+                Some(projects::check_out(project, git_ref, &self.store.worktree_dir(&id)))
             }
-            // What earlier creators killed mid-way left behind (they held this lock).
-            swept = self.store.sweep_staging().unwrap_or(0);
-            let id = store::new_id();
-            let dir = self.store.job_dir(&id)?;
-            let (mut status, spec) = plan.into_job(&id, &dir, req);
-            // A job that cannot start is answered as such at once, without a worker.
-            let problem = worker::start_problem(&spec);
-            if let Some(problem) = &problem {
-                status.finish(Outcome::StartFailed(problem.clone()), &now_rfc3339());
-            }
-            // Built whole aside, the key recorded, the worker started (it waits for this lock),
-            // then one rename: a kill at any point leaves no job or a whole one.
-            let staged = self.store.stage_job(&status, &spec)?;
-            if let Some(key) = &req.idempotency_key {
-                self.store.record_key(key, &id, &req.fingerprint())?;
-            }
-            if problem.is_none()
-                && let Err(e) = worker::spawn_worker(&self.store, &id, staged.dir())
-            {
-                status.finish(Outcome::StartFailed(e.message), &now_rfc3339());
-                staged.write_status(&status)?;
-            }
-            staged.commit()?;
-            id
+            _ => None,
         };
-        if swept > 0 {
-            self.store.empty_trash();
+        let checked_out = checkout.as_ref().is_some_and(|c| c.is_ok());
+        let created = self.create_job(req, plan, &id, checkout);
+        if checked_out && !matches!(created, Ok(Created::New { .. })) {
+            self.store.release_worktree(&id);
         }
-        self.store.status(&id).map(StatusResponse::of)
+        match created? {
+            Created::Replay(answer) => Ok(*answer),
+            Created::New { swept } => {
+                if swept > 0 {
+                    self.store.empty_trash();
+                }
+                self.store.status(&id).map(StatusResponse::of)
+            }
+        }
+    }
+
+    /// Under the store lock: the earlier job of the request's key, or the new job `id`, built
+    /// whole and started.
+    fn create_job(
+        &self,
+        req: &ExecStartRequest,
+        plan: StartPlan,
+        id: &ExecId,
+        checkout: Option<std::result::Result<Checkout, String>>,
+    ) -> Result<Created> {
+        let _lock = self.store.lock_store()?;
+        if let Some(key) = &req.idempotency_key
+            && let Some(record) = self.store.find_key(key)?
+            && let Ok(job) = self.store.status(&record.exec_id)
+        {
+            if record.fingerprint.is_some_and(|f| f != req.fingerprint()) {
+                return Err(idempotency_conflict(key, &job));
+            }
+            let mut answer = StatusResponse::of(job);
+            answer.replayed = Some(true);
+            return Ok(Created::Replay(Box::new(answer)));
+        }
+        // What earlier creators killed mid-way left behind (they held this lock).
+        let swept = self.store.sweep_staging().unwrap_or(0);
+        let dir = self.store.job_dir(id)?;
+        let (checkout, checkout_problem) = match (checkout, &plan.project) {
+            (Some(Ok(c)), _) => (Some(c), None),
+            (Some(Err(problem)), Some((project, git_ref))) => {
+                (Some(Checkout::failed(&project.id, git_ref)), Some(problem))
+            }
+            _ => (None, None),
+        };
+        let (mut status, spec) = plan.into_job(id, &dir, req, checkout);
+        // A job that cannot start is answered as such at once, without a worker.
+        let problem = checkout_problem.or_else(|| worker::start_problem(&spec));
+        if let Some(problem) = &problem {
+            status.finish(Outcome::StartFailed(problem.clone()), &now_rfc3339());
+        }
+        // Built whole aside, the key recorded, the worker started (it waits for this lock),
+        // then one rename: a kill at any point leaves no job or a whole one.
+        let staged = self.store.stage_job(&status, &spec)?;
+        if let Some(key) = &req.idempotency_key {
+            self.store.record_key(key, id, &req.fingerprint())?;
+        }
+        if problem.is_none()
+            && let Err(e) = worker::spawn_worker(&self.store, id, staged.dir())
+        {
+            status.finish(Outcome::StartFailed(e.message), &now_rfc3339());
+            staged.write_status(&status)?;
+        }
+        staged.commit()?;
+        Ok(Created::New { swept })
+    }
+
+    /// Whether this start will replay an earlier job (its key names one).
+    fn replays(&self, req: &ExecStartRequest) -> bool {
+        let record = req.idempotency_key.as_deref().and_then(|k| self.store.find_key(k).ok());
+        record.flatten().is_some_and(|r| self.store.status(&r.exec_id).is_ok())
     }
 
     fn exec_cancel(&self, req: &CancelRequest) -> Result<StatusResponse> {
@@ -308,6 +348,14 @@ impl Daemon {
     }
 }
 
+/// What the locked part of `exec_start` did.
+enum Created {
+    /// The request's key named an earlier job: its status, `replayed`.
+    Replay(Box<StatusResponse>),
+    /// A new job; `swept`: abandoned half-created jobs removed on the way.
+    New { swept: usize },
+}
+
 /// A validated `exec_start`: what to run, where, with what environment.
 struct StartPlan {
     argv: Vec<String>,
@@ -317,6 +365,8 @@ struct StartPlan {
     script: Option<String>,
     grace_ms: u64,
     retention: usize,
+    /// The project and ref to check out; `cwd` is then relative to the worktree.
+    project: Option<(config::Project, String)>,
 }
 
 impl StartPlan {
@@ -365,8 +415,21 @@ impl StartPlan {
         if argv.iter().any(|a| a.contains('\0')) {
             return Err(Error::invalid("cmd contains a NUL byte"));
         }
-        let cwd = expand_cwd(req.cwd.as_deref(), &home_dir())?;
+        let (cwd, project) = match &req.project {
+            Some(id) => {
+                let project = projects::find(config, id)?.clone();
+                let git_ref = req.git_ref.as_deref().unwrap_or(projects::DEFAULT_REF);
+                projects::check_ref(git_ref)?;
+                let cwd = projects::relative_cwd(req.cwd.as_deref())?;
+                (cwd.display().to_string(), Some((project, git_ref.to_string())))
+            }
+            None if req.git_ref.is_some() => {
+                return Err(Error::invalid("ref is given without a project"));
+            }
+            None => (expand_cwd(req.cwd.as_deref(), &home_dir())?, None),
+        };
         Ok(StartPlan {
+            project,
             argv,
             display,
             cwd,
@@ -378,7 +441,19 @@ impl StartPlan {
         })
     }
 
-    fn into_job(self, id: &str, dir: &Path, req: &ExecStartRequest) -> (JobStatus, JobSpec) {
+    /// The job's first status and spec; a project job's cwd is inside its worktree.
+    fn into_job(
+        self,
+        id: &str,
+        dir: &Path,
+        req: &ExecStartRequest,
+        checkout: Option<Checkout>,
+    ) -> (JobStatus, JobSpec) {
+        let cwd = match checkout.as_ref().and_then(|c| c.worktree.as_deref()) {
+            Some(worktree) if self.cwd.is_empty() => worktree.to_string(),
+            Some(worktree) => Path::new(worktree).join(&self.cwd).display().to_string(),
+            None => self.cwd,
+        };
         let mut argv = self.argv;
         let mut display = self.display;
         if self.script.is_some() {
@@ -391,7 +466,7 @@ impl StartPlan {
             status: JobState::Running.status(),
             state: JobState::Running,
             cmd: display,
-            cwd: self.cwd.clone(),
+            cwd: cwd.clone(),
             pid: None,
             started_at: None,
             finished_at: None,
@@ -412,10 +487,11 @@ impl StartPlan {
             cancel_requested_at: None,
             artifacts: None,
             warning: None,
+            checkout,
         };
         let spec = JobSpec {
             argv,
-            cwd: self.cwd,
+            cwd,
             env: self.env,
             script: self.script,
             grace_ms: self.grace_ms,

@@ -1,5 +1,5 @@
 //! The job store on disk, the detached worker that runs a job, how a job is signalled and how
-//! a job ends, and waiting for it.
+//! a job ends, waiting for it, and a project job's git worktree.
 
 pub mod artifacts;
 pub mod create;
@@ -11,3 +11,4 @@ pub mod sys;
 pub mod timeline;
 pub mod wait;
 pub mod worker;
+pub mod worktree;

@@ -2,7 +2,8 @@
 //!
 //! The store lock is held only to move a job aside (one rename into `<data_dir>/trash/`);
 //! deleting its files happens after the lock is released, so an `exec_start` never waits for a
-//! prune of thousands of jobs. A job with a live process is never removed.
+//! prune of thousands of jobs. A job with a live process is never removed. A project job's
+//! worktree goes with it (`worktree.rs`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,7 @@ impl JobStore {
             }
         }
         self.empty_trash();
+        self.release_worktree(id);
         Ok(())
     }
 
@@ -93,6 +95,9 @@ impl JobStore {
             }
         }
         self.empty_trash();
+        for id in &pruned.removed {
+            self.release_worktree(id);
+        }
         Ok(pruned)
     }
 

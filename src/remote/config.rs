@@ -82,6 +82,10 @@ pub struct MachineConfig {
     /// `machine up`: where codexd is installed (default `~/.local/bin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_dir: Option<String>,
+    /// Forward the ssh agent (`ssh -A`) on every call to this machine, so codexd can fetch a
+    /// private project repo with the laptop's key (`exec start --forward-agent` for one call).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_agent: bool,
 }
 
 impl RemoteConfig {

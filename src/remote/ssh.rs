@@ -28,6 +28,8 @@ pub struct SshTarget {
     pub control: bool,
     /// ssh's `ConnectTimeout`: how long an unreachable host may take to fail.
     pub connect_timeout_secs: u64,
+    /// `-A`: the laptop's agent is forwarded (to fetch a private project repo).
+    pub forward_agent: bool,
 }
 
 /// `ConnectTimeout` unless the machine sets `connect_timeout`.
@@ -77,6 +79,9 @@ impl SshTarget {
         cmd.args(["-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15"]);
         cmd.args(["-o", "ServerAliveCountMax=3"]);
         cmd.arg("-o").arg(format!("ConnectTimeout={}", self.connect_timeout_secs));
+        if self.forward_agent {
+            cmd.arg("-A");
+        }
         cmd
     }
 
@@ -99,7 +104,9 @@ impl SshTarget {
     pub fn interactive_command(&self, remote: &str, tty: bool) -> Result<Command> {
         self.validate()?;
         let mut cmd = self.base_command();
-        cmd.arg("-A");
+        if !self.forward_agent {
+            cmd.arg("-A");
+        }
         if tty {
             cmd.arg("-t");
         }
@@ -177,8 +184,11 @@ impl SshTarget {
     fn connection_key(&self) -> String {
         // FNV-1a: stable across processes and versions, unlike std's hasher.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        // A master forwards the agent to its sessions only when it was started with -A, so
+        // calls that forward it have a master of their own.
         let text = std::iter::once(self.destination.as_str())
-            .chain(self.ssh_args.iter().map(String::as_str));
+            .chain(self.ssh_args.iter().map(String::as_str))
+            .chain(self.forward_agent.then_some("-A"));
         for part in text {
             for b in part.bytes().chain(std::iter::once(0)) {
                 h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
@@ -457,6 +467,7 @@ mod tests {
             data_dir: Some("~/my jobs".into()),
             control: false,
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
+            forward_agent: false,
         }
     }
 

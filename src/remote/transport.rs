@@ -38,6 +38,13 @@ pub enum Route {
 }
 
 impl Route {
+    fn ssh_mut(&mut self) -> Option<&mut SshTarget> {
+        match self {
+            Route::Ssh(target) => Some(target),
+            _ => None,
+        }
+    }
+
     /// `local`, `ssh` or `http`.
     pub fn door(&self) -> &'static str {
         match self {
@@ -71,6 +78,7 @@ impl Machine {
                     data_dir: m.data_dir.clone(),
                     control: m.ssh_control.unwrap_or(true),
                     connect_timeout_secs: m.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS),
+                    forward_agent: m.forward_agent,
                 };
                 target.validate()?;
                 Some(target)
@@ -135,6 +143,15 @@ impl Machine {
             }
         };
         Ok(Machine { name: m.name.clone(), route, ssh, key })
+    }
+
+    /// This machine with the ssh agent forwarded (`-A`) on its ssh calls (`--forward-agent`).
+    /// An HTTP route has no ssh call to forward it on.
+    pub fn forwarding_agent(mut self) -> Self {
+        for target in [self.ssh.as_mut(), self.route.ssh_mut()].into_iter().flatten() {
+            target.forward_agent = true;
+        }
+        self
     }
 
     /// Sends `request` and returns its final answer; `log`/`chunk` lines before it go to

@@ -39,6 +39,7 @@ fn requests() -> Vec<String> {
         r#"{"id":"a","type":"exec_start","cmd":"nvidia-smi","shell":"bash -lc","cwd":"~/w","env":{"A":"1"},"name":"n","labels":{"k":"v"},"idempotency_key":"k1"}"#.into(),
         r#"{"type":"exec_start","cmd":["python","train.py"]}"#.into(),
         r#"{"type":"exec_start","script":"echo hi\n"}"#.into(),
+        r#"{"type":"exec_start","cmd":"make test","cwd":"sub","project":"p","ref":"v1.2"}"#.into(),
         r#"{"type":"exec_status","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096"}"#.into(),
         r#"{"type":"exec_logs","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096","stream":"both","tail":2000,"since":{"stdout":10,"stderr":0},"follow":true,"raw":true,"max_bytes":100}"#.into(),
         r#"{"type":"exec_logs","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096","stream":"stdout","tail_lines":5}"#.into(),
@@ -66,6 +67,10 @@ fn responses() -> Vec<String> {
         format!(r#"{{"id":"a","type":"status",{STATUS}}}"#),
         format!(r#"{{"type":"status",{STATUS},"timed_out":true,"replayed":true,"message":"m"}}"#),
         format!(r#"{{"type":"list","jobs":[{{{STATUS}}}]}}"#),
+        format!(
+            r#"{{"type":"status",{STATUS},"project":"p","ref":"v1.2","commit":"{c}","worktree":"/d/worktrees/x"}}"#,
+            c = "0123456789abcdef0123456789abcdef01234567"
+        ),
         r#"{"type":"log","stream":"stdout","offset":0,"line":"hi"}"#.into(),
         r#"{"type":"log","stream":"stderr","offset":3,"line":"par","partial":true}"#.into(),
         r#"{"type":"chunk","stream":"stdout","offset":0,"data_b64":"aGkK"}"#.into(),

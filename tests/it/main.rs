@@ -16,6 +16,7 @@ mod local_exec;
 mod machine;
 mod mcp;
 mod multi_user;
+mod projects;
 mod release;
 mod serve;
 mod serve_load;

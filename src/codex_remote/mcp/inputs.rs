@@ -58,7 +58,8 @@ pub struct StartInput {
     /// honoured).
     pub script: Option<String>,
     /// Working directory on the machine; `~` and relative paths are from the remote home (the
-    /// default). A missing directory makes the job `start_failed`.
+    /// default); with `project`, a relative path inside the repo. A missing directory makes the
+    /// job `start_failed`.
     pub cwd: Option<String>,
     /// Environment variables for the job. The job also gets CODEXD_EXEC_ID.
     pub env: Option<BTreeMap<String, String>>,
@@ -73,6 +74,17 @@ pub struct StartInput {
     /// you retry after a time-out; without it one is made and returned in `idempotency_key`.
     /// Letters, digits, `-`, `_`, `.`, `:`.
     pub idempotency_key: Option<String>,
+    /// Run the job in a fresh git checkout of this project (an id from the machine's codexd
+    /// config; an unknown id is an error that lists the known ones). `cwd` is then a path
+    /// inside the repo (default its top), and the status gets `project`, `ref`, `commit` and
+    /// `worktree`. Push your commits first: the machine fetches from the project's repo, not
+    /// from your working tree (use `sync_push` for uncommitted files).
+    pub project: Option<String>,
+    /// The branch, tag or commit of `project` to run at (default `HEAD`, the default branch).
+    /// A branch is fetched first, so it is its newest pushed commit; a full commit id needs no
+    /// fetch when the machine has it. An unknown ref makes the start fail with git's message.
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -273,6 +285,8 @@ pub fn start_request(input: &StartInput) -> std::result::Result<ExecStartRequest
         name: input.name.clone(),
         labels: input.labels.clone().unwrap_or_default(),
         idempotency_key: input.idempotency_key.clone(),
+        project: input.project.clone(),
+        git_ref: input.git_ref.clone(),
     })
 }
 

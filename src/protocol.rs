@@ -140,6 +140,9 @@ pub mod capability {
     pub const LOGS_TIME: &str = "logs_time";
     /// `exec_start` with `project` / `ref`: the job runs in a worktree of a configured repo.
     pub const PROJECTS: &str = "projects";
+    /// `hello` with `concurrent: true`: `codexd rpc` answers the session's later requests as
+    /// each completes, so a long `exec_wait` does not hold up a `status` (answers carry the id).
+    pub const CONCURRENT: &str = "concurrent";
 }
 
 /// What this codexd can do, reported by `hello`.
@@ -157,6 +160,7 @@ pub const CAPABILITIES: &[&str] = &[
     capability::SYNC,
     capability::LOGS_TIME,
     capability::PROJECTS,
+    capability::CONCURRENT,
 ];
 
 /// The request `type`s this version knows.
@@ -320,6 +324,21 @@ pub struct HelloRequest {
     pub protocol: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_version: Option<String>,
+    /// Asks `codexd rpc` to answer the session's following requests concurrently (capability
+    /// `concurrent`; an older codexd ignores it and answers in turn).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub concurrent: bool,
+}
+
+impl HelloRequest {
+    /// The `hello` this client sends: its protocol and version.
+    pub fn from_this_client() -> Self {
+        HelloRequest {
+            protocol: Some(PROTOCOL_VERSION),
+            client_version: Some(crate::version::VERSION.to_string()),
+            concurrent: false,
+        }
+    }
 }
 
 /// What to run: a shell command string (run by the shell) or an argv list (run directly).

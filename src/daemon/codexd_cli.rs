@@ -128,8 +128,8 @@ pub fn main() -> ExitCode {
 fn rpc(config: Option<PathBuf>, data_dir: Option<String>) -> Result<u8> {
     sys::ignore_hangups();
     let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Not a `StdoutLock`: the answers of a `concurrent` session are written from threads.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let daemon =
         match DaemonConfig::load(config.as_deref(), data_dir.as_deref()).and_then(Daemon::new) {
             Ok(d) => d,

@@ -5,7 +5,7 @@ use super::transport::Machine;
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{
     ExecStartRequest, HelloRequest, HelloResponse, ListRequest, ListResponse, LogsEnd, LogsRequest,
-    PROTOCOL_VERSION, Request, Response, StatusResponse,
+    Request, Response, StatusResponse,
 };
 
 /// `exec_start`. A start without an idempotency key gets one, so a retry of this call (by the
@@ -35,10 +35,7 @@ pub fn list(m: &Machine, req: ListRequest) -> Result<ListResponse> {
 
 /// `hello`: the machine's codexd version, protocol and capabilities.
 pub fn hello(m: &Machine) -> Result<HelloResponse> {
-    let req = Request::Hello(HelloRequest {
-        protocol: Some(PROTOCOL_VERSION),
-        client_version: Some(env!("CARGO_PKG_VERSION").to_string()),
-    });
+    let req = Request::Hello(HelloRequest::from_this_client());
     match m.call(&req, &mut |_| Ok(()))? {
         Response::Hello(h) => Ok(h),
         other => Err(unexpected(&other)),

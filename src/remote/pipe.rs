@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::answer::{AnswerRead, CallError, new_call_id, read_answer};
 use super::ssh::{Connection, classify_failure, read_temp, ssh_program};
 use crate::error::{Error, ErrorCode, Result};
-use crate::protocol::{
-    HelloRequest, HelloResponse, PROTOCOL_VERSION, Request, RequestLine, Response,
-};
+use crate::protocol::{HelloRequest, HelloResponse, Request, RequestLine, Response};
 use crate::wire;
 
 /// The pid of the transport child of the call in progress (0: none), so that a Ctrl-C handler
@@ -101,10 +99,7 @@ fn say_hello(
     check: HelloCheck,
 ) -> Option<AnswerRead> {
     let id = serde_json::Value::String(format!("{}-hello", call_id.as_str().unwrap_or("")));
-    let hello = Request::Hello(HelloRequest {
-        protocol: Some(PROTOCOL_VERSION),
-        client_version: Some(crate::version::VERSION.to_string()),
-    });
+    let hello = Request::Hello(HelloRequest::from_this_client());
     let _ = wire::write_line(stdin, &RequestLine { id: Some(id.clone()), request: hello });
     match read_answer(reader, &id, &mut |_| Ok(())) {
         AnswerRead::Final(answer) => match *answer {

@@ -18,6 +18,7 @@ mod mcp;
 mod multi_user;
 mod projects;
 mod release;
+mod rpc_session;
 mod serve;
 mod serve_load;
 mod ssh_exec;

@@ -128,6 +128,8 @@ start() {
     done
     export PATH=$PATH:/usr/sbin
     stop
+    # A fresh cluster each time: no job or node state of an earlier lab in DIR.
+    rm -rf "$dir/state" "$dir/spool"
     mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/munge"
     # Other users reach munged through its socket: the dir is searchable, the key stays 0400.
     chmod 0755 "$dir/munge"
@@ -141,8 +143,7 @@ start() {
         --seed-file="$dir/munge/munge.seed"
     wait_for munged 10 test -S "$dir/munge/munge.socket"
     write_conf
-    # -i: ignore a state left by an earlier lab in DIR (no jobs survive a restart).
-    slurmctld -i
+    slurmctld -c
     wait_for slurmctld 30 scontrol ping
     slurmd
     if ! wait_for "the idle node" 30 node_idle && [ "${SLURM_LAB_GPUS:-1}" != 0 ]; then

@@ -20,6 +20,7 @@ mod projects;
 mod release;
 mod serve;
 mod serve_load;
+mod slurm;
 mod ssh_exec;
 mod store_faults;
 mod support;

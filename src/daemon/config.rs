@@ -41,8 +41,10 @@ struct ConfigFile {
     projects: Vec<ProjectFile>,
     /// `slurm`: jobs go through `sbatch` (a cluster's login node); default `local`.
     scheduler: Option<Scheduler>,
-    /// What a Slurm job gets when its request does not say.
-    slurm: Option<SlurmFile>,
+    /// What a Slurm job gets when its request does not say (not an `Option`: a warning about
+    /// a mistyped key inside it names `slurm.KEY`).
+    #[serde(default)]
+    slurm: SlurmFile,
 }
 
 /// The `slurm:` defaults.
@@ -165,7 +167,7 @@ impl DaemonConfig {
             ));
         }
         let projects = resolve_projects(file.projects, &data_dir, &home)?;
-        let slurm = file.slurm.unwrap_or_default();
+        let slurm = file.slurm;
         Ok(DaemonConfig {
             scheduler: file.scheduler.unwrap_or_default(),
             slurm_defaults: Resources {
@@ -263,7 +265,7 @@ mod key_tests {
         assert_eq!(warnings, ["unknown key `slurm.extra_arg` (did you mean `extra_args`?)"]);
         let file: ConfigFile = serde_saphyr::from_str(text).unwrap();
         assert_eq!(file.scheduler, Some(Scheduler::Slurm));
-        assert_eq!(file.slurm.unwrap().partition.as_deref(), Some("gpu"));
+        assert_eq!(file.slurm.partition.as_deref(), Some("gpu"));
     }
 
     #[test]

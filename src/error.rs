@@ -79,6 +79,8 @@ pub enum ErrorCode {
     FileTooLarge,
     /// The receiving side's disk (or quota) is full; files already there are left intact.
     NoSpace,
+    /// The machine's scheduler cannot be used (`sbatch` missing on a `scheduler: slurm` codexd).
+    SchedulerUnavailable,
     /// A code this version does not know (sent by a newer peer).
     #[serde(other)]
     Other,
@@ -95,7 +97,8 @@ impl ErrorCode {
             Timeout => exit::TIMED_OUT,
             BadRequest | RequestTooLarge | UnknownType | InvalidId | InvalidArgument
             | JobNotFound | JobRunning | StartFailed | Internal | Forbidden | ChecksumMismatch
-            | IdempotencyConflict | FileNotFound | FileTooLarge | NoSpace | Other => exit::REMOTE,
+            | IdempotencyConflict | FileNotFound | FileTooLarge | NoSpace
+            | SchedulerUnavailable | Other => exit::REMOTE,
         }
     }
 
@@ -129,6 +132,7 @@ impl ErrorCode {
             FileNotFound => "file_not_found",
             FileTooLarge => "file_too_large",
             NoSpace => "no_space",
+            SchedulerUnavailable => "scheduler_unavailable",
             Other => "other",
         }
     }

@@ -109,12 +109,14 @@ use crate::error::{Error, ErrorCode};
 
 pub mod exec_id;
 pub mod files;
+pub mod resources;
 pub use exec_id::ExecId;
 pub use files::{
     Direction, Entry, FileData, FileKind, FileList, FileReadRequest, FileStat, FileWriteRequest,
     FileWritten, Frame, PathRequest, Skipped, SyncApplyRequest, SyncDiff, SyncDiffRequest,
     SyncSendRequest, TransferStats, TreeFilter,
 };
+pub use resources::{Resources, Scheduler};
 
 /// Bumped when a change would break an older peer.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -143,6 +145,9 @@ pub mod capability {
     /// `hello` with `concurrent: true`: `codexd rpc` answers the session's later requests as
     /// each completes, so a long `exec_wait` does not hold up a `status` (answers carry the id).
     pub const CONCURRENT: &str = "concurrent";
+    /// `exec_start` with `resources` (GPUs, partition, time ... for a Slurm machine's
+    /// scheduler); statuses with `scheduler`, `slurm_job_id`, `node` and the state `queued`.
+    pub const RESOURCES: &str = "resources";
 }
 
 /// What this codexd can do, reported by `hello`.
@@ -161,6 +166,7 @@ pub const CAPABILITIES: &[&str] = &[
     capability::LOGS_TIME,
     capability::PROJECTS,
     capability::CONCURRENT,
+    capability::RESOURCES,
 ];
 
 /// The request `type`s this version knows.
@@ -214,6 +220,7 @@ impl Request {
     /// The capability a codexd must report for this request to mean what the client means.
     pub fn needs(&self) -> Option<&'static str> {
         match self {
+            Request::ExecStart(r) if r.resources.is_some() => Some(capability::RESOURCES),
             Request::ExecStart(r) if r.project.is_some() => Some(capability::PROJECTS),
             Request::ExecStart(r) if r.script.is_some() => Some(capability::SCRIPT),
             Request::ExecLogs(r) if r.since_time.is_some() || r.until_time.is_some() => {
@@ -390,6 +397,10 @@ pub struct ExecStartRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub git_ref: Option<String>,
+    /// What the job asks of the machine's scheduler ([`resources`]); a machine that runs jobs
+    /// itself (`scheduler: local`) refuses what it cannot honour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Box<Resources>>,
 }
 
 /// An optional string where `""` means absent, as the original tool's clients send it.
@@ -641,6 +652,8 @@ pub enum RunStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// Waiting in the scheduler's queue (`status` is `running`: not finished).
+    Queued,
     Running,
     Succeeded,
     Failed,
@@ -651,11 +664,15 @@ pub enum JobState {
 
 impl JobState {
     pub fn status(self) -> RunStatus {
-        if self == JobState::Running { RunStatus::Running } else { RunStatus::Finished }
+        match self {
+            JobState::Queued | JobState::Running => RunStatus::Running,
+            _ => RunStatus::Finished,
+        }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
+            JobState::Queued => "queued",
             JobState::Running => "running",
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
@@ -671,7 +688,8 @@ impl std::str::FromStr for JobState {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
             format!(
-                "unknown state {s:?}: running, succeeded, failed, cancelled, lost, start_failed"
+                "unknown state {s:?}: queued, running, succeeded, failed, cancelled, lost, \
+                 start_failed"
             )
         })
     }
@@ -730,6 +748,21 @@ pub struct JobStatus {
     /// Where the job's code came from, for a job started with a `project`.
     #[serde(flatten)]
     pub checkout: Option<Checkout>,
+    /// Who runs the job: `local` (codexd's worker on this machine) or `slurm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<Scheduler>,
+    /// The Slurm job that runs the job's worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job_id: Option<String>,
+    /// The compute node the job runs or ran on (a Slurm job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// What the job asked of the scheduler, with codexd's defaults filled in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Why a `queued` job waits, in Slurm's words (`Priority`, `Resources`, `JobHeldUser`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_reason: Option<String>,
 }
 
 /// The git checkout a project job runs in: the project, the ref asked for, the commit it

@@ -79,6 +79,7 @@ pub fn jobs(current: &OsStr) -> Vec<CompletionCandidate> {
 /// `--state`: the states and the two statuses.
 pub fn states(current: &OsStr) -> Vec<CompletionCandidate> {
     let states = [
+        JobState::Queued,
         JobState::Running,
         JobState::Succeeded,
         JobState::Failed,

@@ -16,8 +16,8 @@ use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
     CancelRequest, CommandSpec, DoctorCheck, DoctorReport, DoctorRequest, ExecId, ExecStartRequest,
     JobRef, JobState, JobStatus, ListRequest, LogsEnd, LogsRequest, OnMachine, PruneRequest,
-    Request, ResolveRequest, Response, RunEvent, RunStatus, Stream, StreamOffsets, StreamSel,
-    Summary, WaitRequest, parse_log_time,
+    Request, ResolveRequest, Resources, Response, RunEvent, RunStatus, Stream, StreamOffsets,
+    StreamSel, Summary, WaitRequest, parse_log_time,
 };
 use crate::remote::client;
 use crate::remote::transport::{CURRENT_CHILD, Machine};
@@ -132,9 +132,55 @@ pub struct StartArgs {
     /// your key (as the machine key `forward_agent: true`).
     #[arg(long)]
     forward_agent: bool,
+    #[command(flatten)]
+    resources: ResourceArgs,
     /// The command as an argv list, run without a shell: `exec start -- python train.py`.
     #[arg(last = true, value_name = "ARGV")]
     argv: Vec<String>,
+}
+
+/// What a job asks of a Slurm machine's scheduler (a `scheduler: local` machine refuses them).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Scheduler (a Slurm machine)")]
+pub struct ResourceArgs {
+    /// GPUs for the job.
+    #[arg(long, value_name = "N")]
+    gpus: Option<u32>,
+    /// The Slurm partition.
+    #[arg(long, value_name = "P")]
+    partition: Option<String>,
+    /// The time limit: 2h, 90m, 1h30m, or Slurm's own form (1-00:00:00).
+    #[arg(long, value_name = "T")]
+    time: Option<String>,
+    /// Memory, as Slurm writes it: 32G, 500M.
+    #[arg(long, value_name = "M")]
+    mem: Option<String>,
+    /// CPUs for the job.
+    #[arg(long, value_name = "N")]
+    cpus: Option<u32>,
+    /// One more sbatch argument, e.g. --slurm-arg=--qos=high (repeatable).
+    #[arg(long = "slurm-arg", value_name = "ARG", allow_hyphen_values = true)]
+    slurm_args: Vec<String>,
+    /// Run on the machine itself (a login node) without the scheduler: short tools only.
+    #[arg(long, conflicts_with_all = ["gpus", "partition", "time", "mem", "cpus", "slurm_args"])]
+    local: bool,
+}
+
+impl ResourceArgs {
+    /// The request's `resources`: `None` when no flag was given.
+    fn resources(&self) -> Option<Resources> {
+        let r = Resources {
+            gpus: self.gpus,
+            partition: self.partition.clone(),
+            account: None,
+            time: self.time.clone(),
+            mem: self.mem.clone(),
+            cpus: self.cpus,
+            slurm_args: self.slurm_args.clone(),
+            local: self.local,
+        };
+        (r != Resources::default()).then_some(r)
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -259,7 +305,7 @@ pub struct WaitArgs {
 pub struct ListArgs {
     #[command(flatten)]
     machine: MachineArg,
-    /// Only jobs in this state (running, succeeded, failed, cancelled, lost, start_failed),
+    /// Only jobs in this state (queued, running, succeeded, failed, cancelled, lost, start_failed),
     /// or with this status (running, finished).
     #[arg(long, value_parser = parse_state_filter, add = ArgValueCompleter::new(super::completions::states))]
     state: Option<StateFilter>,
@@ -410,6 +456,7 @@ fn start_request(args: &StartArgs) -> Result<ExecStartRequest> {
         idempotency_key: args.idempotency_key.clone(),
         project: args.project.clone(),
         git_ref: args.git_ref.clone(),
+        resources: args.resources.resources().map(Box::new),
     })
 }
 

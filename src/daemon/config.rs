@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::protocol::{Resources, Scheduler};
 
 /// Finished jobs kept when a job ends (the newest ones).
 pub const DEFAULT_RETENTION: usize = 200;
@@ -38,6 +39,26 @@ struct ConfigFile {
     /// Repositories a job can run at a ref of (`exec start --project ID --ref REF`).
     #[serde(default)]
     projects: Vec<ProjectFile>,
+    /// `slurm`: jobs go through `sbatch` (a cluster's login node); default `local`.
+    scheduler: Option<Scheduler>,
+    /// What a Slurm job gets when its request does not say (not an `Option`: a warning about
+    /// a mistyped key inside it names `slurm.KEY`).
+    #[serde(default)]
+    slurm: SlurmFile,
+}
+
+/// The `slurm:` defaults.
+#[derive(Debug, Default, Deserialize)]
+struct SlurmFile {
+    partition: Option<String>,
+    account: Option<String>,
+    time: Option<String>,
+    gpus: Option<u32>,
+    cpus: Option<u32>,
+    mem: Option<String>,
+    /// More `sbatch` arguments for every job, each one word.
+    #[serde(default)]
+    extra_args: Vec<String>,
 }
 
 /// One `projects:` entry, with the original tool's keys.
@@ -52,6 +73,8 @@ impl crate::config_file::ConfigKeys for ConfigFile {
     fn known_keys(parent: &str) -> Vec<&'static str> {
         if parent.starts_with("projects.") {
             crate::config_file::fields_of::<ProjectFile>()
+        } else if parent == "slurm" {
+            crate::config_file::fields_of::<SlurmFile>()
         } else {
             crate::config_file::fields_of::<ConfigFile>()
         }
@@ -95,6 +118,10 @@ pub struct DaemonConfig {
     pub env_defaults: BTreeMap<String, String>,
     /// The repositories of `projects:`, by id.
     pub projects: Vec<Project>,
+    /// Who runs jobs: codexd's own worker, or Slurm.
+    pub scheduler: Scheduler,
+    /// `slurm:`: the resources a Slurm job gets when its request leaves them out.
+    pub slurm_defaults: Resources,
 }
 
 /// What every job's environment has unless `env_defaults` says otherwise: as in the original
@@ -140,7 +167,19 @@ impl DaemonConfig {
             ));
         }
         let projects = resolve_projects(file.projects, &data_dir, &home)?;
+        let slurm = file.slurm;
         Ok(DaemonConfig {
+            scheduler: file.scheduler.unwrap_or_default(),
+            slurm_defaults: Resources {
+                gpus: slurm.gpus,
+                partition: slurm.partition,
+                account: slurm.account,
+                time: slurm.time,
+                mem: slurm.mem,
+                cpus: slurm.cpus,
+                slurm_args: slurm.extra_args,
+                local: false,
+            },
             projects,
             retention_count: file.retention_count.unwrap_or(DEFAULT_RETENTION),
             shell: (file.shell.or(file.default_shell)).unwrap_or_else(|| DEFAULT_SHELL.to_string()),
@@ -216,6 +255,17 @@ mod key_tests {
             Path::new("config.yaml"),
         );
         assert_eq!(warnings, ["unknown key `retention_cont` (did you mean `retention_count`?)"]);
+    }
+
+    #[test]
+    fn slurm_keys_are_known_and_checked() {
+        let text = "scheduler: slurm\nslurm:\n  partition: gpu\n  extra_arg: [\"-q\"]\n";
+        let warnings =
+            crate::config_file::unknown_keys::<ConfigFile>(text, Path::new("config.yaml"));
+        assert_eq!(warnings, ["unknown key `slurm.extra_arg` (did you mean `extra_args`?)"]);
+        let file: ConfigFile = serde_saphyr::from_str(text).unwrap();
+        assert_eq!(file.scheduler, Some(Scheduler::Slurm));
+        assert_eq!(file.slurm.partition.as_deref(), Some("gpu"));
     }
 
     #[test]

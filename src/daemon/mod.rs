@@ -10,6 +10,7 @@ pub mod http;
 pub mod logs;
 pub mod projects;
 pub mod rpc;
+pub mod scheduler;
 pub mod serve;
 pub mod sync;
 
@@ -21,12 +22,13 @@ use std::time::Duration;
 use crate::error::{Error, ErrorCode, Result};
 use crate::jobs::outcome::Outcome;
 use crate::jobs::store::{self, CancelFile, JobSpec, JobStore, now_rfc3339};
-use crate::jobs::{sys, wait, worker};
+use crate::jobs::{slurm, sys, wait, worker};
 use crate::protocol::exec_id::is_go_era_id;
 use crate::protocol::{
     CancelRequest, Checkout, CommandSpec, ExecId, ExecStartRequest, HelloResponse, JobRef,
     JobState, JobStatus, ListRequest, ListResponse, PruneRequest, PrunedResponse, RemovedResponse,
-    Request, ResolveRequest, Response, RunStatus, StatusResponse, WaitRequest,
+    Request, ResolveRequest, Resources, Response, RunStatus, Scheduler, StatusResponse,
+    WaitRequest,
 };
 pub use config::DaemonConfig;
 
@@ -192,6 +194,7 @@ impl Daemon {
             }
             _ => (None, None),
         };
+        let sbatch = plan.sbatch.clone();
         let (mut status, spec) = plan.into_job(id, &dir, req, checkout);
         // A job that cannot start is answered as such at once, without a worker.
         let problem = checkout_problem.or_else(|| worker::start_problem(&spec));
@@ -204,11 +207,17 @@ impl Daemon {
         if let Some(key) = &req.idempotency_key {
             self.store.record_key(key, id, &req.fingerprint())?;
         }
-        if problem.is_none()
-            && let Err(e) = worker::spawn_worker(&self.store, id, staged.dir())
-        {
-            status.finish(Outcome::StartFailed(e.message), &now_rfc3339());
-            staged.write_status(&status)?;
+        if problem.is_none() {
+            let started = match &sbatch {
+                Some(sbatch) => scheduler::submit(sbatch, &self.store, id, &mut status),
+                None => worker::spawn_worker(&self.store, id, staged.dir()).map_err(|e| e.message),
+            };
+            if let Err(message) = started {
+                status.finish(Outcome::StartFailed(message), &now_rfc3339());
+            }
+            if sbatch.is_some() || status.state == JobState::StartFailed {
+                staged.write_status(&status)?;
+            }
         }
         staged.commit()?;
         Ok(Created::New { swept })
@@ -240,6 +249,9 @@ impl Daemon {
             return Ok(answer);
         }
         self.store.write_cancel(id, CancelFile { grace_ms: grace.as_millis() as u64 })?;
+        if let Some(slurm_job_id) = store::slurm_job_of(&status) {
+            return scheduler::cancel(&self.store, id, slurm_job_id, grace);
+        }
         let worker_alive = {
             let _lock = self.store.lock_job(id)?;
             let mut status = self.store.read_status_raw(id)?;
@@ -295,20 +307,12 @@ impl Daemon {
 
     fn exec_list(&self, req: &ListRequest) -> Result<ListResponse> {
         let limit = req.limit.unwrap_or(DEFAULT_LIST_LIMIT);
-        let mut jobs = Vec::new();
-        for id in self.store.list_ids()? {
-            if jobs.len() >= limit {
-                break;
-            }
-            let Ok(job) = self.store.status(&id) else {
-                continue;
-            };
-            if req.state.is_none_or(|s| s == job.state)
-                && req.status.is_none_or(|s| s == job.status)
-            {
-                jobs.push(job);
-            }
-        }
+        // One look at Slurm for all the jobs (not one per job).
+        let jobs = (self.store.statuses(&self.store.list_ids()?).into_iter())
+            .filter(|job| req.state.is_none_or(|s| s == job.state))
+            .filter(|job| req.status.is_none_or(|s| s == job.status))
+            .take(limit)
+            .collect();
         Ok(ListResponse { jobs })
     }
 
@@ -367,6 +371,11 @@ struct StartPlan {
     retention: usize,
     /// The project and ref to check out; `cwd` is then relative to the worktree.
     project: Option<(config::Project, String)>,
+    scheduler: Scheduler,
+    /// What a Slurm job asks of Slurm.
+    resources: Option<Resources>,
+    /// `sbatch`, for a job Slurm runs.
+    sbatch: Option<std::path::PathBuf>,
 }
 
 impl StartPlan {
@@ -415,6 +424,11 @@ impl StartPlan {
         if argv.iter().any(|a| a.contains('\0')) {
             return Err(Error::invalid("cmd contains a NUL byte"));
         }
+        let (scheduler, resources) = scheduler::placement(req.resources.as_deref(), config)?;
+        let sbatch = match scheduler {
+            Scheduler::Slurm => Some(slurm::sbatch()?),
+            Scheduler::Local => None,
+        };
         let (cwd, project) = match &req.project {
             Some(id) => {
                 let project = projects::find(config, id)?.clone();
@@ -430,6 +444,9 @@ impl StartPlan {
         };
         Ok(StartPlan {
             project,
+            scheduler,
+            resources,
+            sbatch,
             argv,
             display,
             cwd,
@@ -488,6 +505,11 @@ impl StartPlan {
             artifacts: None,
             warning: None,
             checkout,
+            scheduler: Some(self.scheduler),
+            slurm_job_id: None,
+            node: None,
+            resources: self.resources,
+            queue_reason: None,
         };
         let spec = JobSpec {
             argv,

@@ -6,6 +6,7 @@ pub mod create;
 pub mod kill;
 pub mod outcome;
 pub mod prune;
+pub mod slurm;
 pub mod store;
 pub mod sys;
 pub mod timeline;

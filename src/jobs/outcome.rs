@@ -14,6 +14,8 @@ pub enum Outcome {
     Signalled(i32),
     /// A cancel ended the job; its own exit when it had started.
     Cancelled(Option<Exit>),
+    /// The scheduler ended the job, for this reason (a time limit, out of memory): `failed`.
+    Failed(String),
     /// The job could not start, for this reason.
     StartFailed(String),
     /// The job's worker went away without recording an end, for this reason.
@@ -39,6 +41,7 @@ impl JobStatus {
             Outcome::Exited(code) => (JobState::Failed, Some(Exit::Code(code)), None),
             Outcome::Signalled(sig) => (JobState::Failed, Some(Exit::Signal(sig)), None),
             Outcome::Cancelled(exit) => (JobState::Cancelled, exit, None),
+            Outcome::Failed(reason) => (JobState::Failed, None, Some(reason)),
             Outcome::StartFailed(reason) => {
                 self.started_at.get_or_insert_with(|| now.to_string());
                 (JobState::StartFailed, None, Some(reason))
@@ -52,6 +55,7 @@ impl JobStatus {
             };
         }
         self.state = state;
+        self.queue_reason = None;
         self.status = state.status();
         self.error = error;
         self.duration_ms = self.started_at.as_deref().and_then(|s| millis_between(s, Some(now)));
@@ -84,6 +88,7 @@ mod tests {
             (Outcome::Signalled(9), JobState::Failed, None, Some(9), None),
             (Outcome::Cancelled(Some(Exit::Signal(15))), JobState::Cancelled, None, Some(15), None),
             (Outcome::Cancelled(None), JobState::Cancelled, None, None, None),
+            (Outcome::Failed("TIMEOUT".into()), JobState::Failed, None, None, Some("TIMEOUT")),
             (Outcome::StartFailed("no".into()), JobState::StartFailed, None, None, Some("no")),
             (Outcome::Lost("gone".into()), JobState::Lost, None, None, Some("gone")),
         ];

@@ -17,7 +17,7 @@
 //! a rename makes a new status visible whole. Reads never need writes: a status that cannot be
 //! updated (full disk, read-only file system) is answered with its derived state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -28,10 +28,11 @@ use serde::{Deserialize, Serialize};
 
 use super::kill::JobTree;
 use super::outcome::Outcome;
+use super::slurm::{self, SlurmJob};
 use super::sys;
 use crate::error::{Context, Error, ErrorCode, Result};
 use crate::lockfile::{self, LockGuard};
-use crate::protocol::{ExecId, JobState, JobStatus, Stream};
+use crate::protocol::{ExecId, JobState, JobStatus, Scheduler, Stream};
 
 /// A job whose worker has not recorded itself after this long, and of which no process lives,
 /// is lost. `CODEXD_WORKER_START_DEADLINE_MS` overrides it (tests).
@@ -237,10 +238,34 @@ impl JobStore {
     /// The status of a job as a reader should see it: a running job whose worker is gone is
     /// `lost` (recorded for good when the store can be written, else derived for this answer),
     /// and a running job's `duration_ms` is filled in.
+    /// A Slurm job is read with Slurm's view ([`super::slurm`]): `queued`, or its end.
     pub fn status(&self, id: &str) -> Result<JobStatus> {
-        let mut status = self.read_status_raw(id)?;
-        if status.state == JobState::Running && self.lost_reason(&status).is_some() {
-            status = self.settle_lost(id, status)?;
+        let status = self.read_status_raw(id)?;
+        let slurm = ask_slurm(std::slice::from_ref(&status));
+        self.settle(id, status, &slurm)
+    }
+
+    /// The statuses of jobs `ids` as [`status`](Self::status) reads them, asking Slurm once
+    /// for all of them. A job that cannot be read (removed meanwhile) is left out.
+    pub fn statuses(&self, ids: &[ExecId]) -> Vec<JobStatus> {
+        let raw: Vec<JobStatus> =
+            ids.iter().filter_map(|id| self.read_status_raw(id).ok()).collect();
+        let slurm = ask_slurm(&raw);
+        raw.into_iter()
+            .filter_map(|s| {
+                let id = s.exec_id.clone();
+                self.settle(&id, s, &slurm).ok()
+            })
+            .collect()
+    }
+
+    fn settle(&self, id: &str, mut status: JobStatus, slurm: &SlurmAnswer) -> Result<JobStatus> {
+        if status.state == JobState::Running {
+            if let Some(slurm_job_id) = slurm_job_of(&status).map(str::to_string) {
+                status = self.settle_slurm(id, status, &slurm_job_id, slurm)?;
+            } else if self.lost_reason(&status).is_some() {
+                status = self.settle_lost(id, status)?;
+            }
         }
         if status.state == JobState::Running {
             status.duration_ms = status.started_at.as_deref().and_then(|s| millis_between(s, None));
@@ -253,13 +278,7 @@ impl JobStore {
     /// not hold a GPU forever, and a job is never `lost` while a process of it lives. When the
     /// end cannot be written, it is still the answer.
     fn settle_lost(&self, id: &str, seen: JobStatus) -> Result<JobStatus> {
-        // A read-only store cannot be locked, and nobody can write it either.
-        let _lock = self.lock_job(id).ok();
-        let mut status = match self.read_status_raw(id) {
-            Ok(status) => status,
-            Err(e) if e.code == ErrorCode::JobNotFound => return Err(e),
-            Err(_) => seen,
-        };
+        let (_lock, mut status) = self.lock_and_reread(id, seen)?;
         if status.state != JobState::Running {
             return Ok(status);
         }
@@ -274,6 +293,21 @@ impl JobStore {
             eprintln!("codexd: job {id} is lost, but that cannot be recorded: {e}");
         }
         Ok(status)
+    }
+
+    /// The job lock (when the store can be locked: a read-only one cannot, and nobody can
+    /// write it either) and the status read under it; `seen` when it cannot be read.
+    pub(super) fn lock_and_reread(
+        &self,
+        id: &str,
+        seen: JobStatus,
+    ) -> Result<(Option<LockGuard>, JobStatus)> {
+        let lock = self.lock_job(id).ok();
+        match self.read_status_raw(id) {
+            Ok(status) => Ok((lock, status)),
+            Err(e) if e.code == ErrorCode::JobNotFound => Err(e),
+            Err(_) => Ok((lock, seen)),
+        }
     }
 
     /// Why a running job's worker is not there any more, if it is not.
@@ -344,6 +378,22 @@ impl JobStore {
     pub fn read_cancel(&self, id: &str) -> Option<CancelFile> {
         read_json(&self.job_dir(id).ok()?.join("cancel")).ok()
     }
+}
+
+/// What Slurm says of the jobs asked about ([`slurm::query`]).
+type SlurmAnswer = std::result::Result<HashMap<String, SlurmJob>, String>;
+
+/// The Slurm job of a running job that Slurm placed, whose end Slurm's view decides.
+pub fn slurm_job_of(status: &JobStatus) -> Option<&str> {
+    let placed = status.scheduler == Some(Scheduler::Slurm)
+        && matches!(status.state, JobState::Running | JobState::Queued);
+    status.slurm_job_id.as_deref().filter(|_| placed)
+}
+
+/// Asks Slurm about the Slurm jobs among `statuses` (not at all when there are none).
+fn ask_slurm(statuses: &[JobStatus]) -> SlurmAnswer {
+    let ids: Vec<&str> = statuses.iter().filter_map(slurm_job_of).collect();
+    slurm::query(&ids)
 }
 
 /// Where to look for a job that is not here.

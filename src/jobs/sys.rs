@@ -148,6 +148,11 @@ pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Sends this process's stderr to `file` from now on (a Slurm job's worker: into its job's dir).
+pub fn redirect_stderr(file: &std::fs::File) -> io::Result<()> {
+    rustix::stdio::dup2_stderr(file).map_err(io::Error::from)
+}
+
 /// Orphaned descendants are re-parented to this process instead of init, so it can find them.
 pub fn become_subreaper() -> io::Result<()> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid())).map_err(io::Error::from)

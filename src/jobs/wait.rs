@@ -10,6 +10,8 @@ use crate::protocol::{JobStatus, RunStatus};
 /// The first and the longest pause between two polls.
 const FIRST_POLL: Duration = Duration::from_millis(5);
 const LONGEST_POLL: Duration = Duration::from_millis(100);
+/// How often a wait asks Slurm about a Slurm job.
+const SLURM_POLL: Duration = Duration::from_secs(1);
 
 /// Waits up to `timeout` (forever when `None`) for `cond`, polling with a growing interval.
 /// Returns whether `cond` held.
@@ -41,9 +43,20 @@ pub fn wait_finished(
     give_up: impl Fn() -> Result<()>,
 ) -> Result<(JobStatus, bool)> {
     let mut last = None;
+    let mut asked_slurm: Option<Instant> = None;
     let ended = poll_until(timeout, || {
         give_up()?;
+        // A Slurm job's file is watched at every poll (the worker records the end there) and
+        // Slurm asked only now and then: one `squeue` per poll would load slurmctld.
+        if let Some(seen) = &last
+            && super::store::slurm_job_of(seen).is_some()
+            && asked_slurm.is_some_and(|t| t.elapsed() < SLURM_POLL)
+            && store.read_status_raw(id)?.status == RunStatus::Running
+        {
+            return Ok(false);
+        }
         let status = store.status(id)?;
+        asked_slurm = Some(Instant::now());
         let done = status.status == RunStatus::Finished;
         last = Some(status);
         Ok(done)

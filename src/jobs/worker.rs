@@ -17,7 +17,7 @@ use super::kill::JobTree;
 use super::outcome::Outcome;
 use super::store::{JobSpec, JobStore, now_rfc3339};
 use super::sys::{self, Exit};
-use super::{artifacts, timeline};
+use super::{artifacts, slurm, timeline};
 use crate::error::{Context, Error, Result};
 use crate::protocol::{JobState, JobStatus};
 
@@ -55,6 +55,13 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     }
     let spec = store.read_spec(id)?;
     let dir = store.job_dir(id)?;
+    // A Slurm job's worker: Slurm's output went nowhere, the log is in the job's dir.
+    let slurm_node = std::env::var_os(slurm::SLURM_JOB_ID_VAR).map(|_| {
+        if let Ok(log) = super::store::open_log_for_append(&dir.join("worker.log")) {
+            let _ = sys::redirect_stderr(&log);
+        }
+        std::env::var("SLURMD_NODENAME").unwrap_or_else(|_| sys::hostname())
+    });
     let me = sys::current_pid();
     let me_stat =
         sys::proc_stat(me).ok_or_else(|| Error::internal("reading /proc/self", "gone"))?;
@@ -87,6 +94,9 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     status.worker_start_time = Some(me_stat.start_time);
     status.boot_id = sys::boot_id();
     status.host = Some(sys::hostname());
+    if slurm_node.is_some() {
+        status.node = slurm_node.clone();
+    }
     let now = now_rfc3339();
     status.started_at = Some(now.clone());
     let child_pid = match spawned {
@@ -114,13 +124,21 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     let sampling = Arc::new(AtomicBool::new(false));
     let sampler = timeline::Recorder::create(&dir).map(|r| r.run_until(sampling.clone()));
     let exit = wait_for(child_pid);
-    let was_cancelled = cancelled.load(Ordering::SeqCst);
     // Whatever the job left running ends with it (as a Slurm step does).
     tree.terminate(Duration::from_millis(spec.grace_ms), true);
     sampling.store(true, Ordering::SeqCst);
     if let Ok(sampler) = sampler {
         sampler.thread().unpark();
         let _ = sampler.join();
+    }
+    // Read after the job's processes are gone: a signal to the job and one to the worker
+    // (Slurm's time limit sends both) come at about the same time.
+    let was_cancelled = cancelled.load(Ordering::SeqCst);
+    if was_cancelled && slurm_node.is_some() && store.read_cancel(id).is_none() {
+        // Signalled by Slurm, not by a cancel: its time limit, a preemption, an `scancel` of
+        // someone. Slurm's view of the job records the end ([`super::slurm`]).
+        eprintln!("codexd worker: job {id} was ended by Slurm; its view decides the end");
+        return Ok(0);
     }
 
     let _lock = store.lock_job(id)?;

@@ -161,6 +161,7 @@ fn error_codes_are_the_documented_ones() {
         FileNotFound,
         FileTooLarge,
         NoSpace,
+        SchedulerUnavailable,
     ];
     for code in codes {
         assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));

@@ -21,6 +21,7 @@ mod release;
 mod rpc_session;
 mod serve;
 mod serve_load;
+mod slurm;
 mod ssh_exec;
 mod store_faults;
 mod support;

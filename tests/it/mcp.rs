@@ -29,7 +29,7 @@ fn output_schemas() -> &'static Mutex<HashMap<String, Value>> {
 
 /// Starts `codex-remote mcp` and initializes a client (recording each tool's `outputSchema`);
 /// returns it and the server's pid.
-async fn connect(env: &TestEnv) -> (Client, i32) {
+pub async fn connect(env: &TestEnv) -> (Client, i32) {
     let cmd = tokio::process::Command::from(env.remote(&["mcp"]));
     let transport = TokioChildProcess::new(cmd).expect("spawn codex-remote mcp");
     let pid = transport.id().expect("the server's pid") as i32;
@@ -132,7 +132,7 @@ async fn try_call(
 }
 
 /// Calls `tool`, expecting a successful answer: returns its structured JSON.
-async fn call(client: &Client, tool: &str, args: Value) -> Value {
+pub async fn call(client: &Client, tool: &str, args: Value) -> Value {
     let result = try_call(client, tool, args.clone()).await.expect("no protocol error");
     let value = check_shape(tool, &result);
     assert_eq!(result.is_error, Some(false), "{tool} {args}: {value}");

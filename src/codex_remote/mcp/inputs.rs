@@ -85,6 +85,11 @@ pub struct StartInput {
     /// fetch when the machine has it. An unknown ref makes the start fail with git's message.
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
+    /// For a machine that is a Slurm cluster's login node: what the job asks of the
+    /// scheduler (`gpus`, `partition`, `time` like "2h", `mem` like "32G", `cpus`,
+    /// `slurm_args`), or `local: true` to run on the login node itself. The job is `queued`
+    /// until Slurm starts it. A machine without a scheduler refuses these with an error.
+    pub resources: Option<crate::protocol::Resources>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -287,6 +292,7 @@ pub fn start_request(input: &StartInput) -> std::result::Result<ExecStartRequest
         idempotency_key: input.idempotency_key.clone(),
         project: input.project.clone(),
         git_ref: input.git_ref.clone(),
+        resources: input.resources.clone().map(Box::new),
     })
 }
 

@@ -35,7 +35,8 @@ fn error() -> Value {
     )
 }
 
-const STATES: [&str; 6] = ["running", "succeeded", "failed", "cancelled", "lost", "start_failed"];
+const STATES: [&str; 7] =
+    ["queued", "running", "succeeded", "failed", "cancelled", "lost", "start_failed"];
 
 /// A job's status object with the machine it is on (README "The status object").
 fn job() -> Value {
@@ -62,6 +63,11 @@ fn job() -> Value {
             "host": { "type": "string" },
             "created_at": { "type": "string" },
             "idempotency_key": { "type": "string" },
+            "scheduler": { "enum": ["local", "slurm"] },
+            "slurm_job_id": { "type": "string" },
+            "node": { "type": "string", "description": "the compute node (a Slurm job)" },
+            "resources": { "type": "object", "description": "what it asked of the scheduler" },
+            "queue_reason": { "type": "string", "description": "why a queued job waits" },
             "timed_out": { "type": "boolean", "description": "exec_wait ran out of time" },
             "replayed": { "type": "boolean", "description": "an earlier start with this key" },
             "message": { "type": "string" },

@@ -1,0 +1,151 @@
+//! Who runs a new job: codexd's own worker (`scheduler: local`, or `--local` on a Slurm
+//! machine) or Slurm, and with what resources. A machine without a scheduler refuses what
+//! only a scheduler can honour, rather than ignoring it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::DaemonConfig;
+use crate::error::{Error, Result};
+use crate::jobs::outcome::Outcome;
+use crate::jobs::store::{JobStore, now_rfc3339};
+use crate::jobs::{slurm, wait};
+use crate::protocol::{JobState, JobStatus, Resources, RunStatus, Scheduler, StatusResponse};
+
+/// The scheduler of a start, and for Slurm the resources asked (codexd's defaults filled in,
+/// the time in Slurm's form).
+pub fn placement(
+    asked: Option<&Resources>,
+    config: &DaemonConfig,
+) -> Result<(Scheduler, Option<Resources>)> {
+    let none = Resources::default();
+    let asked = asked.unwrap_or(&none);
+    let flags = asked.scheduler_flags().join(", ");
+    match config.scheduler {
+        Scheduler::Local if !flags.is_empty() => Err(Error::invalid(format!(
+            "{flags}: this machine runs jobs itself (codexd's scheduler is `local`), so it \
+             cannot honour them"
+        ))
+        .with_hint(
+            "drop these flags, or run on a machine whose codexd config says `scheduler: slurm`",
+        )),
+        Scheduler::Slurm if asked.local && !flags.is_empty() => Err(Error::invalid(format!(
+            "--local runs the job on the login node, without Slurm: {flags} cannot go with it"
+        ))),
+        Scheduler::Local => Ok((Scheduler::Local, None)),
+        Scheduler::Slurm if asked.local => Ok((Scheduler::Local, None)),
+        Scheduler::Slurm => {
+            let mut resources = asked.or_defaults(&config.slurm_defaults);
+            if let Some(time) = &resources.time {
+                resources.time = Some(slurm_time(time)?);
+            }
+            for (what, value) in [("partition", &resources.partition), ("mem", &resources.mem)] {
+                if value.as_deref().is_some_and(|v| v.is_empty() || v.starts_with('-')) {
+                    return Err(Error::invalid(format!("{what} {value:?} is not a value")));
+                }
+            }
+            if resources.slurm_args.iter().any(|a| !a.starts_with('-')) {
+                return Err(Error::invalid(
+                    "each slurm argument is one sbatch option, e.g. --slurm-arg=--qos=high",
+                ));
+            }
+            Ok((Scheduler::Slurm, Some(resources)))
+        }
+    }
+}
+
+/// Submits the staged job `status` to Slurm (its worker as the only step) and records the
+/// Slurm job in it; `Err` with Slurm's own message when Slurm refuses it.
+pub fn submit(
+    sbatch: &Path,
+    store: &JobStore,
+    id: &str,
+    status: &mut JobStatus,
+) -> std::result::Result<(), String> {
+    // The worker runs elsewhere, maybe in another directory: it needs the store's whole path.
+    let data_dir = std::fs::canonicalize(store.root())
+        .map_err(|e| format!("{}: {e}", store.root().display()))?;
+    let resources = status.resources.clone().unwrap_or_default();
+    status.slurm_job_id = Some(slurm::submit(sbatch, &data_dir, id, &resources)?);
+    Ok(())
+}
+
+/// Cancels a running Slurm job: a queued one is `scancel`led and recorded `cancelled`; a
+/// started one gets TERM, the grace and KILL from its worker (the batch step's process), as on
+/// any machine. `scancel` is the last word either way. The answer waits as for a local job.
+pub fn cancel(
+    store: &JobStore,
+    id: &str,
+    slurm_job_id: &str,
+    grace: Duration,
+) -> Result<StatusResponse> {
+    let worker_started = {
+        let _lock = store.lock_job(id)?;
+        let mut status = store.read_status_raw(id)?;
+        if status.state == JobState::Running {
+            status.cancel_requested_at.get_or_insert_with(now_rfc3339);
+            store.write_status(&status)?;
+        }
+        status.worker_pid.is_some()
+    };
+    if worker_started {
+        slurm::scancel(slurm_job_id, &["--batch", "--signal=TERM"]);
+    } else {
+        // A worker starting meanwhile finds the cancel request and does not run the job.
+        slurm::scancel(slurm_job_id, &[]);
+        let _lock = store.lock_job(id)?;
+        let mut status = store.read_status_raw(id)?;
+        if status.state == JobState::Running && status.worker_pid.is_none() {
+            status.finish(Outcome::Cancelled(None), &now_rfc3339());
+            store.write_end(&status)?;
+        }
+    }
+    let (mut last, ended) = wait::wait_finished(store, id, Some(grace + MARGIN), || Ok(()))?;
+    slurm::scancel(slurm_job_id, &[]);
+    if !ended {
+        (last, _) = wait::wait_finished(store, id, Some(MARGIN), || Ok(()))?;
+    }
+    let mut answer = StatusResponse::of(last);
+    if answer.job.status == RunStatus::Running {
+        answer.message = Some("cancel requested; the job has not ended yet".to_string());
+    }
+    Ok(answer)
+}
+
+/// How long a cancel waits beyond the grace (the worker's KILL, Slurm's KillWait).
+const MARGIN: Duration = Duration::from_secs(15);
+
+/// A time limit in Slurm's form: `2h`, `90m`, `5s` become `H:MM:SS`; Slurm's own forms
+/// (`30`, `1-00:00:00`, `2:00:00`) pass as they are.
+pub fn slurm_time(text: &str) -> Result<String> {
+    let text = text.trim();
+    if let Ok(d) = humantime::parse_duration(text) {
+        let secs = d.as_secs().max(1);
+        return Ok(format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60));
+    }
+    let slurm_form = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit() || b == b':' || b == b'-')
+        && text.as_bytes()[0].is_ascii_digit();
+    if slurm_form {
+        Ok(text.to_string())
+    } else {
+        Err(Error::invalid(format!(
+            "time {text:?}: give a duration (2h, 90m, 1h30m) or Slurm's form (1-00:00:00)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_become_slurms_form() {
+        assert_eq!(slurm_time("2h").unwrap(), "2:00:00");
+        assert_eq!(slurm_time("1h30m").unwrap(), "1:30:00");
+        assert_eq!(slurm_time("5s").unwrap(), "0:00:05");
+        assert_eq!(slurm_time("1-00:00:00").unwrap(), "1-00:00:00");
+        assert!(slurm_time("soon").is_err());
+        assert!(slurm_time("-1").is_err());
+    }
+}

@@ -3,7 +3,8 @@
 //! are in [`accept`]).
 //!
 //! Paths of the original tool: `GET /health`, `POST /v1/exec`, `POST /v1/exec/run`,
-//! `GET /v1/exec/{id}`, `GET /v1/exec/{id}/logs`, `POST /v1/exec/{id}/cancel`; new: `GET /v1/exec` (list),
+//! `GET /v1/exec/{id}`, `GET /v1/exec/{id}/logs`, `POST /v1/exec/{id}/cancel`, the file routes
+//! and the tar.gz tree routes `POST /v1/sync/upload|download` ([`sync_tar`]); new: `GET /v1/exec` (list),
 //! `GET /v1/exec/{id}/wait`, `DELETE /v1/exec/{id}`, `POST /v1/prune`, and `POST /v1/rpc`, which
 //! takes one protocol request line and streams the answer lines back as NDJSON (what
 //! `codex-remote` uses). `logs?follow=true` (or `format=jsonl`) streams NDJSON as chunks.
@@ -32,6 +33,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 mod accept;
+mod sync_tar;
 
 pub use accept::Listener;
 
@@ -89,6 +91,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         // streams its body and caps the line itself.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_LINE))
         .merge(file_routes())
+        .merge(sync_tar::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(middleware::map_response(json_errors))
@@ -644,6 +647,11 @@ struct BodyReader {
 
 impl BodyReader {
     fn of(body: Body) -> std::io::BufReader<BodyReader> {
+        std::io::BufReader::with_capacity(256 * 1024, BodyReader::raw(body))
+    }
+
+    /// The reader without a buffer (for a caller that wraps it first).
+    fn raw(body: Body) -> BodyReader {
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             let mut stream = body.into_data_stream();
@@ -653,7 +661,7 @@ impl BodyReader {
                 }
             }
         });
-        std::io::BufReader::with_capacity(256 * 1024, BodyReader { rx, chunk: Bytes::new() })
+        BodyReader { rx, chunk: Bytes::new() }
     }
 }
 

@@ -158,9 +158,22 @@ pub async fn serve(
 
 /// Origin, Host and token checks, before any handler runs.
 async fn guard(State(state): State<Arc<HttpState>>, req: HttpRequest, next: Next) -> HttpResponse {
+    match refused(&state, &req) {
+        Some(e) => {
+            drain(req.into_body()).await;
+            error_response(e)
+        }
+        None => next.run(req).await,
+    }
+}
+
+/// Why the guard refuses `req`, if it does.
+fn refused(state: &HttpState, req: &HttpRequest) -> Option<Error> {
     if req.headers().contains_key(header::ORIGIN) {
-        let e = Error::new(ErrorCode::Forbidden, "cross-origin requests are refused (no CORS)");
-        return error_response(e);
+        return Some(Error::new(
+            ErrorCode::Forbidden,
+            "cross-origin requests are refused (no CORS)",
+        ));
     }
     if let Door::Tcp { allowed_hosts: allowed } = &state.door {
         let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
@@ -170,7 +183,7 @@ async fn guard(State(state): State<Arc<HttpState>>, req: HttpRequest, next: Next
                 format!("Host {host:?} is refused: only loopback names or `allowed_hosts`"),
             )
             .with_hint("connect to 127.0.0.1 or localhost, or add the name to allowed_hosts");
-            return error_response(e);
+            return Some(e);
         }
     }
     if matches!(state.door, Door::Tcp { .. })
@@ -179,9 +192,18 @@ async fn guard(State(state): State<Arc<HttpState>>, req: HttpRequest, next: Next
     {
         let e = Error::new(ErrorCode::Unauthorized, "missing or wrong token")
             .with_hint("send `Authorization: Bearer TOKEN` (the token is in ~/.codexd/token)");
-        return error_response(e);
+        return Some(e);
     }
-    next.run(req).await
+    None
+}
+
+/// How much of a refused request's body is read (and dropped) before the answer: a client
+/// still sending gets the JSON error instead of a connection reset; past it the reset stands.
+const REFUSED_BODY_DRAIN: usize = 16 << 20;
+
+/// Reads and drops up to [`REFUSED_BODY_DRAIN`] bytes of a body that will not be used.
+async fn drain(body: Body) {
+    let _ = axum::body::to_bytes(body, REFUSED_BODY_DRAIN).await;
 }
 
 fn token_matches(headers: &HeaderMap, token: &str) -> bool {

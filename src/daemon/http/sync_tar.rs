@@ -19,7 +19,10 @@ use axum::routing::post;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BodyReader, CHANNEL_LINES, HttpState, check_file_path, error_response, parse_body};
+use super::{
+    BodyReader, CHANNEL_LINES, HttpState, REFUSED_BODY_DRAIN, check_file_path, error_response,
+    parse_body,
+};
 use crate::daemon::files::resolve;
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{SyncDownloadRequest, SyncUploaded, TreeFilter};
@@ -84,10 +87,16 @@ async fn upload(
     let mut body = BufReader::with_capacity(256 * 1024, capped);
     let joined = tokio::task::spawn_blocking(move || {
         let config = &state.daemon.config;
-        let dst = upload_dst(&q, &config.allowed_cwd_roots)?;
-        let extracted = tarball::extract(&mut body, &dst, config.max_file_size);
-        let stats =
-            extracted.map_err(|e| if over.load(Ordering::SeqCst) { over_limit() } else { e })?;
+        let extracted = upload_dst(&q, &config.allowed_cwd_roots)
+            .and_then(|dst| Ok((tarball::extract(&mut body, &dst, config.max_file_size)?, dst)));
+        let (stats, dst) = extracted.map_err(|e| {
+            if over.load(Ordering::SeqCst) {
+                return over_limit();
+            }
+            // The client may still be sending: it gets the error, not a reset.
+            let _ = io::copy(&mut (&mut body).take(REFUSED_BODY_DRAIN as u64), &mut io::sink());
+            e
+        })?;
         Ok(SyncUploaded {
             ok: true,
             dst: dst.display().to_string(),

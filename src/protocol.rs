@@ -114,7 +114,7 @@ pub use exec_id::ExecId;
 pub use files::{
     Direction, Entry, FileData, FileKind, FileList, FileReadRequest, FileStat, FileWriteRequest,
     FileWritten, Frame, PathRequest, Skipped, SyncApplyRequest, SyncDiff, SyncDiffRequest,
-    SyncSendRequest, TransferStats, TreeFilter,
+    SyncDownloadRequest, SyncSendRequest, SyncUploaded, TransferStats, TreeFilter,
 };
 pub use resources::{Resources, Scheduler};
 

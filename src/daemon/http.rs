@@ -3,7 +3,8 @@
 //! are in [`accept`]).
 //!
 //! Paths of the original tool: `GET /health`, `POST /v1/exec`, `POST /v1/exec/run`,
-//! `GET /v1/exec/{id}`, `GET /v1/exec/{id}/logs`, `POST /v1/exec/{id}/cancel`; new: `GET /v1/exec` (list),
+//! `GET /v1/exec/{id}`, `GET /v1/exec/{id}/logs`, `POST /v1/exec/{id}/cancel`, the file routes
+//! and the tar.gz tree routes `POST /v1/sync/upload|download` ([`sync_tar`]); new: `GET /v1/exec` (list),
 //! `GET /v1/exec/{id}/wait`, `DELETE /v1/exec/{id}`, `POST /v1/prune`, and `POST /v1/rpc`, which
 //! takes one protocol request line and streams the answer lines back as NDJSON (what
 //! `codex-remote` uses). `logs?follow=true` (or `format=jsonl`) streams NDJSON as chunks.
@@ -32,6 +33,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 mod accept;
+mod sync_tar;
 
 pub use accept::Listener;
 
@@ -89,6 +91,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         // streams its body and caps the line itself.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_LINE))
         .merge(file_routes())
+        .merge(sync_tar::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(middleware::map_response(json_errors))
@@ -155,9 +158,22 @@ pub async fn serve(
 
 /// Origin, Host and token checks, before any handler runs.
 async fn guard(State(state): State<Arc<HttpState>>, req: HttpRequest, next: Next) -> HttpResponse {
+    match refused(&state, &req) {
+        Some(e) => {
+            drain(req.into_body()).await;
+            error_response(e)
+        }
+        None => next.run(req).await,
+    }
+}
+
+/// Why the guard refuses `req`, if it does.
+fn refused(state: &HttpState, req: &HttpRequest) -> Option<Error> {
     if req.headers().contains_key(header::ORIGIN) {
-        let e = Error::new(ErrorCode::Forbidden, "cross-origin requests are refused (no CORS)");
-        return error_response(e);
+        return Some(Error::new(
+            ErrorCode::Forbidden,
+            "cross-origin requests are refused (no CORS)",
+        ));
     }
     if let Door::Tcp { allowed_hosts: allowed } = &state.door {
         let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
@@ -167,7 +183,7 @@ async fn guard(State(state): State<Arc<HttpState>>, req: HttpRequest, next: Next
                 format!("Host {host:?} is refused: only loopback names or `allowed_hosts`"),
             )
             .with_hint("connect to 127.0.0.1 or localhost, or add the name to allowed_hosts");
-            return error_response(e);
+            return Some(e);
         }
     }
     if matches!(state.door, Door::Tcp { .. })
@@ -176,9 +192,18 @@ async fn guard(State(state): State<Arc<HttpState>>, req: HttpRequest, next: Next
     {
         let e = Error::new(ErrorCode::Unauthorized, "missing or wrong token")
             .with_hint("send `Authorization: Bearer TOKEN` (the token is in ~/.codexd/token)");
-        return error_response(e);
+        return Some(e);
     }
-    next.run(req).await
+    None
+}
+
+/// How much of a refused request's body is read (and dropped) before the answer: a client
+/// still sending gets the JSON error instead of a connection reset; past it the reset stands.
+const REFUSED_BODY_DRAIN: usize = 16 << 20;
+
+/// Reads and drops up to [`REFUSED_BODY_DRAIN`] bytes of a body that will not be used.
+async fn drain(body: Body) {
+    let _ = axum::body::to_bytes(body, REFUSED_BODY_DRAIN).await;
 }
 
 fn token_matches(headers: &HeaderMap, token: &str) -> bool {
@@ -644,6 +669,11 @@ struct BodyReader {
 
 impl BodyReader {
     fn of(body: Body) -> std::io::BufReader<BodyReader> {
+        std::io::BufReader::with_capacity(256 * 1024, BodyReader::raw(body))
+    }
+
+    /// The reader without a buffer (for a caller that wraps it first).
+    fn raw(body: Body) -> BodyReader {
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             let mut stream = body.into_data_stream();
@@ -653,7 +683,7 @@ impl BodyReader {
                 }
             }
         });
-        std::io::BufReader::with_capacity(256 * 1024, BodyReader { rx, chunk: Bytes::new() })
+        BodyReader { rx, chunk: Bytes::new() }
     }
 }
 

@@ -303,3 +303,28 @@ pub enum Frame {
     },
     End,
 }
+
+/// The body of the original tool's `POST /v1/sync/download`: the tree at `path` as a
+/// gzip'ed tar, without what an `excludes` glob matches (a glob without `/` matches a name at
+/// any depth, as the original's `filepath.Match` on base names; one with `/` a relative path).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncDownloadRequest {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+}
+
+/// The answer of the original tool's `POST /v1/sync/upload` (its `ok`, `dst`, `files_written`,
+/// `bytes_written`), with the directories and symlinks made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncUploaded {
+    pub ok: bool,
+    /// The absolute directory written into.
+    pub dst: String,
+    pub files_written: u64,
+    pub bytes_written: u64,
+    #[serde(default)]
+    pub dirs: u64,
+    #[serde(default)]
+    pub links: u64,
+}

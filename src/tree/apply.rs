@@ -215,7 +215,40 @@ impl Applier {
                 return Err(Error::new(ErrorCode::ProtocolError, msg));
             }
         }
-        match finish(tmp, &target, mode, Some(system_time(mtime_ns))) {
+        self.commit(path, tmp, &target, mode, Some(system_time(mtime_ns)), size)
+    }
+
+    /// Writes exactly `size` bytes of `r` to `path` atomically, as a `file` frame without its
+    /// status byte (a tar entry's bytes). A path that cannot be placed is skipped and reported.
+    pub fn write_file(
+        &mut self,
+        path: &str,
+        size: u64,
+        mode: u32,
+        mtime: Option<SystemTime>,
+        r: &mut dyn Read,
+    ) -> Result<()> {
+        let target = match self.place(path)? {
+            Ok(t) => t,
+            Err(reason) => return self.skip(path, io::Error::other(reason)),
+        };
+        let parent = target.parent().unwrap_or(&self.root).to_path_buf();
+        let tmp = write_temp(&parent, r, size)?;
+        self.commit(path, tmp, &target, mode, mtime, size)
+    }
+
+    /// Renames a written temp file over `target` and counts it; a full disk ends the transfer,
+    /// another failure skips the path.
+    fn commit(
+        &mut self,
+        path: &str,
+        tmp: NamedTempFile,
+        target: &Path,
+        mode: u32,
+        mtime: Option<SystemTime>,
+        size: u64,
+    ) -> Result<()> {
+        match finish(tmp, target, mode, mtime) {
             Ok(()) => {
                 self.stats.files += 1;
                 self.stats.bytes += size;

@@ -1,12 +1,14 @@
 //! Trees of files as sync sees them, the same code on both sides (codexd and codex-remote):
 //! [`manifest`] walks a tree into entries (path, size, mtime, mode), [`diff`] compares two
 //! manifests, [`frames`] carries files over a byte stream, [`apply`] writes what arrives, each
-//! file atomically (a temp file in its directory, then a rename).
+//! file atomically (a temp file in its directory, then a rename); [`tarball`] reads and writes
+//! a tree as the original tool's tar.gz.
 
 pub mod apply;
 pub mod diff;
 pub mod frames;
 pub mod manifest;
+pub mod tarball;
 
 use std::path::{Component, Path, PathBuf};
 

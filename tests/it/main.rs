@@ -26,4 +26,5 @@ mod ssh_exec;
 mod store_faults;
 mod support;
 mod sync;
+mod sync_tar;
 mod update;

@@ -114,7 +114,7 @@ fn zombie_children(pid: i32) -> usize {
 }
 
 /// A test HOME with a serve running and machine `h` pointing at it; returns the token too.
-fn served() -> (TestEnv, Serve, String) {
+pub fn served() -> (TestEnv, Serve, String) {
     let env = TestEnv::new();
     let serve = Serve::start(&env);
     let token = token(&env);

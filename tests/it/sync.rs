@@ -27,7 +27,7 @@ fn write(path: PathBuf, text: &str) {
 }
 
 /// Every path under `root` with what it is: file content, link target or dir, and its mode.
-fn listing(root: &Path) -> Vec<(String, String, u32)> {
+pub fn listing(root: &Path) -> Vec<(String, String, u32)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {

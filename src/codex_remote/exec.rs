@@ -25,28 +25,61 @@ use crate::remote::transport::{CURRENT_CHILD, Machine};
 #[derive(Debug, Subcommand)]
 pub enum ExecCommand {
     /// Start a job and print its status at once (`exec_id`, `status: running`, ...).
+    #[command(after_help = "Examples:
+  codex-remote exec start -m gpu1 --cwd proj --cmd 'python train.py --lr 3e-4'
+  codex-remote exec start -m gpu1 --env CUDA_VISIBLE_DEVICES=0 -- python train.py
+  codex-remote exec start -m gpu1 --project trainer --ref main --cmd 'make test'")]
     Start(StartArgs),
     /// Print a job's status object.
+    #[command(after_help = "Examples:
+  codex-remote exec result last
+  codex-remote exec result --machine gpu1 --id 019a2b3c")]
     Result(IdArgs),
     /// Print a job's output as NDJSON `log` lines, then a `logs_end` line with the next offsets.
+    #[command(after_help = "Examples:
+  codex-remote exec logs last --stream both --tail-lines 50
+  codex-remote exec logs --machine gpu1 --id 019a2b3c --follow
+  codex-remote exec logs last --since 10m --raw")]
     Logs(LogsArgs),
     /// Cancel a job: TERM to all its processes, a grace period, then KILL.
+    #[command(after_help = "Examples:
+  codex-remote exec cancel last
+  codex-remote exec cancel --machine gpu1 --id 019a2b3c --grace 30s")]
     Cancel(CancelArgs),
     /// Wait until a job ends and print its status (exit 124 on --timeout).
+    #[command(after_help = "Examples:
+  codex-remote exec wait last --timeout 10m
+  codex-remote exec wait --machine gpu1 --id 019a2b3c --exit-status")]
     Wait(WaitArgs),
     /// List jobs, newest first.
+    #[command(after_help = "Examples:
+  codex-remote exec list --machine gpu1 --state running
+  codex-remote exec list --limit 10")]
     List(ListArgs),
     /// Remove a finished job and its logs.
+    #[command(after_help = "Examples:
+  codex-remote exec rm --machine gpu1 --id 019a2b3c")]
     Rm(IdArgs),
     /// Remove old finished jobs, keeping the newest ones.
+    #[command(after_help = "Examples:
+  codex-remote exec prune --machine gpu1 --keep 20")]
     Prune(PruneArgs),
     /// Start a job, stream its output as NDJSON events and exit with its exit code.
+    #[command(after_help = "Examples:
+  codex-remote exec run --machine gpu1 --cmd nvidia-smi
+  codex-remote exec run -m gpu1 --cwd proj -- python train.py")]
     Run(StartArgs),
     /// Check what jobs on the machine will find: ssh, codexd and its version, the data dir,
     /// python, conda/pixi, nvidia-smi, git, rsync, rg (exit 1 when a required check fails).
+    #[command(after_help = "Examples:
+  codex-remote exec doctor --machine gpu1
+  codex-remote exec doctor -m gpu1 --json --timeout 10s")]
     Doctor(DoctorArgs),
     /// Follow a running job's output as NDJSON, then print a `summary` line and exit with the
     /// job's exit code (the original tool's `exec watch`).
+    #[command(after_help = "Examples:
+  codex-remote exec watch --machine gpu1 --id 019a2b3c --full
+  codex-remote exec watch last --stream stdout --tail 500")]
     Watch(WatchArgs),
 }
 

@@ -22,12 +22,22 @@ use crate::remote::transport::{Machine, Session};
 #[derive(Debug, Subcommand)]
 pub enum FileCommand {
     /// Write a file on the machine atomically, from --content or a local --src file.
+    #[command(after_help = "Examples:
+  codex-remote file write -m gpu1 --dst '~/proj/config.yaml' --src config.yaml --mkdir
+  codex-remote file write -m gpu1 --dst run.sh --content 'echo hi' --mode 755")]
     Write(WriteArgs),
     /// Read a file: one JSON object with the bytes in base64, or the bytes into --dst or stdout.
+    #[command(after_help = "Examples:
+  codex-remote file read -m gpu1 --path '~/proj/out.csv' --dst out.csv
+  codex-remote file read -m gpu1 --path train.log --raw --offset 1000 --limit 4096")]
     Read(ReadArgs),
     /// What a path on the machine is: kind, size, mode, mtime, a symlink's target.
+    #[command(after_help = "Examples:
+  codex-remote file stat --machine gpu1 --path '~/proj'")]
     Stat(PathArgs),
     /// The entries of a directory on the machine.
+    #[command(after_help = "Examples:
+  codex-remote file ls --machine gpu1 --path '~/proj/checkpoints'")]
     Ls(PathArgs),
 }
 

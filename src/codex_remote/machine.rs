@@ -16,13 +16,24 @@ use crate::remote::transport::{Machine, Route};
 #[derive(Debug, Subcommand)]
 pub enum MachineCommand {
     /// Check that ssh works and codexd answers; prints a report (exit 0 when it could).
+    #[command(after_help = "Examples:
+  codex-remote machine check --machine gpu1 --strict")]
     Check(CheckArgs),
     /// Check every configured machine in parallel (a table on a terminal, JSON with --json).
     #[command(alias = "list")]
+    #[command(after_help = "Examples:
+  codex-remote machine ls
+  codex-remote machine ls --timeout 20s
+  codex-remote machine ls --json --strict")]
     Ls(LsArgs),
     /// Install or upgrade codexd through ssh and, for HTTP machines, start `codexd serve`.
+    #[command(after_help = "Examples:
+  codex-remote machine up --machine gpu1")]
     Up(UpArgs),
     /// Run a command on the machine with agent forwarding and exit with its exit code.
+    #[command(after_help = "Examples:
+  codex-remote machine ssh -m gpu1 --cmd nvidia-smi
+  codex-remote machine ssh -m gpu1 --cmd htop --tty")]
     Ssh(SshArgs),
 }
 

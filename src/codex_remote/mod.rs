@@ -27,7 +27,11 @@ use crate::remote::transport::Machine;
     name = "codex-remote",
     about = "Start, watch and cancel jobs on remote machines over ssh",
     disable_version_flag = true,
-    arg_required_else_help = true
+    arg_required_else_help = true,
+    after_help = "Examples:
+  codex-remote machine ls
+  codex-remote exec run --machine gpu1 --cmd nvidia-smi
+  codex-remote exec logs last --follow"
 )]
 struct Cli {
     #[command(flatten)]
@@ -45,28 +49,57 @@ struct Cli {
 enum Command {
     /// Start, watch, tail and cancel jobs.
     #[command(subcommand)]
+    #[command(after_help = "Examples:
+  codex-remote exec run -m gpu1 --cmd nvidia-smi
+  codex-remote exec start -m gpu1 --cmd 'python train.py' --name train
+  codex-remote exec logs last --follow")]
     Exec(exec::ExecCommand),
     /// Write, read, stat and list files on a machine.
     #[command(subcommand)]
+    #[command(after_help = "Examples:
+  codex-remote file write -m gpu1 --dst notes.txt --content 'hello'
+  codex-remote file read -m gpu1 --path notes.txt --raw")]
     File(file::FileCommand),
     /// Sync a directory tree to a machine (push) or from it (pull), incrementally.
     #[command(subcommand)]
+    #[command(after_help = "Examples:
+  codex-remote sync push -m gpu1 --src . --dst '~/proj'
+  codex-remote sync pull -m gpu1 --src '~/proj/results' --dst results")]
     Sync(sync::SyncCommand),
     /// Check, list, set up or log into machines.
     #[command(subcommand)]
+    #[command(after_help = "Examples:
+  codex-remote machine ls
+  codex-remote machine up --machine gpu1")]
     Machine(machine::MachineCommand),
     /// Serve the exec tools to a coding agent over MCP (Model Context Protocol) on stdio.
+    #[command(after_help = "Examples:
+  codex-remote mcp
+  codex-remote --config ~/work/codex-remote.yaml mcp")]
     Mcp(mcp::McpArgs),
     /// Print a shell completion script: `codex-remote completions bash > ...`.
+    #[command(after_help = "Examples:
+  codex-remote completions bash > ~/.local/share/bash-completion/completions/codex-remote
+  codex-remote completions zsh > ~/.zfunc/_codex-remote")]
     Completions(completions::CompletionsArgs),
     /// Serve a live web page of every machine and job (loopback only unless --listen says so).
+    #[command(after_help = "Examples:
+  codex-remote dashboard --open
+  codex-remote dashboard --listen 127.0.0.1:9000")]
     Dashboard(dashboard::DashboardArgs),
     /// Print the version (`--json`: with the git commit, protocol and target).
+    #[command(after_help = "Examples:
+  codex-remote version
+  codex-remote version --json")]
     Version {
+        /// Print one JSON object with the git commit, protocol version and target.
         #[arg(long)]
         json: bool,
     },
     /// Replace this binary with a newer build from a release location (`--check`: only say).
+    #[command(after_help = "Examples:
+  codex-remote update --check
+  codex-remote update --yes --from /mnt/share/codex-runner/dist")]
     Update(crate::update::UpdateArgs),
 }
 
@@ -216,4 +249,69 @@ pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, Strin
 /// A usage error found after argument parsing.
 pub fn usage(message: impl Into<String>) -> Error {
     Error::new(ErrorCode::Usage, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::{CommandFactory, Parser};
+
+    /// Every command (and group) of the tree, with its path of names.
+    fn commands(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.clone(), cmd.clone()));
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            commands(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    /// The example command lines of a help text: the words of each `codex-remote ...` line
+    /// after "Examples:", up to a shell operator (`> file` is the shell's, not ours).
+    fn examples(after_help: &str) -> Vec<Vec<String>> {
+        let (_, section) = after_help.split_once("Examples:").unwrap_or_default();
+        section
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("codex-remote "))
+            .map(|l| {
+                let words = shlex::split(l).unwrap_or_else(|| panic!("bad quoting: {l}"));
+                let ops = [">", ">>", "|", "&&", "||", ";"];
+                words.into_iter().take_while(|w| !ops.contains(&w.as_str())).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_command_has_examples_that_parse_and_every_argument_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut all = Vec::new();
+        commands(&cmd, "codex-remote".into(), &mut all);
+        assert!(all.len() > 25, "{}", all.len());
+        for (path, cmd) in &all {
+            let help = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            let lines = examples(&help);
+            assert!((1..=3).contains(&lines.len()), "{path}: 1 to 3 examples, got {help:?}");
+            for words in lines {
+                // An example is of this command (or, for a group, of one of its commands).
+                let line = words.join(" ");
+                let named = words.iter().filter(|w| !w.starts_with('-')).cloned();
+                let names: Vec<String> = named.collect();
+                let own: Vec<&str> = path.split(' ').collect();
+                assert!(
+                    own.iter().all(|n| names.iter().any(|w| w == n)),
+                    "{path}: example of another command: {line}"
+                );
+                if let Err(e) = Cli::try_parse_from(&words) {
+                    panic!("{path}: example does not parse: {line}\n{e}");
+                }
+            }
+            for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                assert!(
+                    arg.get_help().is_some() || arg.get_long_help().is_some(),
+                    "{path}: {} has no help",
+                    arg.get_id()
+                );
+            }
+        }
+    }
 }

@@ -30,8 +30,13 @@ use crate::tree::rel_path;
 #[derive(Debug, Subcommand)]
 pub enum SyncCommand {
     /// Make --dst on the machine the same as the local --src directory.
+    #[command(after_help = "Examples:
+  codex-remote sync push -m gpu1 --src . --dst '~/proj' --exclude data/ --delete
+  codex-remote sync push -m gpu1 --src . --dst '~/proj' --dry-run")]
     Push(SyncArgs),
     /// Make the local --dst directory the same as --src on the machine.
+    #[command(after_help = "Examples:
+  codex-remote sync pull -m gpu1 --src '~/proj/results' --dst results")]
     Pull(SyncArgs),
 }
 

@@ -254,7 +254,7 @@ fn machine_check_report(config: &MachineConfig) -> serde_json::Value {
 
 /// `machine up`'s report as JSON: the last stage reached, its message and hint.
 fn machine_up_report(config: &MachineConfig) -> serde_json::Value {
-    serde_json::to_value(crate::remote::machine::up(config)).unwrap_or_default()
+    serde_json::to_value(crate::remote::machine::up(config, &mut |_| {})).unwrap_or_default()
 }
 
 /// RFC 3339 with milliseconds, as in status objects.

@@ -1,7 +1,6 @@
 //! `codex-remote exec start|result|logs|cancel|wait|list|rm|prune|run`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use clap_complete::engine::ArgValueCompleter;
 use serde::Serialize;
 
-use super::{Ctx, emit, emit_on, emit_raw, parse_duration, parse_key_value, usage};
+use super::{Ctx, emit, emit_on, emit_raw, output, parse_duration, parse_key_value, usage};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
     CancelRequest, CommandSpec, DoctorCheck, DoctorReport, DoctorRequest, ExecId, ExecStartRequest,
@@ -54,7 +53,7 @@ pub enum ExecCommand {
     /// List jobs, newest first.
     #[command(after_help = "Examples:
   codex-remote exec list --machine gpu1 --state running
-  codex-remote exec list --limit 10")]
+  codex-remote --format text exec list --limit 10")]
     List(ListArgs),
     /// Remove a finished job and its logs.
     #[command(after_help = "Examples:
@@ -67,7 +66,7 @@ pub enum ExecCommand {
     /// Start a job, stream its output as NDJSON events and exit with its exit code.
     #[command(after_help = "Examples:
   codex-remote exec run --machine gpu1 --cmd nvidia-smi
-  codex-remote exec run -m gpu1 --cwd proj -- python train.py")]
+  codex-remote --format text exec run -m gpu1 --cwd proj -- python train.py")]
     Run(StartArgs),
     /// Check what jobs on the machine will find: ssh, codexd and its version, the data dir,
     /// python, conda/pixi, nvidia-smi, git, rsync, rg (exit 1 when a required check fails).
@@ -431,6 +430,9 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
                 list.jobs.truncate(args.limit);
                 list
             })?;
+            if output::text() {
+                return print_jobs(&list.jobs).map(|()| exit::OK);
+            }
             #[derive(Serialize)]
             struct Out<'a> {
                 machine: &'a str,
@@ -458,6 +460,30 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
         ExecCommand::Watch(args) => watch(ctx, args),
         ExecCommand::Doctor(args) => doctor(ctx, args),
     }
+}
+
+/// `exec list --format text`: one row per job, the command cut to fit.
+fn print_jobs(jobs: &[JobStatus]) -> Result<()> {
+    let now = std::time::SystemTime::now();
+    let header = ["ID", "NAME", "STATE", "EXIT", "AGE", "CMD"];
+    let mut rows = vec![header.map(String::from).to_vec()];
+    for j in jobs {
+        let exit = match (j.exit_code, j.signal) {
+            (Some(code), _) => code.to_string(),
+            (None, Some(sig)) => format!("sig {sig}"),
+            (None, None) => "-".into(),
+        };
+        let started = j.started_at.as_deref().unwrap_or(&j.created_at);
+        rows.push(vec![
+            j.exec_id.clone(),
+            j.name.clone().unwrap_or_else(|| "-".into()),
+            j.state.as_str().to_string(),
+            exit,
+            output::age(started, now),
+            output::truncate(&j.cmd.replace('\n', " "), 50),
+        ]);
+    }
+    emit_raw(false, output::columns(&rows).as_bytes())
 }
 
 fn start_request(args: &StartArgs) -> Result<ExecStartRequest> {
@@ -550,6 +576,8 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
     };
     let until_time = args.until.map(|t| checked_time(t, "--until")).transpose()?;
     let since = StreamOffsets::from_since(stream, offset, args.since_stderr);
+    // Text is the job's own bytes, as --raw.
+    let raw = args.raw || output::text();
     let mut req = LogsRequest {
         exec_id: args.job.resolve(&m)?,
         stream,
@@ -557,7 +585,7 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
         tail_lines: args.tail_lines,
         since,
         follow: args.follow,
-        raw: args.raw,
+        raw,
         max_bytes: args.max_bytes,
         since_time,
         until_time,
@@ -571,7 +599,7 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
             req.tail_lines = None;
             continue;
         }
-        if !args.raw {
+        if !raw {
             emit_on(&m, &Response::LogsEnd(end))?;
         }
         return Ok(exit::OK);
@@ -602,7 +630,14 @@ fn read_logs(
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(chunk.data_b64.as_bytes())
                     .map_err(|e| Error::new(ErrorCode::ProtocolError, format!("bad chunk: {e}")))?;
-                emit_raw(chunk.stream == Stream::Stderr, &bytes)?;
+                let mut skip = 0;
+                if let Some(seen) = seen.as_deref_mut() {
+                    // For bytes, `seen` is the end of what was printed: resuming starts there.
+                    let printed = seen.get(chunk.stream).unwrap_or(0);
+                    skip = printed.saturating_sub(chunk.offset).min(bytes.len() as u64) as usize;
+                    seen.set(chunk.stream, printed.max(chunk.offset + bytes.len() as u64));
+                }
+                emit_raw(chunk.stream == Stream::Stderr, &bytes[skip..])?;
             }
             _ => {}
         }
@@ -619,10 +654,22 @@ fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
     // From here on Ctrl-C detaches; before, it simply stops us (the start completes remotely).
     let detached = Arc::new(AtomicBool::new(false));
     watch_interrupts(&detached)?;
-    emit(&RunEvent::Started(OnMachine { value: &started, machine: &m.name }))?;
+    // Text is the job's own bytes: no events on stdout.
+    let events = !output::text();
+    if events {
+        emit(&RunEvent::Started(OnMachine { value: &started, machine: &m.name }))?;
+    }
     let job = if started.job.state == JobState::StartFailed {
+        if !events {
+            let message = started.job.error.as_deref().unwrap_or("the job could not start");
+            eprintln!("codex-remote: start_failed: {message}");
+        }
         started.job
     } else {
+        output::note(&format!(
+            "started {} on {}, waiting for output…",
+            started.job.exec_id, m.name
+        ));
         let from = StreamOffsets::default().or_start(StreamSel::Both);
         match follow_to_end(
             &m,
@@ -636,7 +683,9 @@ fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
             None => return Ok(exit::DETACHED),
         }
     };
-    emit(&RunEvent::Finished(OnMachine { value: &job, machine: &m.name }))?;
+    if events {
+        emit(&RunEvent::Finished(OnMachine { value: &job, machine: &m.name }))?;
+    }
     Ok(job_exit_code(&job))
 }
 
@@ -653,7 +702,9 @@ fn watch(ctx: &Ctx, args: WatchArgs) -> Result<u8> {
     let Some(job) = follow_to_end(&m, &id, stream, start, &detached, Some(args.poll))? else {
         return Ok(exit::DETACHED);
     };
-    emit(&RunEvent::Summary(OnMachine { value: Summary::of(&job), machine: &m.name }))?;
+    if !output::text() {
+        emit(&RunEvent::Summary(OnMachine { value: Summary::of(&job), machine: &m.name }))?;
+    }
     Ok(job_exit_code(&job))
 }
 
@@ -700,10 +751,10 @@ fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<u8> {
         }
     }
     let report = DoctorReport { ok: checks.iter().all(|c| c.ok || !c.required), checks };
-    if args.json || !std::io::stdout().is_terminal() {
-        emit_on(&m, &report)?;
-    } else {
+    if output::table(args.json) {
         print_doctor(&m.name, &report);
+    } else {
+        emit_on(&m, &report)?;
     }
     Ok(if report.ok { exit::OK } else { exit::JOB_FAILED })
 }
@@ -761,7 +812,7 @@ fn follow_to_end(
             tail_lines: None,
             since,
             follow: true,
-            raw: false,
+            raw: output::text(),
             max_bytes: None,
             since_time: None,
             until_time: None,
@@ -772,7 +823,9 @@ fn follow_to_end(
                 "codex-remote exec logs --machine {} --id {id} --stream both --follow",
                 m.name
             );
-            emit(&RunEvent::Detached { exec_id: id, machine: &m.name, hint: &hint })?;
+            if !output::text() {
+                emit(&RunEvent::Detached { exec_id: id, machine: &m.name, hint: &hint })?;
+            }
             eprintln!("codex-remote: detached; the job goes on. Reattach with:\n  {hint}");
             return Ok(None);
         }

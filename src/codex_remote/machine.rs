@@ -1,13 +1,12 @@
 //! `codex-remote machine check|ls|up|ssh`: is a machine ready, make it ready, or log into it.
 
-use std::io::IsTerminal;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
 use super::exec::MachineArg;
-use super::{Ctx, emit, parse_duration, usage};
+use super::{Ctx, emit, output, parse_duration, usage};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::remote::config::MachineConfig;
 use crate::remote::machine::{CheckReport, check, up};
@@ -23,7 +22,7 @@ pub enum MachineCommand {
     #[command(alias = "list")]
     #[command(after_help = "Examples:
   codex-remote machine ls
-  codex-remote machine ls --timeout 20s
+  codex-remote --format text machine ls --timeout 20s
   codex-remote machine ls --json --strict")]
     Ls(LsArgs),
     /// Install or upgrade codexd through ssh and, for HTTP machines, start `codexd serve`.
@@ -95,11 +94,24 @@ pub fn run(ctx: &Ctx, cmd: MachineCommand) -> Result<u8> {
         MachineCommand::Ls(args) => ls(ctx, args),
         MachineCommand::Up(args) => {
             let config = ctx.config.machine(args.machine.machine.as_deref())?;
-            let report = up(&config);
+            let report = up(&config, &mut |stage| {
+                output::note(&format!("machine up {}: {}", config.name, up_stage_text(stage)));
+            });
             emit(&report)?;
             Ok(if report.ok { exit::OK } else { exit::TRANSPORT })
         }
         MachineCommand::Ssh(args) => ssh(ctx, args),
+    }
+}
+
+/// What a stage of `machine up` is doing, for the progress notes on a terminal.
+fn up_stage_text(stage: &str) -> &'static str {
+    match stage {
+        "ssh" => "asking the machine over ssh for its system and codexd version…",
+        "install" => "installing codexd if it is missing or older…",
+        "serve" => "starting codexd serve unless it answers…",
+        "verify" => "checking a call through the machine's own route…",
+        _ => "reading the config…",
     }
 }
 
@@ -111,7 +123,7 @@ fn ls(ctx: &Ctx, args: LsArgs) -> Result<u8> {
     let reports = check_all(configs, usize::from(args.parallel), args.timeout);
     let all_ok = reports.iter().all(|r| r.ok);
     let tally = Tally::of(&reports);
-    if args.json || !std::io::stdout().is_terminal() {
+    if !output::table(args.json) {
         #[derive(serde::Serialize)]
         struct Listing<'a> {
             #[serde(flatten)]

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod file;
 pub mod machine;
 pub mod mcp;
+pub mod output;
 pub mod sync;
 
 use std::io::Write;
@@ -39,6 +40,10 @@ struct Cli {
     /// Config file [default: ~/.config/codex-remote/config.yaml].
     #[arg(long, global = true, env = "CODEX_REMOTE_CONFIG")]
     config: Option<PathBuf>,
+    /// Output: `json`, one JSON object per line (the default), or `text` for people: tables,
+    /// a job's own bytes for `exec run`/`logs`/`watch`, `key: value` lines for the rest.
+    #[arg(long, global = true, value_enum, env = "CODEX_REMOTE_FORMAT")]
+    format: Option<output::Format>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -123,6 +128,7 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    output::choose(cli.format);
     let Some(command) = cli.command else {
         return crate::version::print_or_usage::<Cli>("codex-remote", &cli.version);
     };
@@ -175,6 +181,11 @@ fn usage_error(e: clap::Error) -> ExitCode {
         e.exit();
     }
     let text = e.render().to_string();
+    let args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
+    if output::text_in_args(args) {
+        eprint!("{text}");
+        return ExitCode::from(exit::USAGE);
+    }
     let first = text.lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
     #[derive(Serialize)]
     struct UsageLine<'a> {
@@ -197,15 +208,22 @@ pub fn report_error(e: &Error) {
         #[serde(flatten)]
         body: &'a ErrorBody,
     }
-    let body = ErrorBody::from(e.clone());
-    let _ = emit(&ErrorLine { kind: "error", body: &body });
+    if !output::text() {
+        let body = ErrorBody::from(e.clone());
+        let _ = emit(&ErrorLine { kind: "error", body: &body });
+    }
     let hint = e.hint.as_deref().map(|h| format!("\n  hint: {h}")).unwrap_or_default();
     eprintln!("codex-remote: {}: {}{hint}", e.code, e.message);
 }
 
-/// Writes one JSON line to stdout. A closed stdout (`| head`) is an error whose
-/// [`Error::is_broken_pipe`] holds; `main` ends quietly on it.
+/// Writes one JSON line to stdout (`key: value` lines with `--format text`). A closed stdout
+/// (`| head`) is an error whose [`Error::is_broken_pipe`] holds; `main` ends quietly on it.
 pub fn emit(value: &impl Serialize) -> Result<()> {
+    if output::text() {
+        let value = serde_json::to_value(value)
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("printing: {e}")))?;
+        return emit_raw(false, output::key_values(&value).as_bytes());
+    }
     let mut out = std::io::stdout().lock();
     crate::wire::write_line(&mut out, value).map_err(|e| Error::io("writing to stdout", e))
 }

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use super::exec::MachineArg;
-use super::{Ctx, emit, emit_on, usage};
+use super::{Ctx, emit, emit_on, output, usage};
 use crate::error::{Error, Result, exit};
 use crate::protocol::{
     Direction, Entry, FileKind, Frame, Request, Response, Skipped, SyncApplyRequest, SyncDiff,
@@ -442,7 +442,8 @@ impl Tick for Progress<'_> {
         self.bar.inc(bytes);
         self.bar.set_message(path.to_string());
         let now = Instant::now();
-        if now - self.last >= Duration::from_secs(1) {
+        // With --format text the bar is the progress (on a terminal); no lines on stdout.
+        if now - self.last >= Duration::from_secs(1) && !output::text() {
             self.last = now;
             let _ = emit(&ProgressLine {
                 kind: "progress",

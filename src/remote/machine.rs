@@ -141,8 +141,9 @@ pub struct UpReport {
     pub codexd_path: Option<String>,
 }
 
-/// Makes the machine ready; running it again changes nothing.
-pub fn up(config: &MachineConfig) -> UpReport {
+/// Makes the machine ready; running it again changes nothing. `on_stage` hears each stage as
+/// it begins (`ssh`, `install`, `serve`, `verify`).
+pub fn up(config: &MachineConfig, on_stage: &mut dyn FnMut(&'static str)) -> UpReport {
     let mut report = UpReport {
         name: config.name.clone(),
         ok: false,
@@ -154,7 +155,7 @@ pub fn up(config: &MachineConfig) -> UpReport {
         codexd_version: None,
         codexd_path: None,
     };
-    if let Err(e) = up_stages(config, &mut report) {
+    if let Err(e) = up_stages(config, &mut report, on_stage) {
         report.ok = false;
         report.message = e.message;
         report.hint = e.hint;
@@ -162,7 +163,15 @@ pub fn up(config: &MachineConfig) -> UpReport {
     report
 }
 
-fn up_stages(config: &MachineConfig, report: &mut UpReport) -> Result<()> {
+fn up_stages(
+    config: &MachineConfig,
+    report: &mut UpReport,
+    on_stage: &mut dyn FnMut(&'static str),
+) -> Result<()> {
+    let mut enter = |report: &mut UpReport, stage: &'static str| {
+        report.stage = stage;
+        on_stage(stage);
+    };
     let machine = Machine::from_config(config)?;
     if let Route::Local { .. } = machine.route {
         report.ok = true;
@@ -179,7 +188,7 @@ fn up_stages(config: &MachineConfig, report: &mut UpReport) -> Result<()> {
     let codexd_cmd = config.codexd.clone().unwrap_or_else(|| installed_path.clone());
     report.codexd_path = Some(codexd_cmd.clone());
 
-    report.stage = "ssh";
+    enter(report, "ssh");
     let probe = format!(
         "uname -s; uname -m; {} --version 2>/dev/null || echo missing",
         remote_word(&codexd_cmd)
@@ -193,7 +202,7 @@ fn up_stages(config: &MachineConfig, report: &mut UpReport) -> Result<()> {
     let remote_version = version_line.strip_prefix("codexd ").map(str::to_string);
     let local_version = env!("CARGO_PKG_VERSION");
 
-    report.stage = "install";
+    enter(report, "install");
     let current = remote_version
         .as_deref()
         .is_some_and(|v| crate::version::compare(v, local_version).is_ge());
@@ -219,7 +228,7 @@ fn up_stages(config: &MachineConfig, report: &mut UpReport) -> Result<()> {
     }
 
     if let Route::Http(h) = &machine.route {
-        report.stage = "serve";
+        enter(report, "serve");
         let hello = Request::Hello(HelloRequest::default());
         // One probe, without the transport's retries: a serve that is not running is the
         // common case here.
@@ -258,7 +267,7 @@ fn up_stages(config: &MachineConfig, report: &mut UpReport) -> Result<()> {
     // Ready means a call through the machine's own route works: a codexd installed where that
     // route does not find it is not ready.
     if let Route::Ssh(_) = &machine.route {
-        report.stage = "verify";
+        enter(report, "verify");
         let hello = Request::Hello(HelloRequest::default());
         if let Err(e) = machine.call(&hello, &mut |_| Ok(())) {
             return Err(match e.code {

@@ -8,6 +8,7 @@ mod completions;
 mod dashboard;
 mod faults;
 mod files;
+mod formats;
 mod fuzz_corpus;
 mod go_scripts;
 mod golden;

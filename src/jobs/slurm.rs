@@ -31,8 +31,7 @@ pub const SLURM_JOB_ID_VAR: &str = "SLURM_JOB_ID";
 
 /// A Slurm command, found on codexd's PATH (as a login shell on the cluster sets it).
 fn slurm_command(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())
+    super::sys::find_on_path(name, &std::env::var("PATH").unwrap_or_default())
 }
 
 /// `sbatch`, or `scheduler_unavailable` when this machine has none.
@@ -133,8 +132,8 @@ pub struct SlurmJob {
 pub enum SlurmView {
     /// Waiting in the queue, for this reason.
     Queued(Option<String>),
-    /// Running (or completing, suspended) on this node.
-    Running(Option<String>),
+    /// Running (or completing, suspended); its node is the [`SlurmJob`]'s.
+    Running,
     /// Ended in a way that decides the job's end: what to record.
     Ended(Outcome),
 }
@@ -217,7 +216,7 @@ pub fn view(slurm_job_id: &str, job: Option<&SlurmJob>, worker_started: bool) ->
             SlurmView::Queued(job.reason.clone())
         }
         "RUNNING" | "COMPLETING" | "CONFIGURING" | "SUSPENDED" | "STAGE_OUT" | "SIGNALING"
-        | "RESIZING" | "STOPPED" => SlurmView::Running(job.node.clone()),
+        | "RESIZING" | "STOPPED" => SlurmView::Running,
         "CANCELLED" => SlurmView::Ended(Outcome::Cancelled(None)),
         "FAILED" if worker_started => SlurmView::Ended(Outcome::Lost(format!(
             "the worker died without recording an end (killed, OOM or crash); {}",
@@ -266,7 +265,7 @@ impl JobStore {
                 status.queue_reason = reason;
                 return Ok(status);
             }
-            SlurmView::Running(_) => return Ok(status),
+            SlurmView::Running => return Ok(status),
             SlurmView::Ended(outcome) => outcome,
         };
         let (_lock, mut now) = self.lock_and_reread(id, status)?;
@@ -328,7 +327,7 @@ mod tests {
             view("1", Some(&job("PENDING", Some("Priority"))), false),
             SlurmView::Queued(Some("Priority".into()))
         );
-        assert_eq!(view("1", Some(&job("COMPLETING", None)), false), SlurmView::Running(None));
+        assert_eq!(view("1", Some(&job("COMPLETING", None)), false), SlurmView::Running);
         assert_eq!(
             view("1", Some(&job("CANCELLED", None)), false),
             SlurmView::Ended(Outcome::Cancelled(None))

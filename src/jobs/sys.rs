@@ -109,6 +109,18 @@ pub fn boot_id() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
 }
 
+/// Whether `p` is a regular file with an execute bit (what a shell would run).
+pub fn runnable(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The first runnable `program` in the directories of `path` (a `PATH` value), as a shell
+/// finds it.
+pub fn find_on_path(program: &str, path: &str) -> Option<std::path::PathBuf> {
+    path.split(':').map(|dir| std::path::Path::new(dir).join(program)).find(|p| runnable(p))
+}
+
 pub fn hostname() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
 }

@@ -210,15 +210,11 @@ pub fn start_problem(spec: &JobSpec) -> Option<String> {
         return Some(format!("cwd {} does not exist or is not a directory", spec.cwd));
     }
     let program = spec.argv.first()?;
-    let runnable = |p: &Path| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     let found = if program.contains('/') {
-        runnable(&cwd.join(program))
+        sys::runnable(&cwd.join(program))
     } else {
         let path = spec.env.get("PATH").cloned().or_else(|| std::env::var("PATH").ok());
-        path.unwrap_or_default().split(':').any(|dir| runnable(&Path::new(dir).join(program)))
+        sys::find_on_path(program, &path.unwrap_or_default()).is_some()
     };
     (!found).then(|| format!("{program}: command not found"))
 }

@@ -615,6 +615,9 @@ pub struct DoctorRequest {
     /// Time for each probe, in milliseconds (default 5000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Only the checks of these names (all when empty): e.g. `["shared_store"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
 }
 
 /// One finding of `doctor`.
@@ -799,6 +802,9 @@ pub struct HelloResponse {
     pub user: String,
     pub host: String,
     pub data_dir: String,
+    /// Who runs its jobs: `local` or `slurm` (older codexds leave it out: `local`).
+    #[serde(default)]
+    pub scheduler: Scheduler,
 }
 
 /// `GET /health` of `codexd serve` (no token needed): the `hello` answer, who runs the daemon,

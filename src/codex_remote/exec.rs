@@ -736,7 +736,10 @@ fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<u8> {
         let hint = Some(format!("codex-remote machine up --machine {}", m.name));
         checks.push(check("codexd", same, detail, hint));
         let timeout_ms = Some(args.timeout.as_millis() as u64);
-        match m.call(&Request::Doctor(DoctorRequest { timeout_ms }), &mut |_| Ok(()))? {
+        match m.call(
+            &Request::Doctor(DoctorRequest { timeout_ms, ..DoctorRequest::default() }),
+            &mut |_| Ok(()),
+        )? {
             Response::Doctor(report) => Ok(report),
             other => Err(client::unexpected(&other)),
         }

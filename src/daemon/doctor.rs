@@ -1,15 +1,16 @@
 //! `doctor`: what a job on this machine will find. The job store (exists, ours, private,
 //! writable, free space), and the tools jobs reach for (python, conda/pixi, `nvidia-smi`, git,
 //! rsync, rg), each probed through the jobs' own shell (`bash -lc`, so a profile's conda or
-//! module setup counts) with a time limit, so a hung driver cannot hang the answer.
+//! module setup counts) with a time limit, so a hung driver cannot hang the answer. On a Slurm
+//! machine, whether the compute nodes share the job store ([`shared_store`]).
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::Daemon;
-use crate::protocol::{DoctorCheck, DoctorReport, DoctorRequest};
+use super::{Daemon, shared_store};
+use crate::protocol::{DoctorCheck, DoctorReport, DoctorRequest, Scheduler};
 
 /// Time for a probe unless the request says otherwise.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,23 +45,28 @@ const TOOLS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Runs every check; `ok` when the required ones pass.
+/// Runs the checks asked (all when none are named); `ok` when the required ones pass.
 pub fn checks(daemon: &Daemon, req: &DoctorRequest) -> DoctorReport {
+    let asked = |name: &str| req.checks.is_empty() || req.checks.iter().any(|c| c == name);
     let timeout = req.timeout_ms.map_or(PROBE_TIMEOUT, Duration::from_millis);
-    let mut checks = vec![data_dir(daemon)];
+    let slurm = daemon.config.scheduler == Scheduler::Slurm && asked(shared_store::NAME);
     let shell = crate::shell::shell_words(&daemon.config.shell);
-    // The probes are independent: run them side by side so the answer takes one timeout.
-    let probed: Vec<DoctorCheck> = std::thread::scope(|s| {
+    // The probes are independent: run them side by side so the answer takes the longest one.
+    let checks: Vec<DoctorCheck> = std::thread::scope(|s| {
+        let wait = req.timeout_ms.map_or(shared_store::PROBE_WAIT, Duration::from_millis);
+        let shared = slurm.then(|| s.spawn(move || shared_store::check(daemon, wait)));
         let handles: Vec<_> = TOOLS
             .iter()
+            .filter(|(name, ..)| asked(name))
             .map(|&(name, cmd, hint)| {
                 let shell = &shell;
                 s.spawn(move || tool(shell, name, cmd, hint, timeout))
             })
             .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        let store = asked("data_dir").then(|| data_dir(daemon));
+        let probed = shared.into_iter().chain(handles).filter_map(|h| h.join().ok());
+        store.into_iter().chain(probed).collect()
     });
-    checks.extend(probed);
     let ok = checks.iter().all(|c| c.ok || !c.required);
     DoctorReport { ok, checks }
 }

@@ -12,6 +12,7 @@ pub mod projects;
 pub mod rpc;
 pub mod scheduler;
 pub mod serve;
+mod shared_store;
 pub mod sync;
 
 use std::collections::BTreeMap;
@@ -130,6 +131,7 @@ impl Daemon {
             user: sys::user_name(),
             host: sys::hostname(),
             data_dir: self.store.root().display().to_string(),
+            scheduler: self.config.scheduler,
         }
     }
 

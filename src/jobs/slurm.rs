@@ -81,11 +81,23 @@ pub fn submit(
         quote(&exe),
         quote(data_dir)
     );
+    batch(sbatch, &format!("codex-{}", &id[..id.len().min(8)]), data_dir, resources, &script)
+}
+
+/// Submits `script` as a batch job named `name` that starts in `chdir`, its output dropped.
+/// Returns Slurm's job id, or Slurm's own message when it refuses the job.
+pub fn batch(
+    sbatch: &Path,
+    name: &str,
+    chdir: &Path,
+    resources: &Resources,
+    script: &str,
+) -> std::result::Result<String, String> {
     let mut cmd = Command::new(sbatch);
     cmd.arg("--parsable")
-        .arg(format!("--job-name=codex-{}", &id[..id.len().min(8)]))
+        .arg(format!("--job-name={name}"))
         .arg("--output=/dev/null")
-        .arg(format!("--chdir={}", data_dir.display()))
+        .arg(format!("--chdir={}", chdir.display()))
         .args(sbatch_args(resources))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

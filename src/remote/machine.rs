@@ -11,7 +11,7 @@ use super::install::LocalBuilds;
 use super::ssh::{SshTarget, run_remote};
 use super::transport::{Machine, Route};
 use crate::error::{Error, ErrorCode, Result};
-use crate::protocol::{HelloRequest, Request, Response};
+use crate::protocol::{DoctorCheck, DoctorRequest, HelloRequest, Request, Response, Scheduler};
 use crate::shell::shell_quote;
 
 /// How long `up` waits for a started `serve` to answer.
@@ -36,6 +36,12 @@ pub struct CheckReport {
     pub daemon_port: Option<u16>,
     /// HTTP machines: the address calls go to (`addr`, or the local end of the forward).
     pub daemon_addr: Option<String>,
+    /// Who runs the machine's jobs: `local` or `slurm`.
+    pub scheduler: Option<Scheduler>,
+    /// Slurm machines: whether the compute nodes share the job store (`doctor`'s
+    /// `shared_store` check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_store: Option<DoctorCheck>,
     pub error: Option<String>,
     pub code: Option<ErrorCode>,
     pub checked_at: String,
@@ -63,6 +69,8 @@ impl CheckReport {
             user: None,
             daemon_port: None,
             daemon_addr: None,
+            scheduler: None,
+            shared_store: None,
             error: None,
             code: None,
             checked_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
@@ -103,8 +111,12 @@ pub fn check(config: &MachineConfig) -> CheckReport {
             report.codexd_version = Some(h.version);
             report.protocol = Some(h.protocol);
             report.user = Some(h.user);
+            report.scheduler = Some(h.scheduler);
             if matches!(machine.route, Route::Ssh(_)) {
                 report.ssh_ok = Some(true);
+            }
+            if h.scheduler == Scheduler::Slurm {
+                report.shared_store = Some(shared_store(&machine));
             }
         }
         Ok(_) => report.error = Some("hello was answered with something else".into()),
@@ -116,8 +128,34 @@ pub fn check(config: &MachineConfig) -> CheckReport {
             report.code = Some(e.code);
         }
     }
-    report.ok = report.daemon_ok && report.ssh_ok != Some(false);
+    let store_ok = report.shared_store.as_ref().is_none_or(|c| c.ok || !c.required);
+    report.ok = report.daemon_ok && report.ssh_ok != Some(false) && store_ok;
     report
+}
+
+/// How long `check` waits for a Slurm machine's probe job (a queued one is read next time).
+const SHARED_STORE_WAIT: Duration = Duration::from_secs(5);
+
+/// `doctor`'s `shared_store` check of a Slurm machine.
+fn shared_store(machine: &Machine) -> DoctorCheck {
+    let request = Request::Doctor(DoctorRequest {
+        timeout_ms: Some(SHARED_STORE_WAIT.as_millis() as u64),
+        checks: vec!["shared_store".into()],
+    });
+    let failed = |detail: String| DoctorCheck {
+        name: "shared_store".into(),
+        ok: false,
+        required: true,
+        detail,
+        hint: Some("run `codex-remote exec doctor` for the whole report".into()),
+    };
+    match machine.call(&request, &mut |_| Ok(())) {
+        Ok(Response::Doctor(mut report)) => {
+            report.checks.pop().unwrap_or_else(|| failed("codexd did not run the check".into()))
+        }
+        Ok(_) => failed("doctor was answered with something else".into()),
+        Err(e) => failed(e.message),
+    }
 }
 
 fn ssh_probe(t: &SshTarget) -> Result<String> {

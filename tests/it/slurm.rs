@@ -275,6 +275,82 @@ fn slurm_unreachable_is_answered_from_the_files_with_a_warning() {
     assert_eq!(env.ok(&["exec", "cancel", "--machine", "gpu", "--id", id])["state"], "cancelled");
 }
 
+/// `exec doctor`'s `shared_store` check of `env`'s machine `gpu`, and the report's exit code.
+fn shared_store(env: &TestEnv) -> (i32, Value) {
+    let (code, lines) = env.run(&["exec", "doctor", "--machine", "gpu", "--timeout", "20s"]);
+    let report = lines.into_iter().next().expect("a report");
+    let checks = report["checks"].as_array().expect("checks").clone();
+    let check = checks.into_iter().find(|c| c["name"] == "shared_store");
+    (code, check.unwrap_or_else(|| panic!("no shared_store check: {report}")))
+}
+
+#[test]
+fn slurm_doctor_and_machine_check_verify_that_compute_nodes_share_the_store() {
+    let Some(conf) = lab() else { return };
+    let (env, _sshd) = slurm_env(conf);
+    let (code, check) = shared_store(&env);
+    assert_eq!((code, &check["ok"]), (0, &json!(true)), "{check}");
+    let detail = check["detail"].as_str().unwrap();
+    assert!(detail.contains("read what this node wrote"), "a probe job ran: {detail}");
+    // The verification holds: machine check reads it without another job.
+    let jobs_before = slurm(conf, "squeue", &["-h", "--states=all", "-n", "codex-probe"]);
+    let report = env.ok(&["machine", "check", "--machine", "gpu"]);
+    assert_eq!((&report["ok"], &report["scheduler"]), (&json!(true), &json!("slurm")), "{report}");
+    assert_eq!(report["shared_store"]["ok"], true, "{report}");
+    assert!(report["shared_store"]["detail"].as_str().unwrap().contains("verified"), "{report}");
+    let jobs_after = slurm(conf, "squeue", &["-h", "--states=all", "-n", "codex-probe"]);
+    assert_eq!(jobs_before.lines().count(), jobs_after.lines().count(), "no second probe job");
+
+    // A compute node that sees another file system at the store's path: here an sbatch that
+    // moves the job's paths elsewhere, as a node without the shared home would see them.
+    let bin = env.path("nodes-elsewhere");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = Command::new("sh").args(["-c", "command -v sbatch"]).output().unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    let wrapper = bin.join("sbatch");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nsed 's#/remote-data/#/remote-data-elsewhere/#g' | {real} \"$@\"\n"),
+    )
+    .unwrap();
+    let executable = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(&wrapper, executable).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let (env, _sshd) = slurm_env_with(conf, Some(&path));
+    let (code, check) = shared_store(&env);
+    assert_eq!(
+        (code, &check["ok"], &check["required"]),
+        (1, &json!(false), &json!(true)),
+        "{check}"
+    );
+    let detail = check["detail"].as_str().unwrap();
+    assert!(detail.contains("ended without writing its answer"), "{detail}");
+    assert!(
+        check["hint"].as_str().unwrap().contains("file system the compute nodes share"),
+        "{check}"
+    );
+    let report = env.ok(&["machine", "check", "--machine", "gpu"]);
+    assert_eq!((&report["ok"], &report["shared_store"]["ok"]), (&json!(false), &json!(false)));
+
+    // A probe that waits in the queue past the check's time is not a failure, and the next
+    // check reads its answer rather than submitting another.
+    let (env, _sshd) = slurm_env(conf);
+    std::fs::write(env.path("codexd.yaml"), "scheduler: slurm\nslurm:\n  extra_args: [--hold]\n")
+        .unwrap();
+    let args = ["exec", "doctor", "--machine", "gpu", "--timeout", "2s"];
+    let (code, lines) = env.run(&args);
+    let check = lines[0]["checks"].as_array().unwrap().iter().find(|c| c["name"] == "shared_store");
+    let check = check.unwrap().clone();
+    assert_eq!((code, &check["ok"], &check["required"]), (0, &json!(false), &json!(false)));
+    let detail = check["detail"].as_str().unwrap();
+    assert!(detail.contains("still waits in the queue (JobHeldUser)"), "{detail}");
+    let probe = detail.split("Slurm job ").nth(1).unwrap().split(',').next().unwrap();
+    slurm(conf, "scontrol", &["release", probe]);
+    let (code, check) = shared_store(&env);
+    assert_eq!((code, &check["ok"]), (0, &json!(true)), "{check}");
+    assert!(check["detail"].as_str().unwrap().contains(&format!("Slurm job {probe} on")));
+}
+
 #[tokio::test]
 async fn slurm_mcp_exec_start_takes_resources() {
     let Some(conf) = lab() else { return };

@@ -11,7 +11,7 @@ use super::install::LocalBuilds;
 use super::ssh::{SshTarget, run_remote};
 use super::transport::{Machine, Route};
 use crate::error::{Error, ErrorCode, Result};
-use crate::protocol::{HelloRequest, Request, Response};
+use crate::protocol::{GpuReport, GpusRequest, HelloRequest, Request, Response, capability};
 use crate::shell::shell_quote;
 
 /// How long `up` waits for a started `serve` to answer.
@@ -39,6 +39,9 @@ pub struct CheckReport {
     pub error: Option<String>,
     pub code: Option<ErrorCode>,
     pub checked_at: String,
+    /// The machine's GPUs and the jobs holding them (a codexd with capability `gpus`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<GpuReport>,
 }
 
 impl CheckReport {
@@ -65,6 +68,7 @@ impl CheckReport {
             daemon_addr: None,
             error: None,
             code: None,
+            gpus: None,
             checked_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         }
     }
@@ -106,6 +110,7 @@ pub fn check(config: &MachineConfig) -> CheckReport {
             if matches!(machine.route, Route::Ssh(_)) {
                 report.ssh_ok = Some(true);
             }
+            report.gpus = gpu_report(&machine, &h.capabilities);
         }
         Ok(_) => report.error = Some("hello was answered with something else".into()),
         Err(e) => {
@@ -118,6 +123,17 @@ pub fn check(config: &MachineConfig) -> CheckReport {
     }
     report.ok = report.daemon_ok && report.ssh_ok != Some(false);
     report
+}
+
+/// The machine's GPUs, when its codexd can tell (capability `gpus`) and answers.
+pub fn gpu_report(machine: &Machine, capabilities: &[String]) -> Option<GpuReport> {
+    if !capabilities.iter().any(|c| c == capability::GPUS) {
+        return None;
+    }
+    match machine.call(&Request::Gpus(GpusRequest {}), &mut |_| Ok(())) {
+        Ok(Response::Gpus(gpus)) => Some(gpus),
+        _ => None,
+    }
 }
 
 fn ssh_probe(t: &SshTarget) -> Result<String> {

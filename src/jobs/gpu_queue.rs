@@ -187,15 +187,14 @@ impl GpuFiles {
         }
         let free_for = |ask: &GpuAsk| free_gpus(smi_gpus, &board.held, ask);
         match pick(&queue, &me.exec_id, free_for) {
-            Some(ids) => {
+            (Some(ids), _) => {
                 for id in &ids {
                     crate::platform::write_json_atomic(&self.held_path(*id), me)?;
                 }
                 self.leave_locked(&me.exec_id);
                 Ok(Turn::Got(ids))
             }
-            None => {
-                let free = free_for(ask).len();
+            (None, free) => {
                 let ahead = queue.iter().take_while(|w| w.worker.exec_id != me.exec_id).count();
                 let mut why = format!("{} ({free} free", ask.waiting());
                 if ahead > 0 {
@@ -321,10 +320,14 @@ fn free_gpus(gpus: &[Gpu], held: &BTreeMap<u32, Worker>, ask: &GpuAsk) -> Vec<u3
         .collect()
 }
 
-/// The GPUs `me` gets now, if any: the queue (oldest first) is served in order from what is
-/// free; each earlier waiter keeps back what it takes or, if it cannot be served yet, the
-/// free GPUs it could use.
-fn pick(queue: &[Waiter], me: &str, free_for: impl Fn(&GpuAsk) -> Vec<u32>) -> Option<Vec<u32>> {
+/// The GPUs `me` gets now, if any, and how many free GPUs are left to it: the queue (oldest
+/// first) is served in order from what is free; each earlier waiter keeps back what it takes
+/// or, if it cannot be served yet, the free GPUs it could use.
+fn pick(
+    queue: &[Waiter],
+    me: &str,
+    free_for: impl Fn(&GpuAsk) -> Vec<u32>,
+) -> (Option<Vec<u32>>, usize) {
     let mut kept_back: Vec<u32> = Vec::new();
     for waiter in queue {
         let ask = &waiter.ask;
@@ -339,11 +342,12 @@ fn pick(queue: &[Waiter], me: &str, free_for: impl Fn(&GpuAsk) -> Vec<u32>) -> O
             (wanted, served)
         };
         if waiter.worker.exec_id == me {
-            return served.then_some(wanted);
+            let left = if ask.ids.is_empty() { free.len() } else { wanted.len() };
+            return (served.then_some(wanted), left);
         }
         kept_back.extend(wanted);
     }
-    None
+    (None, 0)
 }
 
 /// Whether job `id` has ended (or is gone), read through the store so that a job whose worker
@@ -398,17 +402,18 @@ mod tests {
     fn the_oldest_waiter_is_served_first_and_keeps_back_what_it_could_use() {
         let free = |_: &GpuAsk| vec![0, 2];
         let queue = [waiter("a", 1, &[]), waiter("b", 1, &[]), waiter("c", 1, &[])];
-        assert_eq!(pick(&queue, "a", free), Some(vec![0]));
-        assert_eq!(pick(&queue, "b", free), Some(vec![2]));
-        assert_eq!(pick(&queue, "c", free), None);
+        assert_eq!(pick(&queue, "a", free), (Some(vec![0]), 2));
+        assert_eq!(pick(&queue, "b", free), (Some(vec![2]), 1));
+        assert_eq!(pick(&queue, "c", free), (None, 0));
         // An earlier large job keeps the one free GPU from a later small one.
         let queue = [waiter("a", 3, &[]), waiter("b", 1, &[])];
-        assert_eq!(pick(&queue, "b", |_: &GpuAsk| vec![1]), None);
+        assert_eq!(pick(&queue, "a", |_: &GpuAsk| vec![1]), (None, 1));
+        assert_eq!(pick(&queue, "b", |_: &GpuAsk| vec![1]), (None, 0));
         // An earlier job pinned to a busy GPU keeps nothing else back.
         let queue = [waiter("a", 1, &[3]), waiter("b", 1, &[])];
-        assert_eq!(pick(&queue, "a", free), None);
-        assert_eq!(pick(&queue, "b", free), Some(vec![0]));
-        assert_eq!(pick(&queue, "x", free), None);
+        assert_eq!(pick(&queue, "a", free).0, None);
+        assert_eq!(pick(&queue, "b", free), (Some(vec![0]), 2));
+        assert_eq!(pick(&queue, "x", free), (None, 0));
     }
 
     #[test]

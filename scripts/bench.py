@@ -383,6 +383,46 @@ def bench_many_jobs():
     record("exec list --limit 50 over 10,000 jobs (median)", f"{med:.1f} ms", "<= 200 ms", med <= 200)
 
 
+def bench_gpu_queue(n=20):
+    """Time from a GPU freed (the job's last act: printing the time) to the next queued job
+    started (its recorded started_at): n+1 jobs on one GPU of a fake nvidia-smi, started at once."""
+    print("GPU queue hand-over", file=sys.stderr)
+    fake = os.path.join(WORK, "fake-gpu")
+    os.makedirs(fake, exist_ok=True)
+    with open(os.path.join(fake, "gpus.csv"), "w") as f:
+        f.write("0, GPU-0, Fake GPU, 0, 16384, 0\n")
+    smi = os.path.join(fake, "nvidia-smi")
+    with open(smi, "w") as f:
+        f.write(f'#!/bin/sh\ncase "$*" in *compute-apps*) ;; *) cat {fake}/gpus.csv ;; esac\n')
+    os.chmod(smi, 0o755)
+    data = os.path.join(WORK, "gpu-store")
+    cfg = os.path.join(WORK, "gpu-config.yaml")
+    write_config(cfg, f"machines:\n  - name: local\n    data_dir: {data}\n")
+    env = dict(ENV, CODEX_REMOTE_CONFIG=cfg, PATH=fake + ":" + ENV.get("PATH", ""))
+    ids = [ok_json([REMOTE, "exec", "start", "--gpus", "1", "--cmd", "sleep 0.2; date +%s%N"],
+                   env=env)["exec_id"] for _ in range(n + 1)]
+    ends = [ok_json([REMOTE, "exec", "wait", "--id", i, "--timeout", "120s"], env=env) for i in ids]
+    freed, started = {}, {}
+    for job in ends:
+        _, _, out, _ = run([REMOTE, "exec", "logs", "--id", job["exec_id"], "--since", "0"], env=env)
+        lines = [json.loads(l) for l in out.splitlines() if l.strip()]
+        freed[job["exec_id"]] = int([l["line"] for l in lines if l.get("type") == "log"][-1]) / 1e9
+        started[job["exec_id"]] = rfc3339_seconds(job["started_at"])
+    order = sorted(ids, key=lambda i: started[i])
+    gaps = sorted((started[b] - freed[a]) * 1e3 for a, b in zip(order, order[1:]))
+    p95 = gaps[max(0, int(len(gaps) * 0.95) - 1)]
+    ok = all(e["state"] == "succeeded" for e in ends) and p95 <= 1500
+    record(f"GPU freed -> next queued job started, p95 of {len(gaps)} hand-overs (median {statistics.median(gaps):.0f} ms)",
+           f"{p95:.0f} ms", "<= 1500 ms", ok)
+
+
+def rfc3339_seconds(text):
+    """Seconds since the epoch of codexd's `2026-11-24T15:42:36.613Z`."""
+    import calendar
+    whole, _, frac = text.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float("0." + (frac or "0"))
+
+
 def follow_latency(machine):
     job = ok_json([REMOTE, "exec", "start", "--machine", machine, "--cmd",
                    "for i in $(seq 60); do date +%s%N; sleep 0.05; done"])["exec_id"]
@@ -629,6 +669,9 @@ def main():
     try:
         ssh_machine = None
         # BENCH_ONLY=sync (or projects) runs the files and sync (or projects) figures alone.
+        if os.environ.get("BENCH_ONLY") == "gpu":
+            bench_gpu_queue()
+            return print_table()
         only = {"sync": bench_sync, "projects": bench_projects}.get(os.environ.get("BENCH_ONLY"))
         if only:
             sshd, ssh_cfg = start_sshd()
@@ -646,6 +689,7 @@ def main():
         bench_tail(big)
         bench_since(big)
         bench_many_jobs()
+        bench_gpu_queue()
         bench_mcp_log_answer()
         bench_follow(ssh_machine)
         if ssh_machine:

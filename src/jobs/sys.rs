@@ -232,26 +232,6 @@ pub fn ignore_hangups() {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_stat_with_odd_command_names() {
-        let text = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
-        let s = parse_stat(text).unwrap();
-        assert_eq!((s.pid, s.state, s.ppid, s.pgrp, s.session), (1234, 'S', 1, 1234, 1234));
-        assert_eq!(s.start_time, 987654);
-    }
-
-    #[test]
-    fn own_process_is_alive() {
-        let me = proc_stat(current_pid()).unwrap();
-        assert!(is_alive(me.pid, me.start_time));
-        assert!(!is_alive(me.pid, me.start_time + 1));
-    }
-}
-
 /// Runs `cmd` (stdin and stderr /dev/null, in a process group of its own) for at most
 /// `timeout`; (exited 0, its stdout, at most 64 KiB). On the timeout the whole group is killed,
 /// so a hung driver query cannot hang the caller.
@@ -290,4 +270,24 @@ pub fn output_within(
         }
     };
     Ok((status.success(), reader.join().unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let text = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
+        let s = parse_stat(text).unwrap();
+        assert_eq!((s.pid, s.state, s.ppid, s.pgrp, s.session), (1234, 'S', 1, 1234, 1234));
+        assert_eq!(s.start_time, 987654);
+    }
+
+    #[test]
+    fn own_process_is_alive() {
+        let me = proc_stat(current_pid()).unwrap();
+        assert!(is_alive(me.pid, me.start_time));
+        assert!(!is_alive(me.pid, me.start_time + 1));
+    }
 }

@@ -398,3 +398,25 @@ fn gpu_the_real_nvidia_smi_is_read() {
         assert_eq!(end["gpu_ids"].as_array().map(Vec::len), Some(1), "{end}");
     }
 }
+
+#[tokio::test]
+async fn gpu_mcp_starts_a_gpu_job_and_machines_reports_the_gpus() {
+    let gpu = GpuBox::new(&idle(1));
+    let holder = gpu.start_holding(&["--gpus", "1"]);
+    gpu.running(&holder);
+    let (client, _) = crate::mcp::connect(&gpu.env).await;
+    let dir = gpu.env.dir.path().display().to_string();
+    let args = serde_json::json!({"machine": "gpu", "cmd": "true", "cwd": dir,
+                                  "resources": {"gpus": 1}});
+    let started = crate::mcp::call(&client, "exec_start", args).await;
+    let id = started["exec_id"].as_str().unwrap().to_string();
+    assert_eq!(gpu.queued(&id)["resources"]["gpus"], 1);
+    let machines =
+        crate::mcp::call(&client, "machines", serde_json::json!({"machine": "gpu"})).await;
+    let report = &machines["machines"][0]["gpus"];
+    assert_eq!(report["gpus"][0]["jobs"], serde_json::json!([holder]), "{machines}");
+    assert_eq!(report["queued"], 1, "{machines}");
+    client.cancel().await.unwrap();
+    gpu.release(&holder);
+    assert_eq!(gpu.wait(&id)["state"], "succeeded");
+}

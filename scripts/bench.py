@@ -383,6 +383,46 @@ def bench_many_jobs():
     record("exec list --limit 50 over 10,000 jobs (median)", f"{med:.1f} ms", "<= 200 ms", med <= 200)
 
 
+def bench_gpu_queue(n=20):
+    """Time from a GPU freed (the job's last act: printing the time) to the next queued job
+    started (its recorded started_at): n+1 jobs on one GPU of a fake nvidia-smi, started at once."""
+    print("GPU queue hand-over", file=sys.stderr)
+    fake = os.path.join(WORK, "fake-gpu")
+    os.makedirs(fake, exist_ok=True)
+    with open(os.path.join(fake, "gpus.csv"), "w") as f:
+        f.write("0, GPU-0, Fake GPU, 0, 16384, 0\n")
+    smi = os.path.join(fake, "nvidia-smi")
+    with open(smi, "w") as f:
+        f.write(f'#!/bin/sh\ncase "$*" in *compute-apps*) ;; *) cat {fake}/gpus.csv ;; esac\n')
+    os.chmod(smi, 0o755)
+    data = os.path.join(WORK, "gpu-store")
+    cfg = os.path.join(WORK, "gpu-config.yaml")
+    write_config(cfg, f"machines:\n  - name: local\n    data_dir: {data}\n")
+    env = dict(ENV, CODEX_REMOTE_CONFIG=cfg, PATH=fake + ":" + ENV.get("PATH", ""))
+    ids = [ok_json([REMOTE, "exec", "start", "--gpus", "1", "--cmd", "sleep 0.2; date +%s%N"],
+                   env=env)["exec_id"] for _ in range(n + 1)]
+    ends = [ok_json([REMOTE, "exec", "wait", "--id", i, "--timeout", "120s"], env=env) for i in ids]
+    freed, started = {}, {}
+    for job in ends:
+        _, _, out, _ = run([REMOTE, "exec", "logs", "--id", job["exec_id"], "--since", "0"], env=env)
+        lines = [json.loads(l) for l in out.splitlines() if l.strip()]
+        freed[job["exec_id"]] = int([l["line"] for l in lines if l.get("type") == "log"][-1]) / 1e9
+        started[job["exec_id"]] = rfc3339_seconds(job["started_at"])
+    order = sorted(ids, key=lambda i: started[i])
+    gaps = sorted((started[b] - freed[a]) * 1e3 for a, b in zip(order, order[1:]))
+    p95 = gaps[max(0, int(len(gaps) * 0.95) - 1)]
+    ok = all(e["state"] == "succeeded" for e in ends) and p95 <= 1500
+    record(f"GPU freed -> next queued job started, p95 of {len(gaps)} hand-overs (median {statistics.median(gaps):.0f} ms)",
+           f"{p95:.0f} ms", "<= 1500 ms", ok)
+
+
+def rfc3339_seconds(text):
+    """Seconds since the epoch of codexd's `2026-11-24T15:42:36.613Z`."""
+    import calendar
+    whole, _, frac = text.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float("0." + (frac or "0"))
+
+
 def follow_latency(machine):
     job = ok_json([REMOTE, "exec", "start", "--machine", machine, "--cmd",
                    "for i in $(seq 60); do date +%s%N; sleep 0.05; done"])["exec_id"]
@@ -624,12 +664,85 @@ def bench_projects(ssh_cfg):
            f"{a*1e3:.1f} ms / {b*1e3:.1f} ms = {a/b:.2f}", "<= 1.5", a / b <= 1.5)
 
 
+def bench_slurm(ssh_cfg):
+    """A Slurm login node over warm ssh: codexd's start, result and list against the Slurm
+    command doing the same over the same kind of connection. Every job is held (`--hold`), so
+    the one-node lab (scripts/slurm-lab.sh) keeps them queued; they are cancelled after."""
+    print("Slurm", file=sys.stderr)
+    if not shutil.which("slurmctld"):
+        record("Slurm figures", "no slurm-wlm", "slurm-wlm and munge installed", False)
+        return
+    lab = os.path.join(tempfile.gettempdir(), "codex-slurm-lab")
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "slurm-lab.sh"), "start", lab],
+                   check=True, stdout=subprocess.DEVNULL)
+    conf = os.path.join(lab, "slurm.conf")
+    codexd_cfg = os.path.join(WORK, "codexd-slurm.yaml")
+    write_config(codexd_cfg, "scheduler: slurm\nslurm:\n  time: 10m\n  extra_args: [--hold]\n")
+    write_config(ENV["CODEX_REMOTE_CONFIG"], f"""machines:
+  - name: cluster
+    ssh: benchhost
+    ssh_args: ["-F", "{ssh_cfg}"]
+    codexd: SLURM_CONF={conf} CODEXD_CONFIG={codexd_cfg} {CODEXD}
+    data_dir: {os.path.join(WORK, "remote-slurm")}
+""")
+    base_cm = os.path.join(WORK, "cm-slurm")
+    os.makedirs(base_cm, mode=0o700)
+    ssh = ["ssh", "-F", ssh_cfg, "-T", "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
+           "-o", f"ControlPath={base_cm}/%C", "-o", "ControlPersist=10m", "benchhost",
+           f"SLURM_CONF={conf}"]
+    slurm_ids, ours_n = [], [0]
+
+    def ours_start():
+        t, code, out, err = run([REMOTE, "exec", "start", "--machine", "cluster", "--cwd", "/tmp",
+                                 "--cmd", "true"])
+        if code != 0:
+            raise SystemExit(f"exec start on Slurm failed: {out!r} {err!r}")
+        slurm_ids.append(json.loads(out)["slurm_job_id"])
+        ours_n[0] += 1
+        return t
+
+    def base_start():
+        t, code, out, err = run(ssh + ["sbatch", "--parsable", "--hold", "--time=10",
+                                       "--output=/dev/null", "--wrap", "true"])
+        if code != 0:
+            raise SystemExit(f"sbatch failed: {err!r}")
+        slurm_ids.append(out.decode().strip())
+        return t
+
+    try:
+        ours_start(), base_start()  # warm both masters
+        a, b = interleaved(ours_start, base_start, 20)
+        record("exec start on Slurm over warm ssh / ssh host sbatch --wrap true",
+               f"{a*1e3:.1f} ms / {b*1e3:.1f} ms = {a/b:.2f}", "<= 1.1", a / b <= 1.1)
+        job = ok_json([REMOTE, "exec", "list", "--machine", "cluster", "--limit", "1"])["jobs"][0]
+        ours = timed([REMOTE, "exec", "result", "--machine", "cluster", "--id", job["exec_id"]])
+        base = timed(ssh + ["squeue", "-j", job["slurm_job_id"]])
+        a, b = interleaved(ours, base, 20)
+        record("exec result of a queued Slurm job / ssh host squeue -j ID",
+               f"{a*1e3:.1f} ms / {b*1e3:.1f} ms = {a/b:.2f}", "<= 1.1", a / b <= 1.1)
+        while ours_n[0] < 200:
+            ours_start()
+        ours = timed([REMOTE, "exec", "list", "--machine", "cluster", "--limit", "200"])
+        base = timed(ssh + ["squeue"])
+        a, b = interleaved(ours, base, 10)
+        record("200 queued Slurm jobs: exec list / ssh host squeue",
+               f"{a*1e3:.1f} ms / {b*1e3:.1f} ms = {a/b:.2f}", "<= 1.5", a / b <= 1.5)
+    finally:
+        for i in range(0, len(slurm_ids), 100):
+            subprocess.run(["scancel"] + slurm_ids[i:i + 100], env=dict(ENV, SLURM_CONF=conf),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        close_masters(base_cm)
+
+
 def main():
     sshd = None
     try:
         ssh_machine = None
-        # BENCH_ONLY=sync (or projects) runs the files and sync (or projects) figures alone.
-        only = {"sync": bench_sync, "projects": bench_projects}.get(os.environ.get("BENCH_ONLY"))
+        # BENCH_ONLY=sync (or projects, slurm) runs the files and sync (or projects, slurm) figures alone.
+        if os.environ.get("BENCH_ONLY") == "gpu":
+            bench_gpu_queue()
+            return print_table()
+        only = {"sync": bench_sync, "projects": bench_projects, "slurm": bench_slurm}.get(os.environ.get("BENCH_ONLY"))
         if only:
             sshd, ssh_cfg = start_sshd()
             only(ssh_cfg)
@@ -646,12 +759,14 @@ def main():
         bench_tail(big)
         bench_since(big)
         bench_many_jobs()
+        bench_gpu_queue()
         bench_mcp_log_answer()
         bench_follow(ssh_machine)
         if ssh_machine:
             bench_burst(ssh_machine)
             bench_sync(ssh_cfg)
             bench_projects(ssh_cfg)
+            bench_slurm(ssh_cfg)
     finally:
         close_masters(ENV["CODEX_REMOTE_CONTROL_DIR"])
         if sshd:

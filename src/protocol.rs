@@ -39,6 +39,7 @@
 //! {"type":"exec_prune","keep":200}
 //! {"type":"exec_resolve","exec_id":"019a2b3c"}              a unique prefix, or "last"
 //! {"type":"doctor","timeout_ms":5000}                        needs capability "doctor"
+//! {"type":"gpus"}                                            needs capability "gpus" ([`gpus`])
 //! ```
 //! Files and sync (capabilities `files` and `sync`; [`files`] documents the bytes that follow
 //! a `file_write`, `sync_diff`, `sync_apply` or `sync_send` line, and the frames):
@@ -76,6 +77,7 @@
 //! {"type":"pruned","removed":[ID],"kept":3}
 //! {"type":"resolved","exec_id":"019a2b3c-..."}
 //! {"type":"doctor","ok":true,"checks":[{"name":"git","ok":true,"required":false,"detail":"..."}]}
+//! {"type":"gpus","gpus":[GPU],"free_memory_mib":1024,"free_util_percent":10,"queued":0}
 //! {"type":"error","code":"job_not_found","message":"no job x","hint":"h"}
 //! {"type":"file_written","path":"/h/w/a.py","size":5,"mode":"0644"}
 //! {"type":"file_data","path":"/h/w/a.py","offset":0,"size":5,"data_b64":"aGVsbG8=",
@@ -109,6 +111,7 @@ use crate::error::{Error, ErrorCode};
 
 pub mod exec_id;
 pub mod files;
+pub mod gpus;
 pub mod resources;
 pub use exec_id::ExecId;
 pub use files::{
@@ -116,6 +119,7 @@ pub use files::{
     FileWritten, Frame, PathRequest, Skipped, SyncApplyRequest, SyncDiff, SyncDiffRequest,
     SyncDownloadRequest, SyncSendRequest, SyncUploaded, TransferStats, TreeFilter,
 };
+pub use gpus::{Gpu, GpuReport, GpusRequest};
 pub use resources::{Resources, Scheduler};
 
 /// Bumped when a change would break an older peer.
@@ -148,6 +152,9 @@ pub mod capability {
     /// `exec_start` with `resources` (GPUs, partition, time ... for a Slurm machine's
     /// scheduler); statuses with `scheduler`, `slurm_job_id`, `node` and the state `queued`.
     pub const RESOURCES: &str = "resources";
+    /// `exec_start` with `resources.gpus` / `gpu_ids` on a machine without a scheduler (the job
+    /// waits `queued` for free GPUs); the `gpus` request; statuses with `gpu_ids`.
+    pub const GPUS: &str = "gpus";
 }
 
 /// What this codexd can do, reported by `hello`.
@@ -167,6 +174,7 @@ pub const CAPABILITIES: &[&str] = &[
     capability::PROJECTS,
     capability::CONCURRENT,
     capability::RESOURCES,
+    capability::GPUS,
 ];
 
 /// The request `type`s this version knows.
@@ -189,6 +197,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "sync_diff",
     "sync_apply",
     "sync_send",
+    "gpus",
 ];
 
 /// A request, tagged by `type`.
@@ -214,12 +223,19 @@ pub enum Request {
     SyncDiff(SyncDiffRequest),
     SyncApply(SyncApplyRequest),
     SyncSend(SyncSendRequest),
+    /// What the machine's GPUs are doing ([`gpus`]).
+    Gpus(GpusRequest),
 }
 
 impl Request {
     /// The capability a codexd must report for this request to mean what the client means.
     pub fn needs(&self) -> Option<&'static str> {
         match self {
+            Request::ExecStart(r)
+                if r.resources.as_ref().is_some_and(|r| !r.gpu_ids.is_empty()) =>
+            {
+                Some(capability::GPUS)
+            }
             Request::ExecStart(r) if r.resources.is_some() => Some(capability::RESOURCES),
             Request::ExecStart(r) if r.project.is_some() => Some(capability::PROJECTS),
             Request::ExecStart(r) if r.script.is_some() => Some(capability::SCRIPT),
@@ -231,6 +247,7 @@ impl Request {
             Request::ExecPrune(_) => Some(capability::PRUNE),
             Request::Doctor(_) => Some(capability::DOCTOR),
             Request::ExecResolve(_) => Some(capability::RESOLVE),
+            Request::Gpus(_) => Some(capability::GPUS),
             Request::FileWrite(_)
             | Request::FileRead(_)
             | Request::FileStat(_)
@@ -763,9 +780,14 @@ pub struct JobStatus {
     /// What the job asked of the scheduler, with codexd's defaults filled in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
-    /// Why a `queued` job waits, in Slurm's words (`Priority`, `Resources`, `JobHeldUser`).
+    /// Why a `queued` job waits: Slurm's words (`Priority`, `Resources`, `JobHeldUser`), or
+    /// codexd's for a job waiting for GPUs ("waiting for 2 free GPUs (1 free)").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_reason: Option<String>,
+    /// The GPUs a `--gpus` job was given on a machine without a scheduler (nvidia-smi's
+    /// indexes, its `CUDA_VISIBLE_DEVICES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_ids: Option<Vec<u32>>,
 }
 
 /// The git checkout a project job runs in: the project, the ref asked for, the commit it
@@ -947,6 +969,7 @@ pub enum Response {
     SyncDiff(SyncDiff),
     SyncApplied(TransferStats),
     SyncSent(TransferStats),
+    Gpus(GpuReport),
 }
 
 impl Response {
@@ -971,6 +994,7 @@ impl Response {
             Response::SyncDiff(_) => "sync_diff",
             Response::SyncApplied(_) => "sync_applied",
             Response::SyncSent(_) => "sync_sent",
+            Response::Gpus(_) => "gpus",
         }
     }
 

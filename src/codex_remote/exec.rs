@@ -171,13 +171,19 @@ pub struct StartArgs {
     argv: Vec<String>,
 }
 
-/// What a job asks of a Slurm machine's scheduler (a `scheduler: local` machine refuses them).
+/// What a job asks of a Slurm machine's scheduler (a `scheduler: local` machine honours only
+/// `--gpus` and `--gpu-ids`: the job waits for free GPUs of the machine).
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Scheduler (a Slurm machine)")]
+#[command(next_help_heading = "Scheduler (GPUs; the rest on a Slurm machine)")]
 pub struct ResourceArgs {
-    /// GPUs for the job.
+    /// GPUs for the job: Slurm's, or free GPUs of a machine without a scheduler (the job is
+    /// queued until N are free, then runs with CUDA_VISIBLE_DEVICES set to them).
     #[arg(long, value_name = "N")]
     gpus: Option<u32>,
+    /// These GPUs (nvidia-smi's indexes) of a machine without a scheduler, e.g. 0,3; the job
+    /// waits until they are free.
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    gpu_ids: Vec<u32>,
     /// The Slurm partition.
     #[arg(long, value_name = "P")]
     partition: Option<String>,
@@ -194,7 +200,7 @@ pub struct ResourceArgs {
     #[arg(long = "slurm-arg", value_name = "ARG", allow_hyphen_values = true)]
     slurm_args: Vec<String>,
     /// Run on the machine itself (a login node) without the scheduler: short tools only.
-    #[arg(long, conflicts_with_all = ["gpus", "partition", "time", "mem", "cpus", "slurm_args"])]
+    #[arg(long, conflicts_with_all = ["gpus", "gpu_ids", "partition", "time", "mem", "cpus", "slurm_args"])]
     local: bool,
 }
 
@@ -203,6 +209,7 @@ impl ResourceArgs {
     fn resources(&self) -> Option<Resources> {
         let r = Resources {
             gpus: self.gpus,
+            gpu_ids: self.gpu_ids.clone(),
             partition: self.partition.clone(),
             account: None,
             time: self.time.clone(),

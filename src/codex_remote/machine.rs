@@ -209,20 +209,28 @@ fn print_table(reports: &[CheckReport], tally: &Tally) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "{:<16} {:<9} {:<4} {:<6} {:<9} {:>8}  ERROR",
-        "NAME", "TRANSPORT", "SSH", "DAEMON", "VERSION", "LATENCY"
+        "{:<16} {:<9} {:<4} {:<6} {:<9} {:>8} {:>10}  ERROR",
+        "NAME", "TRANSPORT", "SSH", "DAEMON", "VERSION", "LATENCY", "GPUS FREE"
     );
     for r in reports {
         let latency = r.latency_ms.map_or("-".to_string(), |l| format!("{l} ms"));
+        // "1/4": free of all; "-" without GPUs (or a codexd that cannot tell).
+        let gpus = match &r.gpus {
+            Some(g) if !g.gpus.is_empty() => {
+                format!("{}/{}", g.gpus.iter().filter(|g| g.free).count(), g.gpus.len())
+            }
+            _ => "-".to_string(),
+        };
         let _ = writeln!(
             out,
-            "{:<16} {:<9} {:<4} {:<6} {:<9} {:>8}  {}",
+            "{:<16} {:<9} {:<4} {:<6} {:<9} {:>8} {:>10}  {}",
             r.name,
             r.transport,
             yes_no(r.ssh_ok),
             yes_no(Some(r.daemon_ok)),
             r.codexd_version.as_deref().unwrap_or("-"),
             latency,
+            gpus,
             r.error.as_deref().unwrap_or("")
         );
     }

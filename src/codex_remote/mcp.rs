@@ -594,9 +594,10 @@ fn machines(config: Option<PathBuf>, input: MachinesInput) -> Outcome {
             let name = e["name"].as_str().unwrap_or("?");
             match (&e["ok"], &e["error"]["code"]) {
                 (Value::Bool(true), _) => format!(
-                    "{name} ok ({} ms, codexd {})",
+                    "{name} ok ({} ms, codexd {}{})",
                     e["latency_ms"],
-                    e["codexd_version"].as_str().unwrap_or("?")
+                    e["codexd_version"].as_str().unwrap_or("?"),
+                    gpu_summary(&e["gpus"]["gpus"])
                 ),
                 (_, Value::String(code)) => format!("{name} {code}"),
                 _ => format!("{name} not checked"),
@@ -605,6 +606,17 @@ fn machines(config: Option<PathBuf>, input: MachinesInput) -> Outcome {
         .collect();
     let line = format!("{} machines: {}", entries.len(), summary.join("; "));
     Ok((json!({ "machines": entries, "default_machine": default }), line))
+}
+
+/// ", 2 GPUs, 1 free" for a machine that reported GPUs.
+fn gpu_summary(gpus: &Value) -> String {
+    match gpus.as_array() {
+        Some(gpus) if !gpus.is_empty() => {
+            let free = gpus.iter().filter(|g| g["free"] == true).count();
+            format!(", {} GPUs, {free} free", gpus.len())
+        }
+        _ => String::new(),
+    }
 }
 
 fn machine_entry(config: &RemoteConfig, name: &str, is_default: bool, check: bool) -> Value {
@@ -643,6 +655,9 @@ fn machine_entry(config: &RemoteConfig, name: &str, is_default: bool, check: boo
             entry["host"] = hello.host.into();
             entry["user"] = hello.user.into();
             entry["data_dir"] = hello.data_dir.into();
+            if let Some(gpus) = crate::remote::machine::gpu_report(&m, &hello.capabilities) {
+                entry["gpus"] = json!(gpus);
+            }
         }
         Err(e) => {
             entry["ok"] = false.into();

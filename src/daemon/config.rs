@@ -15,6 +15,10 @@ pub const DEFAULT_RETENTION: usize = 200;
 pub const DEFAULT_SHELL: &str = "bash -lc";
 /// The largest `file_write` accepted unless `max_file_size` says otherwise (the original's).
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
+/// A GPU using more memory than this (MiB, anyone's processes) is not free for `--gpus` jobs.
+pub const DEFAULT_GPU_FREE_MEMORY_MIB: u64 = 1024;
+/// A GPU busier than this (percent) is not free for `--gpus` jobs.
+pub const DEFAULT_GPU_FREE_UTIL_PERCENT: u32 = 10;
 /// Where `codexd serve` listens unless `listen` says otherwise (the original tool's port).
 pub use crate::protocol::DEFAULT_LISTEN;
 
@@ -45,6 +49,10 @@ struct ConfigFile {
     /// a mistyped key inside it names `slurm.KEY`).
     #[serde(default)]
     slurm: SlurmFile,
+    /// `--gpus` jobs without a scheduler: a GPU is free at most this memory used (MiB) ...
+    gpu_free_memory_mib: Option<u64>,
+    /// ... and at most this utilisation (percent).
+    gpu_free_util_percent: Option<u32>,
 }
 
 /// The `slurm:` defaults.
@@ -122,6 +130,9 @@ pub struct DaemonConfig {
     pub scheduler: Scheduler,
     /// `slurm:`: the resources a Slurm job gets when its request leaves them out.
     pub slurm_defaults: Resources,
+    /// A GPU is free for a `--gpus` job at most this memory used (MiB) and utilisation (%).
+    pub gpu_free_memory_mib: u64,
+    pub gpu_free_util_percent: u32,
 }
 
 /// What every job's environment has unless `env_defaults` says otherwise: as in the original
@@ -178,8 +189,12 @@ impl DaemonConfig {
                 mem: slurm.mem,
                 cpus: slurm.cpus,
                 slurm_args: slurm.extra_args,
-                local: false,
+                ..Resources::default()
             },
+            gpu_free_memory_mib: file.gpu_free_memory_mib.unwrap_or(DEFAULT_GPU_FREE_MEMORY_MIB),
+            gpu_free_util_percent: (file.gpu_free_util_percent)
+                .unwrap_or(DEFAULT_GPU_FREE_UTIL_PERCENT)
+                .min(100),
             projects,
             retention_count: file.retention_count.unwrap_or(DEFAULT_RETENTION),
             shell: (file.shell.or(file.default_shell)).unwrap_or_else(|| DEFAULT_SHELL.to_string()),
@@ -255,6 +270,19 @@ mod key_tests {
             Path::new("config.yaml"),
         );
         assert_eq!(warnings, ["unknown key `retention_cont` (did you mean `retention_count`?)"]);
+    }
+
+    #[test]
+    fn gpu_keys_are_known_and_checked() {
+        let text = "gpu_free_memory_mib: 2048\ngpu_free_util_pct: 5\n";
+        let warnings =
+            crate::config_file::unknown_keys::<ConfigFile>(text, Path::new("config.yaml"));
+        assert_eq!(
+            warnings,
+            ["unknown key `gpu_free_util_pct` (did you mean `gpu_free_util_percent`?)"]
+        );
+        let file: ConfigFile = serde_saphyr::from_str(text).unwrap();
+        assert_eq!(file.gpu_free_memory_mib, Some(2048));
     }
 
     #[test]

@@ -4,10 +4,8 @@
 //! module setup counts) with a time limit, so a hung driver cannot hang the answer. On a Slurm
 //! machine, whether the compute nodes share the job store ([`shared_store`]).
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use super::{Daemon, shared_store};
 use crate::protocol::{DoctorCheck, DoctorReport, DoctorRequest, Scheduler};
@@ -52,7 +50,7 @@ pub fn checks(daemon: &Daemon, req: &DoctorRequest) -> DoctorReport {
     let slurm = daemon.config.scheduler == Scheduler::Slurm && asked(shared_store::NAME);
     let shell = crate::shell::shell_words(&daemon.config.shell);
     // The probes are independent: run them side by side so the answer takes the longest one.
-    let checks: Vec<DoctorCheck> = std::thread::scope(|s| {
+    let mut checks: Vec<DoctorCheck> = std::thread::scope(|s| {
         let wait = req.timeout_ms.map_or(shared_store::PROBE_WAIT, Duration::from_millis);
         let shared = slurm.then(|| s.spawn(move || shared_store::check(daemon, wait)));
         let handles: Vec<_> = TOOLS
@@ -67,8 +65,45 @@ pub fn checks(daemon: &Daemon, req: &DoctorRequest) -> DoctorReport {
         let probed = shared.into_iter().chain(handles).filter_map(|h| h.join().ok());
         store.into_iter().chain(probed).collect()
     });
+    if asked("gpus") {
+        checks.push(gpus(daemon));
+    }
     let ok = checks.iter().all(|c| c.ok || !c.required);
     DoctorReport { ok, checks }
+}
+
+/// The GPUs `--gpus` jobs would get: each with its memory, utilisation, and who holds it.
+fn gpus(daemon: &Daemon) -> DoctorCheck {
+    let (ok, detail) = match daemon.gpus() {
+        Err(e) => (false, e.message),
+        Ok(report) if report.gpus.is_empty() => {
+            (false, report.error.unwrap_or_else(|| "nvidia-smi lists no GPU".into()))
+        }
+        Ok(report) => {
+            let gpus: Vec<String> = report.gpus.iter().map(describe_gpu).collect();
+            (true, format!("{}; {} job(s) queued", gpus.join("; "), report.queued))
+        }
+    };
+    DoctorCheck {
+        name: "gpus".into(),
+        ok,
+        required: false,
+        detail,
+        hint: (!ok).then(|| "--gpus jobs need NVIDIA GPUs and nvidia-smi; others run".into()),
+    }
+}
+
+/// One GPU in a line: "0 NVIDIA A100 3/40960 MiB 0% free" or "... held by ID".
+pub fn describe_gpu(g: &crate::protocol::Gpu) -> String {
+    let state = match (g.jobs.as_slice(), g.free) {
+        ([], true) => "free".to_string(),
+        ([], false) => format!("busy ({} processes)", g.processes),
+        (jobs, _) => format!("held by {}", jobs.join(", ")),
+    };
+    format!(
+        "{} {} {}/{} MiB {}% {state}",
+        g.index, g.name, g.memory_used_mib, g.memory_total_mib, g.utilization_percent
+    )
 }
 
 fn data_dir(daemon: &Daemon) -> DoctorCheck {
@@ -126,39 +161,9 @@ fn tool(shell: &[String], name: &str, cmd: &str, hint: &str, timeout: Duration) 
 /// Runs `cmd` with the jobs' shell; (exited 0, its output trimmed to a few lines).
 fn probe(shell: &[String], cmd: &str, timeout: Duration) -> Result<(bool, String), String> {
     let (program, args) = shell.split_first().ok_or("no shell configured")?;
-    let mut child = Command::new(program)
-        .args(args)
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("{program}: {e}"))?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = (&mut stdout).take(64 * 1024).read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            _ => {
-                // The whole group: a probe's children (a hung driver query) go with it.
-                let pgid = rustix::process::Pid::from_raw(child.id() as i32);
-                if let Some(pgid) = pgid {
-                    let _ =
-                        rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-                }
-                let _ = child.wait();
-                return Err(format!("no answer within {} s", timeout.as_secs_f64()));
-            }
-        }
-    };
-    let text = reader.join().unwrap_or_default();
+    let mut command = Command::new(program);
+    command.args(args).arg(cmd);
+    let (ok, text) = crate::jobs::sys::output_within(command, timeout)?;
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).take(8).collect();
-    Ok((status.success(), lines.join("; ")))
+    Ok((ok, lines.join("; ")))
 }

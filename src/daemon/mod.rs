@@ -21,15 +21,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::jobs::gpu_queue::{GpuAsk, GpuFiles};
 use crate::jobs::outcome::Outcome;
 use crate::jobs::store::{self, CancelFile, JobSpec, JobStore, now_rfc3339};
 use crate::jobs::{slurm, sys, wait, worker};
 use crate::protocol::exec_id::is_go_era_id;
 use crate::protocol::{
-    CancelRequest, Checkout, CommandSpec, ExecId, ExecStartRequest, HelloResponse, JobRef,
-    JobState, JobStatus, ListRequest, ListResponse, PruneRequest, PrunedResponse, RemovedResponse,
-    Request, ResolveRequest, Resources, Response, RunStatus, Scheduler, StatusResponse,
-    WaitRequest,
+    CancelRequest, Checkout, CommandSpec, ExecId, ExecStartRequest, GpuReport, HelloResponse,
+    JobRef, JobState, JobStatus, ListRequest, ListResponse, PruneRequest, PrunedResponse,
+    RemovedResponse, Request, ResolveRequest, Resources, Response, RunStatus, Scheduler,
+    StatusResponse, WaitRequest,
 };
 pub use config::DaemonConfig;
 
@@ -120,6 +121,7 @@ impl Daemon {
             Request::SyncDiff(req) => sync::sync_diff(req, sink).map(Response::SyncDiff),
             Request::SyncApply(req) => sync::sync_apply(req, sink).map(Response::SyncApplied),
             Request::SyncSend(req) => sync::sync_send(req, sink).map(Response::SyncSent),
+            Request::Gpus(_) => self.gpus().map(Response::Gpus),
         }
     }
 
@@ -133,6 +135,12 @@ impl Daemon {
             data_dir: self.store.root().display().to_string(),
             scheduler: self.config.scheduler,
         }
+    }
+
+    /// The machine's GPUs, who holds them and how many jobs wait ([`crate::jobs::gpu_queue`]).
+    pub fn gpus(&self) -> Result<GpuReport> {
+        let (memory, util) = (self.config.gpu_free_memory_mib, self.config.gpu_free_util_percent);
+        GpuFiles::open(&self.store)?.report(&self.store, memory, util)
     }
 
     fn exec_start(&self, req: &ExecStartRequest) -> Result<StatusResponse> {
@@ -378,6 +386,8 @@ struct StartPlan {
     resources: Option<Resources>,
     /// `sbatch`, for a job Slurm runs.
     sbatch: Option<std::path::PathBuf>,
+    /// The GPUs a job codexd runs waits for.
+    gpus: Option<GpuAsk>,
 }
 
 impl StartPlan {
@@ -431,6 +441,10 @@ impl StartPlan {
             Scheduler::Slurm => Some(slurm::sbatch()?),
             Scheduler::Local => None,
         };
+        let gpus = match (scheduler, &resources) {
+            (Scheduler::Local, Some(r)) => Some(scheduler::gpu_ask(r, config)?),
+            _ => None,
+        };
         let (cwd, project) = match &req.project {
             Some(id) => {
                 let project = projects::find(config, id)?.clone();
@@ -449,6 +463,7 @@ impl StartPlan {
             scheduler,
             resources,
             sbatch,
+            gpus,
             argv,
             display,
             cwd,
@@ -511,7 +526,9 @@ impl StartPlan {
             slurm_job_id: None,
             node: None,
             resources: self.resources,
-            queue_reason: None,
+            // Until its worker has looked at the GPUs.
+            queue_reason: self.gpus.as_ref().map(GpuAsk::waiting),
+            gpu_ids: None,
         };
         let spec = JobSpec {
             argv,
@@ -520,6 +537,7 @@ impl StartPlan {
             script: self.script,
             grace_ms: self.grace_ms,
             retention: self.retention,
+            gpus: self.gpus,
         };
         (status, spec)
     }

@@ -1,12 +1,15 @@
 //! Who runs a new job: codexd's own worker (`scheduler: local`, or `--local` on a Slurm
 //! machine) or Slurm, and with what resources. A machine without a scheduler refuses what
-//! only a scheduler can honour, rather than ignoring it.
+//! only a scheduler can honour, rather than ignoring it; GPUs it hands out itself
+//! ([`crate::jobs::gpu_queue`]), after checking at the start that the ask can ever be met.
 
 use std::path::Path;
 use std::time::Duration;
 
 use super::DaemonConfig;
 use crate::error::{Error, Result};
+use crate::jobs::gpu_queue::GpuAsk;
+use crate::jobs::gpus::{self, Smi};
 use crate::jobs::outcome::Outcome;
 use crate::jobs::store::{JobStore, now_rfc3339};
 use crate::jobs::{slurm, wait};
@@ -21,18 +24,25 @@ pub fn placement(
     let none = Resources::default();
     let asked = asked.unwrap_or(&none);
     let flags = asked.scheduler_flags().join(", ");
+    let slurm_only: Vec<&str> =
+        asked.scheduler_flags().into_iter().filter(|f| !GPU_FLAGS.contains(f)).collect();
     match config.scheduler {
-        Scheduler::Local if !flags.is_empty() => Err(Error::invalid(format!(
-            "{flags}: this machine runs jobs itself (codexd's scheduler is `local`), so it \
-             cannot honour them"
+        Scheduler::Local if !slurm_only.is_empty() => Err(Error::invalid(format!(
+            "{}: this machine runs jobs itself (codexd's scheduler is `local`), so it \
+             cannot honour them (it honours --gpus and --gpu-ids)",
+            slurm_only.join(", ")
         ))
         .with_hint(
             "drop these flags, or run on a machine whose codexd config says `scheduler: slurm`",
         )),
+        Scheduler::Slurm if !asked.gpu_ids.is_empty() => Err(Error::invalid(
+            "--gpu-ids pins GPUs of a machine without a scheduler; Slurm picks a job's GPUs",
+        )
+        .with_hint("ask for a number of GPUs with --gpus N")),
         Scheduler::Slurm if asked.local && !flags.is_empty() => Err(Error::invalid(format!(
             "--local runs the job on the login node, without Slurm: {flags} cannot go with it"
         ))),
-        Scheduler::Local => Ok((Scheduler::Local, None)),
+        Scheduler::Local => Ok((Scheduler::Local, gpu_resources(asked)?)),
         Scheduler::Slurm if asked.local => Ok((Scheduler::Local, None)),
         Scheduler::Slurm => {
             let mut resources = asked.or_defaults(&config.slurm_defaults);
@@ -51,6 +61,59 @@ pub fn placement(
             }
             Ok((Scheduler::Slurm, Some(resources)))
         }
+    }
+}
+
+/// The flags a machine without a scheduler honours.
+const GPU_FLAGS: [&str; 2] = ["--gpus", "--gpu-ids"];
+
+/// The GPUs a job on a machine without a scheduler asks for: `None` for none (`--gpus 0`),
+/// `gpus` set to the count of `gpu_ids` when those pin them.
+fn gpu_resources(asked: &Resources) -> Result<Option<Resources>> {
+    let mut ids = asked.gpu_ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != asked.gpu_ids.len() {
+        return Err(Error::invalid("--gpu-ids names a GPU twice"));
+    }
+    let count = match (asked.gpus, ids.len() as u32) {
+        (Some(n), pinned) if pinned > 0 && n != pinned => {
+            return Err(Error::invalid(format!(
+                "--gpus {n} and --gpu-ids with {pinned} GPUs disagree; give one of them"
+            )));
+        }
+        (_, pinned) if pinned > 0 => pinned,
+        (Some(n), _) => n,
+        (None, _) => 0,
+    };
+    Ok((count > 0).then(|| Resources {
+        gpus: Some(count),
+        gpu_ids: asked.gpu_ids.clone(),
+        ..Resources::default()
+    }))
+}
+
+/// What a `--gpus` job of a machine without a scheduler waits for, checked now against
+/// nvidia-smi: no driver, or fewer GPUs than asked, is refused at once rather than queued
+/// forever.
+pub fn gpu_ask(resources: &Resources, config: &DaemonConfig) -> Result<GpuAsk> {
+    let ask = GpuAsk {
+        count: resources.gpus.unwrap_or(0),
+        ids: resources.gpu_ids.clone(),
+        free_memory_mib: config.gpu_free_memory_mib,
+        free_util_percent: config.gpu_free_util_percent,
+    };
+    let smi = gpus::query(&config.data_dir);
+    let problem = match &smi {
+        Smi::Gpus { gpus } => ask.impossible(gpus),
+        _ => smi.problem(),
+    };
+    match problem {
+        Some(why) => Err(Error::invalid(format!("--gpus: {why}")).with_hint(
+            "see the machine's GPUs with `codex-remote machine check`; without --gpus the job \
+             runs at once",
+        )),
+        None => Ok(ask),
     }
 }
 

@@ -12,6 +12,7 @@
 //! <data_dir>/jobs/<id>/end.reserve   space set aside to record the end on a full disk
 //! <data_dir>/jobs/<id>/lock          flock: read-modify-write of status.json
 //! <data_dir>/jobs/<id>/cancel        a cancel request (grace) for the worker
+//! <data_dir>/gpus/                   who holds and who waits for which GPU (gpu_queue.rs)
 //! ```
 //! Directories are 0700 and files 0600: the logs hold the user's secrets. Readers never lock:
 //! a rename makes a new status visible whole. Reads never need writes: a status that cannot be
@@ -62,6 +63,9 @@ pub struct JobSpec {
     pub grace_ms: u64,
     /// How many finished jobs to keep when this one ends.
     pub retention: usize,
+    /// The GPUs the job waits for before it runs (a machine without a scheduler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<super::gpu_queue::GpuAsk>,
 }
 
 /// A cancel request left for the worker.
@@ -269,6 +273,10 @@ impl JobStore {
         }
         if status.state == JobState::Running {
             status.duration_ms = status.started_at.as_deref().and_then(|s| millis_between(s, None));
+            // A job waiting for GPUs is recorded running (its worker runs) with the reason.
+            if status.pid.is_none() && status.queue_reason.is_some() {
+                status.state = JobState::Queued;
+            }
         }
         Ok(status)
     }

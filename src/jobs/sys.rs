@@ -232,6 +232,46 @@ pub fn ignore_hangups() {
     }
 }
 
+/// Runs `cmd` (stdin and stderr /dev/null, in a process group of its own) for at most
+/// `timeout`; (exited 0, its stdout, at most 64 KiB). On the timeout the whole group is killed,
+/// so a hung driver query cannot hang the caller.
+pub fn output_within(
+    mut cmd: Command,
+    timeout: std::time::Duration,
+) -> Result<(bool, String), String> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("{program}: {e}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = (&mut stdout).take(64 * 1024).read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => {
+                signal_group(child.id() as i32, Signal::KILL);
+                let _ = child.wait();
+                return Err(format!("no answer within {} s", timeout.as_secs_f64()));
+            }
+        }
+    };
+    Ok((status.success(), reader.join().unwrap_or_default()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
+use super::gpu_queue::{self, GpuFiles};
 use super::kill::JobTree;
 use super::outcome::Outcome;
 use super::store::{JobSpec, JobStore, now_rfc3339};
@@ -74,10 +75,20 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     let started = Arc::new(AtomicI32::new(0));
     spawn_signal_thread(&store, id, me_stat.start_time, &cancelled, &started, spec.grace_ms)?;
 
-    // A cancel that came before the worker: the job never runs.
-    let spawned = match store.read_cancel(id) {
+    // A cancel that came before the worker (or while it waited for GPUs): the job never runs.
+    let gpus = match store.read_cancel(id) {
         Some(_) => Err(Outcome::Cancelled(None)),
-        None => prepare_and_spawn(&store, id, &dir, &spec).map_err(Outcome::StartFailed),
+        None => wait_for_gpus(&store, id, &spec, me_stat.start_time, &cancelled),
+    };
+    let spawned = gpus.clone().and_then(|gpus| {
+        prepare_and_spawn(&store, id, &dir, &spec, gpus.as_deref()).map_err(Outcome::StartFailed)
+    });
+    let release_gpus = || {
+        if spec.gpus.is_some()
+            && let Err(e) = GpuFiles::open(&store).and_then(|f| f.release(id))
+        {
+            eprintln!("codexd worker: cannot give back the GPUs of job {id}: {}", e.message);
+        }
     };
     // Re-read under the lock: a cancel may have been recorded meanwhile.
     let lock = store.lock_job(id)?;
@@ -88,6 +99,7 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
         drop(lock);
         eprintln!("codexd worker: job {id} already ended ({}); stopping", status.state.as_str());
         tree.terminate(Duration::ZERO, true);
+        release_gpus();
         return Ok(0);
     }
     status.worker_pid = Some(me);
@@ -99,9 +111,12 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     }
     let now = now_rfc3339();
     status.started_at = Some(now.clone());
+    status.queue_reason = None;
+    status.gpu_ids = gpus.ok().flatten();
     let child_pid = match spawned {
         Ok(pid) => pid,
         Err(outcome) => {
+            release_gpus();
             status.finish(outcome, &now);
             store.write_end(&status)?;
             drop(lock);
@@ -124,8 +139,9 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     let sampling = Arc::new(AtomicBool::new(false));
     let sampler = timeline::Recorder::create(&dir).map(|r| r.run_until(sampling.clone()));
     let exit = wait_for(child_pid);
-    // Whatever the job left running ends with it (as a Slurm step does).
+    // Whatever the job left running ends with it (as a Slurm step does); then its GPUs are free.
     tree.terminate(Duration::from_millis(spec.grace_ms), true);
+    release_gpus();
     sampling.store(true, Ordering::SeqCst);
     if let Ok(sampler) = sampler {
         sampler.thread().unpark();
@@ -160,13 +176,50 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
     Ok(0)
 }
 
-/// Opens the logs, checks the cwd and spawns the job in a process group of its own.
-/// Returns the job's pid, or the one-line reason it could not start.
+/// For a job that asked for GPUs: waits for them in the store's queue ([`gpu_queue`]),
+/// recorded as its worker with the reason it waits (so it reads `queued`, can be cancelled and
+/// is found lost if this worker dies). `Ok(None)` for a job that asked for none.
+fn wait_for_gpus(
+    store: &JobStore,
+    id: &str,
+    spec: &JobSpec,
+    my_start_time: u64,
+    cancelled: &AtomicBool,
+) -> std::result::Result<Option<Vec<u32>>, Outcome> {
+    let Some(ask) = &spec.gpus else {
+        return Ok(None);
+    };
+    let me = gpu_queue::Worker::me(id, my_start_time);
+    let mut record = |reason: &str| {
+        let Ok(_lock) = store.lock_job(id) else { return };
+        let Ok(mut status) = store.read_status_raw(id) else { return };
+        if status.state != JobState::Running {
+            return;
+        }
+        status.worker_pid = Some(me.worker_pid);
+        status.worker_start_time = Some(my_start_time);
+        status.boot_id = sys::boot_id();
+        status.queue_reason = Some(reason.to_string());
+        if let Err(e) = store.write_status(&status) {
+            eprintln!("codexd worker: cannot record that job {id} waits: {e}");
+        }
+    };
+    record(&ask.waiting());
+    match gpu_queue::wait_turn(store, &me, ask, cancelled, &mut record) {
+        Ok(ids) => Ok(Some(ids)),
+        Err(None) => Err(Outcome::Cancelled(None)),
+        Err(Some(why)) => Err(Outcome::StartFailed(why)),
+    }
+}
+
+/// Opens the logs, checks the cwd and spawns the job in a process group of its own, on `gpus`
+/// when it was given some. Returns the job's pid, or the one-line reason it could not start.
 fn prepare_and_spawn(
     store: &JobStore,
     id: &str,
     dir: &Path,
     spec: &JobSpec,
+    gpus: Option<&[u32]>,
 ) -> std::result::Result<i32, String> {
     use std::os::unix::process::CommandExt;
     if let Some(problem) = start_problem(spec) {
@@ -193,6 +246,14 @@ fn prepare_and_spawn(
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0);
+    if let Some(gpus) = gpus {
+        let list = gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        // nvidia-smi's indexes are in PCI bus order; CUDA's default order differs.
+        if !spec.env.contains_key("CUDA_DEVICE_ORDER") {
+            cmd.env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+        }
+        cmd.env("CUDA_VISIBLE_DEVICES", &list).env("CODEXD_GPUS", &list);
+    }
     match cmd.spawn() {
         Ok(child) => Ok(child.id() as i32),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -5,7 +5,11 @@
 //! {"type":"exec_start","cmd":"python train.py","resources":{"gpus":2,"partition":"gpu",
 //!   "time":"2h","mem":"32G","cpus":8,"slurm_args":["--qos=high"]}}
 //! {"type":"exec_start","cmd":"ls","resources":{"local":true}}    on the login node anyway
+//! {"type":"exec_start","cmd":"python train.py","resources":{"gpu_ids":[0,3]}}
+//!                                               pins GPUs (capability `gpus`, no scheduler)
 //! ```
+//! On a machine without a scheduler only `gpus` and `gpu_ids` are honoured: the job waits,
+//! `queued` with codexd's `queue_reason`, until that many GPUs are free ([`crate::jobs::gpus`]).
 //! A status of a job placed by Slurm adds `"scheduler":"slurm","slurm_job_id":"42",
 //! "node":"gpu-a1","resources":{...}` and, while it waits in the queue, `"state":"queued"`
 //! (`status` stays `running`) with Slurm's `queue_reason` (`Priority`, `Resources`, ...).
@@ -36,9 +40,13 @@ impl Scheduler {
 /// in what the request leaves out, and the status records the result.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Resources {
-    /// GPUs for the job (`sbatch --gpus`).
+    /// GPUs for the job (`sbatch --gpus`; without a scheduler, free GPUs of the machine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpus: Option<u32>,
+    /// These GPUs (nvidia-smi's indexes) of a machine without a scheduler: the job waits until
+    /// they are all free.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_ids: Vec<u32>,
     /// The Slurm partition (`sbatch --partition`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
@@ -67,6 +75,7 @@ impl Resources {
     pub fn scheduler_flags(&self) -> Vec<&'static str> {
         let set = [
             ("--gpus", self.gpus.is_some()),
+            ("--gpu-ids", !self.gpu_ids.is_empty()),
             ("--partition", self.partition.is_some()),
             ("--account", self.account.is_some()),
             ("--time", self.time.is_some()),
@@ -82,6 +91,7 @@ impl Resources {
     pub fn or_defaults(&self, defaults: &Resources) -> Resources {
         Resources {
             gpus: self.gpus.or(defaults.gpus),
+            gpu_ids: self.gpu_ids.clone(),
             partition: self.partition.clone().or_else(|| defaults.partition.clone()),
             account: self.account.clone().or_else(|| defaults.account.clone()),
             time: self.time.clone().or_else(|| defaults.time.clone()),

@@ -11,7 +11,10 @@ use super::install::LocalBuilds;
 use super::ssh::{SshTarget, run_remote};
 use super::transport::{Machine, Route};
 use crate::error::{Error, ErrorCode, Result};
-use crate::protocol::{DoctorCheck, DoctorRequest, HelloRequest, Request, Response, Scheduler};
+use crate::protocol::{
+    DoctorCheck, DoctorRequest, GpuReport, GpusRequest, HelloRequest, Request, Response, Scheduler,
+    capability,
+};
 use crate::shell::shell_quote;
 
 /// How long `up` waits for a started `serve` to answer.
@@ -45,6 +48,9 @@ pub struct CheckReport {
     pub error: Option<String>,
     pub code: Option<ErrorCode>,
     pub checked_at: String,
+    /// The machine's GPUs and the jobs holding them (a codexd with capability `gpus`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<GpuReport>,
 }
 
 impl CheckReport {
@@ -73,6 +79,7 @@ impl CheckReport {
             shared_store: None,
             error: None,
             code: None,
+            gpus: None,
             checked_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         }
     }
@@ -118,6 +125,7 @@ pub fn check(config: &MachineConfig) -> CheckReport {
             if h.scheduler == Scheduler::Slurm {
                 report.shared_store = Some(shared_store(&machine));
             }
+            report.gpus = gpu_report(&machine, &h.capabilities);
         }
         Ok(_) => report.error = Some("hello was answered with something else".into()),
         Err(e) => {
@@ -155,6 +163,17 @@ fn shared_store(machine: &Machine) -> DoctorCheck {
         }
         Ok(_) => failed("doctor was answered with something else".into()),
         Err(e) => failed(e.message),
+    }
+}
+
+/// The machine's GPUs, when its codexd can tell (capability `gpus`) and answers.
+pub fn gpu_report(machine: &Machine, capabilities: &[String]) -> Option<GpuReport> {
+    if !capabilities.iter().any(|c| c == capability::GPUS) {
+        return None;
+    }
+    match machine.call(&Request::Gpus(GpusRequest {}), &mut |_| Ok(())) {
+        Ok(Response::Gpus(gpus)) => Some(gpus),
+        _ => None,
     }
 }
 

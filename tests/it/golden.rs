@@ -58,12 +58,14 @@ fn requests() -> Vec<String> {
         r#"{"type":"sync_diff","root":"~/w","direction":"push","exclude":["*.log"],"include_git":true,"no_gitignore":true,"delete":true,"entries":1}"#.into(),
         r#"{"type":"sync_apply","root":"~/w"}"#.into(),
         r#"{"type":"sync_send","root":"~/w","paths":1}"#.into(),
+        r#"{"type":"gpus"}"#.into(),
+        r#"{"type":"exec_start","cmd":"python train.py","resources":{"gpus":2,"gpu_ids":[0,3]}}"#.into(),
     ]
 }
 
 fn responses() -> Vec<String> {
     vec![
-        r#"{"id":1,"type":"hello","protocol":1,"version":"0.1.0","capabilities":["exec"],"user":"u","host":"h","data_dir":"/d"}"#.into(),
+        r#"{"id":1,"type":"hello","protocol":1,"version":"0.1.0","capabilities":["exec"],"user":"u","host":"h","data_dir":"/d","scheduler":"slurm"}"#.into(),
         format!(r#"{{"id":"a","type":"status",{STATUS}}}"#),
         format!(r#"{{"type":"status",{STATUS},"timed_out":true,"replayed":true,"message":"m"}}"#),
         format!(r#"{{"type":"list","jobs":[{{{STATUS}}}]}}"#),
@@ -88,6 +90,9 @@ fn responses() -> Vec<String> {
         format!(r#"{{"type":"sync_diff","send":[{ENTRY}],"check":[],"meta":[],"delete":["old.txt"],"unchanged":3,"skipped":[{{"path":"s","reason":"a socket"}}]}}"#),
         r#"{"type":"sync_applied","files":1,"bytes":5,"links":0,"dirs":0,"meta":0,"deleted":1,"changed":["log.txt"]}"#.into(),
         r#"{"type":"sync_sent","files":1,"bytes":5,"links":0,"dirs":0,"meta":0,"deleted":0}"#.into(),
+        r#"{"type":"gpus","gpus":[{"index":0,"uuid":"GPU-5d1e","name":"NVIDIA A100","memory_used_mib":3,"memory_total_mib":40960,"utilization_percent":0,"processes":0,"free":false,"jobs":["01a20e39-2841-766b-a16c-ac422b0e3096"]}],"free_memory_mib":1024,"free_util_percent":10,"queued":1}"#.into(),
+        r#"{"type":"gpus","gpus":[],"free_memory_mib":1024,"free_util_percent":10,"queued":0,"error":"no nvidia-smi on codexd's PATH (no NVIDIA driver)"}"#.into(),
+        format!(r#"{{"type":"status",{STATUS},"scheduler":"local","resources":{{"gpus":1}},"gpu_ids":[1]}}"#),
     ]
 }
 

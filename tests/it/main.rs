@@ -12,6 +12,7 @@ mod formats;
 mod fuzz_corpus;
 mod go_scripts;
 mod golden;
+mod gpu;
 mod idempotency;
 mod local_exec;
 mod machine;

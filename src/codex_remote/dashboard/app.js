@@ -83,6 +83,20 @@ function upCell(up, transport) {
     stages, el('span', { class: r.ok ? 'muted' : 'error' }, message));
 }
 
+// The machine's GPUs (codexd with capability `gpus`): one line each, and the queue.
+function gpuList(report) {
+  if (!report) return null;
+  if (!report.gpus.length) return el('div', { class: 'gpus muted' }, report.error || 'no GPUs');
+  const lines = report.gpus.map((g) => {
+    const state = g.jobs.length ? 'held by ' + g.jobs.map((j) => j.slice(0, 8)).join(', ')
+      : (g.free ? 'free' : 'busy');
+    return el('li', { 'data-gpu': String(g.index), 'data-free': String(g.free) },
+      `GPU ${g.index} ${g.name} ${g.memory_used_mib}/${g.memory_total_mib} MiB ${g.utilization_percent}% ${state}`);
+  });
+  const queued = report.queued ? el('li', { class: 'muted' }, `${report.queued} queued`) : null;
+  return el('ul', { class: 'gpus' }, ...lines, queued);
+}
+
 function renderMachines(list) {
   const body = document.querySelector('#machines tbody');
   const rows = list.map((m) => {
@@ -91,7 +105,7 @@ function renderMachines(list) {
     up.disabled = !!(m.up && m.up.running);
     up.addEventListener('click', () => machineUp(m.name, up));
     const state = m.checking && !m.check ? el('span', { class: 'muted' }, 'checking…') : yesNo(c.daemon_ok);
-    const codexd = el('span', {}, state, c.error ? el('div', { class: 'error' }, c.error) : null);
+    const codexd = el('span', {}, state, c.error ? el('div', { class: 'error' }, c.error) : null, gpuList(c.gpus));
     return el('tr', { 'data-machine': m.name, 'data-ok': String(!!c.ok) },
       el('td', {}, m.name), el('td', {}, c.transport || '-'), el('td', {}, yesNo(c.ssh_ok)),
       el('td', { class: 'daemon' }, codexd), el('td', {}, c.codexd_version || '-'),

@@ -85,10 +85,12 @@ pub struct StartInput {
     /// fetch when the machine has it. An unknown ref makes the start fail with git's message.
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
-    /// For a machine that is a Slurm cluster's login node: what the job asks of the
-    /// scheduler (`gpus`, `partition`, `time` like "2h", `mem` like "32G", `cpus`,
-    /// `slurm_args`), or `local: true` to run on the login node itself. The job is `queued`
-    /// until Slurm starts it. A machine without a scheduler refuses these with an error.
+    /// What the job asks of the scheduler. `gpus: N` on any machine: on one without a
+    /// scheduler the job is `queued` until N GPUs are free (no codexd job holds them, nobody
+    /// else uses them), then runs with CUDA_VISIBLE_DEVICES set; `gpu_ids: [0, 3]` pins GPUs
+    /// there. For a Slurm cluster's login node also `partition`, `time` like "2h", `mem` like
+    /// "32G", `cpus`, `slurm_args`, or `local: true` to run on the login node itself; a
+    /// machine without a scheduler refuses those with an error.
     pub resources: Option<crate::protocol::Resources>,
 }
 

@@ -68,6 +68,11 @@ fn job() -> Value {
             "node": { "type": "string", "description": "the compute node (a Slurm job)" },
             "resources": { "type": "object", "description": "what it asked of the scheduler" },
             "queue_reason": { "type": "string", "description": "why a queued job waits" },
+            "gpu_ids": {
+                "type": "array",
+                "items": { "type": "integer" },
+                "description": "the GPUs it was given (its CUDA_VISIBLE_DEVICES)",
+            },
             "timed_out": { "type": "boolean", "description": "exec_wait ran out of time" },
             "replayed": { "type": "boolean", "description": "an earlier start with this key" },
             "message": { "type": "string" },
@@ -108,6 +113,12 @@ pub fn machines() -> Arc<JsonObject> {
             "host": { "type": "string" },
             "user": { "type": "string" },
             "data_dir": { "type": "string" },
+            "gpus": {
+                "type": "object",
+                "description": "the machine's GPUs (index, name, memory_used_mib, \
+                    memory_total_mib, utilization_percent, processes, free, jobs holding it), \
+                    the thresholds of free, the number of queued GPU jobs, or why none (error)",
+            },
             "error": error_body(),
         }),
         &["name", "default"],

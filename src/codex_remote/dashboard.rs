@@ -2,8 +2,8 @@
 //!
 //! The page (`dashboard/page.html`, `app.js`, `app.css`) is embedded in the binary. Its JSON API
 //! calls the machines through the same [`Machine::call`] as the `exec` commands, on tokio's
-//! blocking pool; job output reaches the page as server-sent events fed by offset-based reads of
-//! `exec_logs` (`jobs.rs`). What keeps a browser's other tabs out is in `guard.rs`.
+//! blocking pool, over one shared session per machine ([`crate::remote::mux`]); job output
+//! reaches the page as server-sent events fed by offset-based reads of `exec_logs` (`jobs.rs`). What keeps a browser's other tabs out is in `guard.rs`.
 
 mod guard;
 mod jobs;
@@ -114,6 +114,8 @@ impl Dashboard {
 
 /// `codex-remote dashboard`: binds, prints the URL, serves until Ctrl-C.
 pub fn run(ctx: &Ctx, args: DashboardArgs) -> Result<u8> {
+    // The pages' polling goes on one shared session per machine, not one ssh session a read.
+    crate::remote::mux::enable();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -204,7 +204,14 @@ async fn machine_up(State(d): State<Arc<Dashboard>>, Path(name): Path<String>) -
         let d = d.clone();
         let name = name.clone();
         tokio::spawn(async move {
-            let report = blocking(move || Ok(machine_up_report(&config))).await;
+            let up_name = name.clone();
+            let report = blocking(move || {
+                let report = machine_up_report(&config);
+                // The next calls go to the codexd that `up` may have replaced.
+                crate::remote::mux::close(&up_name);
+                Ok(report)
+            })
+            .await;
             let report =
                 report.unwrap_or_else(|e| serde_json::json!({"ok": false, "message": e.message}));
             d.update_health(&name, |h| {

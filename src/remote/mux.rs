@@ -84,6 +84,24 @@ pub fn call(
     None
 }
 
+/// Closes the sessions of machine `name` (after `machine up` replaced its codexd): calls in flight
+/// get their answers, the next call opens a session with the new codexd.
+pub fn close(name: &str) {
+    let Some(pool) = POOL.get() else { return };
+    let slots: Vec<Arc<Slot>> = lock(&pool.machines)
+        .iter()
+        .filter(|(m, _)| m.name == name)
+        .map(|(_, slot)| slot.clone())
+        .collect();
+    for slot in slots {
+        let mut state = lock(&slot.state);
+        state.old_codexd_since = None;
+        if let Some(session) = state.session.take() {
+            session.close();
+        }
+    }
+}
+
 /// Every machine's slot, and how long an idle session lives.
 struct Pool {
     idle: Duration,

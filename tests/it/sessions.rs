@@ -50,6 +50,22 @@ fn threads(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
 
+/// The threads of codexd `pid` once their number has held for half a second (what `exec_start`
+/// left running has ended or settled), so a thread beyond them serves the next request.
+fn settled(pid: i32) -> usize {
+    let (mut last, mut since) = (threads(pid), Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while since.elapsed() < Duration::from_millis(500) {
+        assert!(Instant::now() < deadline, "codexd {pid} never settles");
+        std::thread::sleep(Duration::from_millis(20));
+        let now = threads(pid);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    last
+}
+
 #[tokio::test]
 async fn mcp_answers_50_statuses_beside_a_wait_on_one_session() {
     let env = TestEnv::new();
@@ -59,13 +75,14 @@ async fn mcp_answers_50_statuses_beside_a_wait_on_one_session() {
     let job = call(&client, "exec_start", json!({"machine": "gpu", "argv": ["sleep", "60"]})).await;
     let id = job["exec_id"].as_str().unwrap().to_string();
     let [session] = starts.pids()[..] else { panic!("one session: {:?}", starts.pids()) };
+    let idle_threads = settled(session);
 
     let wait = json!({"machine": "gpu", "exec_id": id, "timeout_seconds": 8});
     let began = Instant::now();
     let (waited, statuses) =
         tokio::join!(async { (call(&client, "exec_wait", wait).await, began.elapsed()) }, async {
             // The statuses go once codexd serves the wait (on a thread of its own).
-            while threads(session) < 2 {
+            while threads(session) <= idle_threads {
                 assert!(began.elapsed() < Duration::from_secs(5), "the wait never reached codexd");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -93,15 +110,16 @@ async fn a_session_killed_mid_call_fails_that_call_and_the_next_reconnects() {
     let env = TestEnv::new();
     let sshd = Sshd::start(env.dir.path());
     let starts = RpcStarts::machine(&env, &sshd, "");
-    let (client, _) = connect_with(&env, &[("CODEX_REMOTE_SESSION_IDLE_SECS", "1")]).await;
+    let (client, _) = connect_with(&env, &[("CODEX_REMOTE_SESSION_IDLE_SECS", "3")]).await;
     let job = call(&client, "exec_start", json!({"machine": "gpu", "argv": ["sleep", "60"]})).await;
     let id = job["exec_id"].as_str().unwrap().to_string();
     let [session] = starts.pids()[..] else { panic!("one session: {:?}", starts.pids()) };
+    let idle_threads = settled(session);
 
     let wait = json!({"machine": "gpu", "exec_id": id, "timeout_seconds": 30});
     let began = Instant::now();
     let (failed, ()) = tokio::join!(call_err(&client, "exec_wait", wait, "ssh_failed"), async {
-        while threads(session) < 2 {
+        while threads(session) <= idle_threads {
             assert!(began.elapsed() < Duration::from_secs(5), "the wait never reached codexd");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -114,7 +132,7 @@ async fn a_session_killed_mid_call_fails_that_call_and_the_next_reconnects() {
     assert_eq!(status["status"], "running", "{status}");
     let pids = starts.pids();
     assert_eq!(pids.len(), 2, "the next call opened a new session: {pids:?}");
-    // Idle for a second, the session closes; the next call opens another.
+    // Idle for 3 s, the session closes; the next call opens another.
     assert!(wait_until(Duration::from_secs(10), || !alive(pids[1])), "idle session still open");
     call(&client, "exec_cancel", json!({"machine": "gpu", "exec_id": id})).await;
     assert_eq!(starts.pids().len(), 3);

@@ -470,31 +470,45 @@ def bench_burst(ssh_machine):
            "200 ok, each job once", ok)
 
 
-def bench_mcp_log_answer():
-    """Bytes of `exec_logs` answer per byte of a plain text log, paged with the defaults."""
-    print("MCP log answer", file=sys.stderr)
-    p = subprocess.Popen([REMOTE, "mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, env=ENV)
-    ids = iter(range(1, 1 << 30))
+class Mcp:
+    """`codex-remote mcp` driven by JSON-RPC lines, one call at a time."""
 
-    def rpc(method, params):
-        n = next(ids)
-        p.stdin.write((json.dumps({"jsonrpc": "2.0", "id": n, "method": method,
-                                   "params": params}) + "\n").encode())
-        p.stdin.flush()
+    def __init__(self, machine, env=None):
+        self.machine = machine
+        self.p = subprocess.Popen([REMOTE, "mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, env=env or ENV)
+        self.ids = iter(range(1, 1 << 30))
+        self.rpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                "clientInfo": {"name": "bench", "version": "1"}})
+        self.p.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+
+    def rpc(self, method, params):
+        """Returns the result and the size of its line."""
+        n = next(self.ids)
+        self.p.stdin.write((json.dumps({"jsonrpc": "2.0", "id": n, "method": method,
+                                        "params": params}) + "\n").encode())
+        self.p.stdin.flush()
         while True:
-            line = p.stdout.readline()
+            line = self.p.stdout.readline()
             msg = json.loads(line)
             if msg.get("id") == n:
                 return msg["result"], len(line)
 
-    def tool(name, args):
-        return rpc("tools/call", {"name": name, "arguments": dict(args, machine="local")})
+    def tool(self, name, args):
+        return self.rpc("tools/call", {"name": name, "arguments": dict(args, machine=self.machine)})
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(timeout=10)
+
+
+def bench_mcp_log_answer():
+    """Bytes of `exec_logs` answer per byte of a plain text log, paged with the defaults."""
+    print("MCP log answer", file=sys.stderr)
+    mcp = Mcp("local")
+    tool = mcp.tool
 
     try:
-        rpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
-                           "clientInfo": {"name": "bench", "version": "1"}})
-        p.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
         cmd = "seq 1 20000 | awk '{printf \"step %d loss %.4f lr 0.0003\\n\", $1, 100/$1}'"
         started, _ = tool("exec_start", {"cmd": cmd})
         exec_id = started["structuredContent"]["exec_id"]
@@ -512,13 +526,100 @@ def bench_mcp_log_answer():
             if not data["more"]:
                 break
     finally:
-        p.stdin.close()
-        p.wait(timeout=10)
+        mcp.close()
     text_ratio, whole_ratio = content / log, whole / log
     record("MCP log answer: content text per byte of log", f"{text_ratio:.3f} ({log} B of log)",
            "<= 1.3 (before: 2.45 on this log)", text_ratio <= 1.3)
     record("MCP log answer: whole JSON-RPC message per byte of log", f"{whole_ratio:.3f}",
            "<= 2.5 (before: 5.2; text + exact structured data)", whole_ratio <= 2.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared sessions of long-lived clients (issue 17): one `codexd rpc` per machine.
+
+def session_machine(ssh_cfg):
+    """Machine `sess` over ssh, its codexd behind a wrapper that logs each `codexd rpc` start
+    (every ssh session a client opens runs one); returns the log's path."""
+    starts = os.path.join(WORK, "rpc-starts")
+    wrapper = os.path.join(WORK, "codexd-counted")
+    write_config(wrapper, f'#!/bin/sh\n[ "$1" = rpc ] && echo $$ >> {starts}\nexec {CODEXD} "$@"\n')
+    os.chmod(wrapper, 0o755)
+    write_config(ENV["CODEX_REMOTE_CONFIG"], f"""machines:
+  - name: sess
+    ssh: benchhost
+    ssh_args: ["-F", "{ssh_cfg}"]
+    codexd: {wrapper}
+    data_dir: {os.path.join(WORK, "remote-sessions")}
+""")
+    return starts
+
+
+def rpc_starts(path):
+    return sum(1 for _ in open(path)) if os.path.exists(path) else 0
+
+
+def dashboard_sessions(starts, job, window, env):
+    """New `codexd rpc` sessions while a dashboard has one job page open for `window` s."""
+    p = subprocess.Popen([REMOTE, "dashboard", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env=env)
+    try:
+        url = json.loads(p.stdout.readline())["url"]
+        host = url.split("//")[1].split("/")[0]
+        token = url.split("token=")[1]
+        before = rpc_starts(starts)
+        import socket
+        page = socket.create_connection(tuple([host.split(":")[0], int(host.split(":")[1])]))
+        page.sendall((f"GET /api/jobs/sess/{job}/logs HTTP/1.0\r\nHost: {host}\r\n"
+                      f"Authorization: Bearer {token}\r\n\r\n").encode())
+        page.settimeout(1)
+        end = time.time() + window
+        statuses = 0
+        while time.time() < end:
+            try:
+                statuses += page.recv(65536).count(b"event: status")
+            except socket.timeout:
+                pass
+        page.close()
+        if statuses < window:
+            raise SystemExit(f"the page got {statuses} reads in {window} s")
+        return rpc_starts(starts) - before
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+def bench_sessions(ssh_cfg):
+    print("shared sessions (MCP, dashboard)", file=sys.stderr)
+    starts = session_machine(ssh_cfg)
+    job = ok_json([REMOTE, "exec", "start", "--machine", "sess", "--cmd",
+                   "while true; do echo tick; sleep 1; done"])["exec_id"]
+    base_cm = os.path.join(WORK, "cm-sessions")
+    os.makedirs(base_cm, mode=0o700)
+    base = ["ssh", "-F", ssh_cfg, "-T", "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={base_cm}/%C", "-o", "ControlPersist=10m", "benchhost", "true"]
+    mcp = Mcp("sess")
+    try:
+        def status():
+            start = time.perf_counter()
+            result, _ = mcp.tool("exec_status", {"exec_id": job})
+            if result.get("isError"):
+                raise SystemExit(f"exec_status failed: {result}")
+            return time.perf_counter() - start
+        status(), timed(base)()  # the session and the master are open
+        a, b = interleaved(status, timed(base), 40)
+    finally:
+        mcp.close()
+    record("MCP exec_status over ssh, per call in one session / warm ssh host true",
+           f"{a*1e3:.2f} ms / {b*1e3:.1f} ms = {a/b:.3f}", "<= 0.10", a / b <= 0.10)
+
+    window, before_window = 60, 10
+    opened = dashboard_sessions(starts, job, window, ENV)
+    # The same page without sessions, over a shorter window, scaled to 60 s.
+    off = dict(ENV, CODEX_REMOTE_SESSION_IDLE_SECS="0")
+    per_read = dashboard_sessions(starts, job, before_window, off) * window // before_window
+    record(f"dashboard, one job page open {window} s: new ssh sessions",
+           f"{opened} (without sessions: {per_read}, from {before_window} s scaled)", "<= 2", opened <= 2)
+    ok_json([REMOTE, "exec", "cancel", "--machine", "sess", "--id", job])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -738,11 +839,12 @@ def main():
     sshd = None
     try:
         ssh_machine = None
-        # BENCH_ONLY=sync (or projects, slurm) runs the files and sync (or projects, slurm) figures alone.
+        # BENCH_ONLY=gpu (or sync, projects, sessions, slurm) runs those figures alone.
         if os.environ.get("BENCH_ONLY") == "gpu":
             bench_gpu_queue()
             return print_table()
-        only = {"sync": bench_sync, "projects": bench_projects, "slurm": bench_slurm}.get(os.environ.get("BENCH_ONLY"))
+        only = {"sync": bench_sync, "projects": bench_projects, "sessions": bench_sessions,
+                "slurm": bench_slurm}.get(os.environ.get("BENCH_ONLY"))
         if only:
             sshd, ssh_cfg = start_sshd()
             only(ssh_cfg)
@@ -767,6 +869,7 @@ def main():
             bench_sync(ssh_cfg)
             bench_projects(ssh_cfg)
             bench_slurm(ssh_cfg)
+            bench_sessions(ssh_cfg)
     finally:
         close_masters(ENV["CODEX_REMOTE_CONTROL_DIR"])
         if sshd:

@@ -2,8 +2,8 @@
 //!
 //! The page (`dashboard/page.html`, `app.js`, `app.css`) is embedded in the binary. Its JSON API
 //! calls the machines through the same [`Machine::call`] as the `exec` commands, on tokio's
-//! blocking pool; job output reaches the page as server-sent events fed by offset-based reads of
-//! `exec_logs` (`jobs.rs`). What keeps a browser's other tabs out is in `guard.rs`.
+//! blocking pool, over one shared session per machine ([`crate::remote::mux`]); job output
+//! reaches the page as server-sent events fed by offset-based reads of `exec_logs` (`jobs.rs`). What keeps a browser's other tabs out is in `guard.rs`.
 
 mod guard;
 mod jobs;
@@ -114,6 +114,8 @@ impl Dashboard {
 
 /// `codex-remote dashboard`: binds, prints the URL, serves until Ctrl-C.
 pub fn run(ctx: &Ctx, args: DashboardArgs) -> Result<u8> {
+    // The pages' polling goes on one shared session per machine, not one ssh session a read.
+    crate::remote::mux::enable();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -202,7 +204,14 @@ async fn machine_up(State(d): State<Arc<Dashboard>>, Path(name): Path<String>) -
         let d = d.clone();
         let name = name.clone();
         tokio::spawn(async move {
-            let report = blocking(move || Ok(machine_up_report(&config))).await;
+            let up_name = name.clone();
+            let report = blocking(move || {
+                let report = machine_up_report(&config);
+                // The next calls go to the codexd that `up` may have replaced.
+                crate::remote::mux::close(&up_name);
+                Ok(report)
+            })
+            .await;
             let report =
                 report.unwrap_or_else(|e| serde_json::json!({"ok": false, "message": e.message}));
             d.update_health(&name, |h| {

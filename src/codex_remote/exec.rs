@@ -655,6 +655,8 @@ fn read_logs(
 
 /// `exec run`: start, follow both streams as NDJSON, exit with the job's code. Ctrl-C detaches.
 fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
+    // The start and the follow share one session (one ssh session, not two).
+    crate::remote::mux::enable();
     let m = start_machine(ctx, &args)?;
     let req = start_request(&args)?;
     let started = client::start(&m, req)?;

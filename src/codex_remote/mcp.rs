@@ -6,10 +6,11 @@
 //! plus one short text line; `exec_logs` answers its page as plain text instead. A failure, of the
 //! call (unknown machine, job not found, ssh down) or of its arguments (`inputs`), is a *tool
 //! error* (`isError: true`) whose JSON is the CLI's error object with its stable `code`. Calls
-//! reach machines through the same blocking transport as the CLI, on tokio's blocking pool, so a
-//! 25 s `exec_wait` holds no other call up; it sends progress notifications when the client asked
-//! for them. The server speaks MCP 2025-11-25 (and the older revisions rmcp knows). The config is
-//! read at every call: an edit takes effect without restarting the server.
+//! reach machines through the same blocking transport as the CLI, on tokio's blocking pool, over
+//! one shared `codexd rpc` session per machine ([`crate::remote::mux`]), so a 25 s `exec_wait`
+//! holds no other call up; it sends progress notifications when the client asked for them. The
+//! server speaks MCP 2025-11-25 (and the older revisions rmcp knows). The config is read at every
+//! call: an edit takes effect without restarting the server.
 
 mod files;
 mod inputs;
@@ -60,6 +61,8 @@ pub struct McpArgs {}
 
 /// Runs the server until stdin closes. Only MCP messages go to stdout; problems go to stderr.
 pub fn run(config: Option<PathBuf>, _args: McpArgs) -> u8 {
+    // Every tool call of the agent goes on one shared session per machine.
+    crate::remote::mux::enable();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -3,7 +3,8 @@
 //! Read in this order: [`config`] (the machine list), [`cache`] (per-machine caches, one rule),
 //! [`ssh`] (every ssh command line), the two doors [`pipe`] (`ssh HOST codexd rpc`, or a local
 //! `codexd rpc`) and [`http`] (`codexd serve`), [`answer`] (reading an answer, whichever door),
-//! [`transport`] (picks a door, retries, the version check with [`compat`]), [`tunnel`] (the
+//! [`transport`] (picks a door, retries, the version check with [`compat`]), [`mux`] (the shared
+//! sessions of long-lived clients), [`tunnel`] (the
 //! `use_direct_addr` forward), [`install`] and [`machine`] (`machine check`/`up`), and
 //! [`client`] (typed calls shared by the CLI, the MCP server and the dashboard).
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod http;
 pub mod install;
 pub mod machine;
+pub mod mux;
 pub mod pipe;
 pub mod ssh;
 pub mod transport;

@@ -41,15 +41,7 @@ pub fn call_once(
     request: &Request,
     on_line: &mut dyn FnMut(Response) -> Result<()>,
 ) -> Result<Response, CallError> {
-    let temp_failed = |e| CallError::Final(Error::internal("creating a temp file", e));
-    let stderr_file = tempfile::tempfile().map_err(temp_failed)?;
-    let stderr_copy = stderr_file.try_clone().map_err(temp_failed)?;
-    // stderr goes to a file, not a pipe: a ControlPersist master may keep it open for minutes.
-    let cmd = &mut conn.command;
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr_copy);
-    let spawned = cmd.spawn();
-    conn.started();
-    let mut child = spawned.map_err(|e| CallError::Final(spawn_error(kind, e)))?;
+    let (mut child, stderr_file) = spawn(&mut conn, kind).map_err(CallError::Final)?;
     CURRENT_CHILD.store(child.id(), Ordering::SeqCst);
 
     let call_id = new_call_id();
@@ -87,6 +79,19 @@ pub fn call_once(
     } else {
         Err(CallError::Final(err))
     }
+}
+
+/// Starts the child of `conn` with stdin and stdout piped; its stderr goes to the returned temp
+/// file, not a pipe: a ControlPersist master may keep it open for minutes.
+pub fn spawn(conn: &mut Connection, kind: &PipeKind) -> Result<(Child, std::fs::File)> {
+    let temp_failed = |e| Error::internal("creating a temp file", e);
+    let stderr = tempfile::tempfile().map_err(temp_failed)?;
+    let stderr_copy = stderr.try_clone().map_err(temp_failed)?;
+    let cmd = &mut conn.command;
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr_copy);
+    let spawned = cmd.spawn();
+    conn.started();
+    Ok((spawned.map_err(|e| spawn_error(kind, e))?, stderr))
 }
 
 /// Sends `hello` and checks its answer. `None`: go on with the request. `Some`: the call ends
@@ -146,14 +151,7 @@ pub struct Session {
 impl Session {
     /// Starts the child; with `hello`, says hello and checks the answer first.
     pub fn open(mut conn: Connection, kind: &PipeKind, hello: Option<HelloCheck>) -> Result<Self> {
-        let temp_failed = |e| Error::internal("creating a temp file", e);
-        let stderr = tempfile::tempfile().map_err(temp_failed)?;
-        let stderr_copy = stderr.try_clone().map_err(temp_failed)?;
-        let cmd = &mut conn.command;
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr_copy);
-        let spawned = cmd.spawn();
-        conn.started();
-        let mut child = spawned.map_err(|e| spawn_error(kind, e))?;
+        let (mut child, stderr) = spawn(&mut conn, kind)?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut session = Session {

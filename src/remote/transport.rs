@@ -22,7 +22,15 @@ pub use super::answer::CallError;
 pub use super::pipe::CURRENT_CHILD;
 
 /// Attempts for a call that failed in a way that may pass.
-const ATTEMPTS: u32 = 6;
+pub(super) const ATTEMPTS: u32 = 6;
+
+/// The pause before attempt `attempt + 1`: 50 ms, 150 ms, 450 ms ... with jitter, so parallel
+/// callers spread out.
+pub(super) fn backoff(attempt: u32) -> Duration {
+    let base = 50u64 * 3u64.pow(attempt - 1);
+    let jitter = u64::from(uuid::Uuid::now_v7().as_bytes()[15]) % (base / 2 + 1);
+    Duration::from_millis(base + jitter)
+}
 
 /// How a machine is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,21 +163,27 @@ impl Machine {
     }
 
     /// Sends `request` and returns its final answer; `log`/`chunk` lines before it go to
-    /// `on_line` as they arrive. An `error` answer becomes `Err`.
+    /// `on_line` as they arrive. An `error` answer becomes `Err`. In a process that turned
+    /// shared sessions on ([`super::mux::enable`]) the call goes on the machine's session.
     pub fn call(
         &self,
         request: &Request,
         on_line: &mut dyn FnMut(Response) -> Result<()>,
     ) -> Result<Response> {
+        match super::mux::call(self, request, on_line) {
+            Some(Ok(Response::Error(body))) => {
+                return Err(self.explained(request, self.checked(body.into())));
+            }
+            Some(Ok(answer)) => return Ok(answer),
+            Some(Err(e)) => return Err(self.explained(request, self.checked(e))),
+            None => {}
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.call_once(request, on_line) {
                 Err(CallError::Retryable(_)) if attempt < ATTEMPTS => {
-                    // 50 ms, 150 ms, 450 ms ... with jitter, so parallel callers spread out.
-                    let base = 50u64 * 3u64.pow(attempt - 1);
-                    let jitter = u64::from(uuid::Uuid::now_v7().as_bytes()[15]) % (base / 2 + 1);
-                    std::thread::sleep(Duration::from_millis(base + jitter));
+                    std::thread::sleep(backoff(attempt));
                 }
                 Err(CallError::Retryable(e) | CallError::Final(e)) => {
                     return Err(self.explained(request, self.checked(e)));
@@ -227,7 +241,7 @@ impl Machine {
     }
 
     /// The child process of a pipe route (`None`: an HTTP route).
-    fn pipe_connection(&self, kind: CallKind) -> Result<Option<(Connection, PipeKind)>> {
+    pub(super) fn pipe_connection(&self, kind: CallKind) -> Result<Option<(Connection, PipeKind)>> {
         Ok(match &self.route {
             Route::Http(_) => None,
             Route::Local { codexd, data_dir } => {

@@ -50,7 +50,7 @@ impl DashboardProcess {
     }
 
     /// The token of the printed URL.
-    fn token(&self) -> String {
+    pub fn token(&self) -> String {
         self.url.split_once("?token=").expect("a token in the URL").1.to_string()
     }
 

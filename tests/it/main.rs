@@ -23,6 +23,7 @@ mod release;
 mod rpc_session;
 mod serve;
 mod serve_load;
+mod sessions;
 mod slurm;
 mod ssh_exec;
 mod store_faults;

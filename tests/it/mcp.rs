@@ -30,7 +30,14 @@ fn output_schemas() -> &'static Mutex<HashMap<String, Value>> {
 /// Starts `codex-remote mcp` and initializes a client (recording each tool's `outputSchema`);
 /// returns it and the server's pid.
 pub async fn connect(env: &TestEnv) -> (Client, i32) {
-    let cmd = tokio::process::Command::from(env.remote(&["mcp"]));
+    connect_with(env, &[]).await
+}
+
+/// [`connect`] with `vars` set in the server's environment.
+pub async fn connect_with(env: &TestEnv, vars: &[(&str, &str)]) -> (Client, i32) {
+    let mut cmd = env.remote(&["mcp"]);
+    cmd.envs(vars.iter().copied());
+    let cmd = tokio::process::Command::from(cmd);
     let transport = TokioChildProcess::new(cmd).expect("spawn codex-remote mcp");
     let pid = transport.id().expect("the server's pid") as i32;
     let client = tokio::time::timeout(CALL_DEADLINE, ().serve(transport))
@@ -140,7 +147,7 @@ pub async fn call(client: &Client, tool: &str, args: Value) -> Value {
 }
 
 /// Calls `tool`, expecting a tool error: returns its structured JSON (with the CLI's `code`).
-async fn call_err(client: &Client, tool: &str, args: Value, code: &str) -> Value {
+pub async fn call_err(client: &Client, tool: &str, args: Value, code: &str) -> Value {
     let result = try_call(client, tool, args.clone()).await.expect("no protocol error");
     let value = check_shape(tool, &result);
     assert_eq!(result.is_error, Some(true), "{tool} {args}: {value}");

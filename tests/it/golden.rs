@@ -51,6 +51,9 @@ fn requests() -> Vec<String> {
         r#"{"type":"exec_list","status":"finished","limit":5}"#.into(),
         r#"{"type":"exec_resolve","exec_id":"last"}"#.into(),
         r#"{"type":"doctor","timeout_ms":5000}"#.into(),
+        r#"{"type":"doctor","timeout_ms":5000,"checks":["shared_store"]}"#.into(),
+        r#"{"type":"exec_start","cmd":"python train.py","resources":{"gpus":2,"partition":"gpu","account":"lab","time":"2h","mem":"32G","cpus":8,"slurm_args":["--qos=high"]}}"#.into(),
+        r#"{"type":"exec_start","cmd":"squeue","resources":{"local":true}}"#.into(),
         r#"{"type":"file_write","path":"~/w/a.py","size":5,"mode":"0644","mkdir":true,"follow_symlinks":true}"#.into(),
         r#"{"type":"file_read","path":"~/w/a.py","offset":0,"limit":65536}"#.into(),
         r#"{"type":"file_stat","path":"~/w"}"#.into(),
@@ -93,8 +96,13 @@ fn responses() -> Vec<String> {
         r#"{"type":"gpus","gpus":[{"index":0,"uuid":"GPU-5d1e","name":"NVIDIA A100","memory_used_mib":3,"memory_total_mib":40960,"utilization_percent":0,"processes":0,"free":false,"jobs":["01a20e39-2841-766b-a16c-ac422b0e3096"]}],"free_memory_mib":1024,"free_util_percent":10,"queued":1}"#.into(),
         r#"{"type":"gpus","gpus":[],"free_memory_mib":1024,"free_util_percent":10,"queued":0,"error":"no nvidia-smi on codexd's PATH (no NVIDIA driver)"}"#.into(),
         format!(r#"{{"type":"status",{STATUS},"scheduler":"local","resources":{{"gpus":1}},"gpu_ids":[1]}}"#),
+        QUEUED_ON_SLURM.into(),
     ]
 }
+
+/// A job waiting in Slurm's queue, as `exec result` prints it: not finished for the original
+/// clients (`status: running`), `queued` with Slurm's reason.
+const QUEUED_ON_SLURM: &str = r#"{"type":"status","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096","status":"running","state":"queued","cmd":"python train.py","cwd":"/home/u","pid":null,"started_at":"2026-11-24T15:42:36.613Z","finished_at":null,"exit_code":null,"signal":null,"duration_ms":null,"error":null,"created_at":"2026-11-24T15:42:36.609Z","scheduler":"slurm","slurm_job_id":"4242","resources":{"gpus":2,"partition":"gpu","time":"2:00:00"},"queue_reason":"Resources"}"#;
 
 fn same_json(a: &str, b: &str) {
     let a: Value = serde_json::from_str(a).unwrap();

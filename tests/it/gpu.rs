@@ -117,6 +117,17 @@ impl GpuBox {
         let lines: Vec<&str> = lines.iter().filter_map(|l| l["line"].as_str()).collect();
         lines.join("\n")
     }
+
+    /// Waits until the job's stdout has `text` (a running job's first line may still be on its
+    /// way to the log).
+    fn printed(&self, id: &str, text: &str) {
+        let mut out = String::new();
+        let ok = wait_until(Duration::from_secs(10), || {
+            out = self.stdout(id);
+            out.contains(text)
+        });
+        assert!(ok, "{text:?} not in the output of {id}: {out}");
+    }
 }
 
 fn write_executable(path: &Path, text: &str) {
@@ -152,8 +163,7 @@ fn gpu_three_jobs_on_two_free_gpus_run_two_at_once_and_the_third_when_one_frees(
         listed["jobs"].as_array().unwrap().iter().map(|j| j["exec_id"].as_str().unwrap()).collect();
     assert_eq!(queued, [ids[2].as_str()]);
     // Each job sees its GPU.
-    let out = gpu.stdout(&ids[0]);
-    assert!(out.contains(&format!("cuda={} codexd={}", ga[0], ga[0])), "{out}");
+    gpu.printed(&ids[0], &format!("cuda={} codexd={}", ga[0], ga[0]));
 
     gpu.release(&ids[0]);
     let first = gpu.wait(&ids[0]);
@@ -335,8 +345,7 @@ fn gpu_pinned_gpus_wait_for_exactly_those() {
     assert_eq!(gpu_ids(&gpu.running(&any)), [0]);
     gpu.release(&on1);
     assert_eq!(gpu_ids(&gpu.running(&pinned)), [1]);
-    let out = gpu.stdout(&pinned);
-    assert!(out.contains("cuda=1 codexd=1"), "{out}");
+    gpu.printed(&pinned, "cuda=1 codexd=1");
     for id in [&on1, &pinned, &any] {
         gpu.release(id);
         gpu.wait(id);

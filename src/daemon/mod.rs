@@ -168,7 +168,7 @@ impl Daemon {
                 if swept > 0 {
                     self.store.empty_trash();
                 }
-                self.store.status(&id).map(StatusResponse::of)
+                self.store.status_just_started(&id).map(StatusResponse::of)
             }
         }
     }

@@ -249,6 +249,18 @@ impl JobStore {
         self.settle(id, status, &slurm)
     }
 
+    /// The status of a job just started, as [`status`](Self::status) reads it but without
+    /// asking Slurm: `sbatch` has just accepted a Slurm job, so it is pending (Slurm places jobs
+    /// at its next pass), and one Slurm command per start is the whole of its cost.
+    pub fn status_just_started(&self, id: &str) -> Result<JobStatus> {
+        let status = self.read_status_raw(id)?;
+        let pending = slurm_job_of(&status).map(|slurm_job_id| {
+            let job = SlurmJob { state: "PENDING".into(), reason: None, node: None };
+            (slurm_job_id.to_string(), job)
+        });
+        self.settle(id, status, &Ok(pending.into_iter().collect()))
+    }
+
     /// The statuses of jobs `ids` as [`status`](Self::status) reads them, asking Slurm once
     /// for all of them. A job that cannot be read (removed meanwhile) is left out.
     pub fn statuses(&self, ids: &[ExecId]) -> Vec<JobStatus> {

@@ -331,13 +331,15 @@ fn up_stages(
                 ErrorCode::CodexdNotFound => Error::new(
                     ErrorCode::CodexdNotFound,
                     format!(
-                        "codexd is at {codexd_cmd} on {}, but calls run `{}`, which is not found                          there",
+                        "codexd is at {codexd_cmd} on {}, but calls run `{}`, which is not found \
+                         there",
                         config.name,
                         config.codexd.as_deref().unwrap_or("codexd")
                     ),
                 )
                 .with_hint(format!(
-                    "add `codexd: {codexd_cmd}` to machine {:?} in the config (or put {install_dir}                      on the PATH of `ssh HOST cmd`), then run machine up again",
+                    "add `codexd: {codexd_cmd}` to machine {:?} in the config (or put {install_dir} \
+                     on the PATH of `ssh HOST cmd`), then run machine up again",
                     config.name
                 )),
                 _ => e,

@@ -150,6 +150,15 @@ LogLevel ERROR
     raise SystemExit("sshd did not start")
 
 
+def warm_ssh(ssh_cfg, name):
+    """The baseline's `ssh benchhost` prefix (append the remote command): a master connection of
+    its own under WORK/name, kept for 10 minutes, as codex-remote keeps its own."""
+    control = os.path.join(WORK, name)
+    os.makedirs(control, mode=0o700)
+    return ["ssh", "-F", ssh_cfg, "-T", "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={control}/%C", "-o", "ControlPersist=10m", "benchhost"], control
+
+
 def close_masters(dir_):
     if not os.path.isdir(dir_):
         return
@@ -179,10 +188,8 @@ def bench_ssh(ssh_cfg):
 """)
     job = ok_json([REMOTE, "exec", "start", "--machine", "bench", "--cmd", "true"])["exec_id"]
     ours = [REMOTE, "exec", "result", "--machine", "bench", "--id", job]
-    base_cm = os.path.join(WORK, "cm-base")
-    os.makedirs(base_cm, mode=0o700)
-    base = ["ssh", "-F", ssh_cfg, "-T", "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
-            "-o", f"ControlPath={base_cm}/%C", "-o", "ControlPersist=10m", "benchhost", "true"]
+    ssh, base_cm = warm_ssh(ssh_cfg, "cm-base")
+    base = ssh + ["true"]
     timed(ours)(), timed(base)()  # warm both masters
     a, b = interleaved(timed(ours), timed(base), 40)
     record("exec result over warm ssh / ssh true (warm)", f"{a*1e3:.1f} ms / {b*1e3:.1f} ms = {a/b:.2f}",
@@ -593,10 +600,8 @@ def bench_sessions(ssh_cfg):
     starts = session_machine(ssh_cfg)
     job = ok_json([REMOTE, "exec", "start", "--machine", "sess", "--cmd",
                    "while true; do echo tick; sleep 1; done"])["exec_id"]
-    base_cm = os.path.join(WORK, "cm-sessions")
-    os.makedirs(base_cm, mode=0o700)
-    base = ["ssh", "-F", ssh_cfg, "-T", "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
-            "-o", f"ControlPath={base_cm}/%C", "-o", "ControlPersist=10m", "benchhost", "true"]
+    ssh, base_cm = warm_ssh(ssh_cfg, "cm-sessions")
+    base = ssh + ["true"]
     mcp = Mcp("sess")
     try:
         def status():
@@ -609,6 +614,7 @@ def bench_sessions(ssh_cfg):
         a, b = interleaved(status, timed(base), 40)
     finally:
         mcp.close()
+        close_masters(base_cm)
     record("MCP exec_status over ssh, per call in one session / warm ssh host true",
            f"{a*1e3:.2f} ms / {b*1e3:.1f} ms = {a/b:.3f}", "<= 0.10", a / b <= 0.10)
 
@@ -786,11 +792,8 @@ def bench_slurm(ssh_cfg):
     codexd: SLURM_CONF={conf} CODEXD_CONFIG={codexd_cfg} {CODEXD}
     data_dir: {os.path.join(WORK, "remote-slurm")}
 """)
-    base_cm = os.path.join(WORK, "cm-slurm")
-    os.makedirs(base_cm, mode=0o700)
-    ssh = ["ssh", "-F", ssh_cfg, "-T", "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
-           "-o", f"ControlPath={base_cm}/%C", "-o", "ControlPersist=10m", "benchhost",
-           f"SLURM_CONF={conf}"]
+    ssh, base_cm = warm_ssh(ssh_cfg, "cm-slurm")
+    ssh.append(f"SLURM_CONF={conf}")
     slurm_ids, ours_n = [], [0]
 
     def ours_start():

@@ -317,12 +317,20 @@ impl Daemon {
 
     fn exec_list(&self, req: &ListRequest) -> Result<ListResponse> {
         let limit = req.limit.unwrap_or(DEFAULT_LIST_LIMIT);
-        // One look at Slurm for all the jobs (not one per job).
-        let jobs = (self.store.statuses(&self.store.list_ids()?).into_iter())
-            .filter(|job| req.state.is_none_or(|s| s == job.state))
-            .filter(|job| req.status.is_none_or(|s| s == job.status))
-            .take(limit)
-            .collect();
+        // Newest first, a page of `limit` jobs at a time with one look at Slurm per page (not
+        // one per job), and no more pages read than the answer needs.
+        let mut jobs = Vec::new();
+        for page in self.store.list_ids()?.chunks(limit.max(1)) {
+            jobs.extend(
+                (self.store.statuses(page).into_iter())
+                    .filter(|job| req.state.is_none_or(|s| s == job.state))
+                    .filter(|job| req.status.is_none_or(|s| s == job.status)),
+            );
+            if jobs.len() >= limit {
+                break;
+            }
+        }
+        jobs.truncate(limit);
         Ok(ListResponse { jobs })
     }
 

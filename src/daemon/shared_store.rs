@@ -92,7 +92,8 @@ fn probe(daemon: &Daemon, dir: &Path, wait: Duration) -> Result<Found, String> {
     };
     let deadline = Instant::now() + wait;
     let mut ended_at: Option<Instant> = None;
-    let mut next_ask = Instant::now();
+    // Slurm was just asked (about a probe in flight) or just took the probe: ask again later.
+    let mut next_ask = Instant::now() + Duration::from_secs(1);
     let mut reason = None;
     loop {
         if let Some((seen, node)) = answer(&path("shared.seen")) {

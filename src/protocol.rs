@@ -39,6 +39,7 @@
 //! {"type":"exec_prune","keep":200}
 //! {"type":"exec_resolve","exec_id":"019a2b3c"}              a unique prefix, or "last"
 //! {"type":"doctor","timeout_ms":5000}                        needs capability "doctor"
+//! {"type":"doctor","checks":["shared_store","gpus"]}        only these checks
 //! {"type":"gpus"}                                            needs capability "gpus" ([`gpus`])
 //! ```
 //! Files and sync (capabilities `files` and `sync`; [`files`] documents the bytes that follow

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::{Daemon, shared_store};
+use crate::error::{Error, Result};
 use crate::protocol::{DoctorCheck, DoctorReport, DoctorRequest, Scheduler};
 
 /// Time for a probe unless the request says otherwise.
@@ -43,8 +44,18 @@ const TOOLS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Runs the checks asked (all when none are named); `ok` when the required ones pass.
-pub fn checks(daemon: &Daemon, req: &DoctorRequest) -> DoctorReport {
+/// Runs the checks asked (all when none are named); `ok` when the required ones pass. A name
+/// that is no check is `invalid_argument`, naming the checks there are.
+pub fn checks(daemon: &Daemon, req: &DoctorRequest) -> Result<DoctorReport> {
+    let names =
+        || ["data_dir", shared_store::NAME, "gpus"].into_iter().chain(TOOLS.iter().map(|t| t.0));
+    if let Some(unknown) = req.checks.iter().find(|c| !names().any(|n| n == c.as_str())) {
+        let known: Vec<&str> = names().collect();
+        return Err(Error::invalid(format!(
+            "no doctor check {unknown:?}; the checks are {}",
+            known.join(", ")
+        )));
+    }
     let asked = |name: &str| req.checks.is_empty() || req.checks.iter().any(|c| c == name);
     let timeout = req.timeout_ms.map_or(PROBE_TIMEOUT, Duration::from_millis);
     let slurm = daemon.config.scheduler == Scheduler::Slurm && asked(shared_store::NAME);
@@ -69,7 +80,7 @@ pub fn checks(daemon: &Daemon, req: &DoctorRequest) -> DoctorReport {
         checks.push(gpus(daemon));
     }
     let ok = checks.iter().all(|c| c.ok || !c.required);
-    DoctorReport { ok, checks }
+    Ok(DoctorReport { ok, checks })
 }
 
 /// The GPUs `--gpus` jobs would get: each with its memory, utilisation, and who holds it.

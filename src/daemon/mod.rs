@@ -105,7 +105,7 @@ impl Daemon {
                 Ok(Response::Removed(RemovedResponse { exec_id: exec_id.to_string() }))
             }
             Request::ExecPrune(req) => self.exec_prune(req).map(Response::Pruned),
-            Request::Doctor(req) => Ok(Response::Doctor(doctor::checks(self, req))),
+            Request::Doctor(req) => doctor::checks(self, req).map(Response::Doctor),
             Request::ExecResolve(ResolveRequest { exec_id }) => {
                 self.resolve(exec_id).map(|exec_id| Response::Resolved(JobRef { exec_id }))
             }

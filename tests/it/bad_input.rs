@@ -36,6 +36,7 @@ fn codexd_rpc_answers_every_bad_line_and_keeps_serving() {
         json!({"id": 11, "type": "exec_start", "cmd": "true", "idempotency_key": "../../x"}),
         json!({"id": 12, "type": "exec_status", "exec_id": "01a20e39-2841-766b-a16c-ac422b0e3096"}),
         json!({"type": 7}),
+        json!({"id": 13, "type": "doctor", "checks": ["data_dir", "shared-store"]}),
         json!({"id": "last", "type": "exec_status", "exec_id": id}),
     ] {
         input.extend_from_slice(line.to_string().as_bytes());
@@ -62,6 +63,7 @@ fn codexd_rpc_answers_every_bad_line_and_keeps_serving() {
             "invalid_argument",
             "job_not_found",
             "bad_request",
+            "invalid_argument",
             "-",
         ]
     );
@@ -71,6 +73,8 @@ fn codexd_rpc_answers_every_bad_line_and_keeps_serving() {
     }
     // Ids are echoed, so a batch caller can match answers.
     assert_eq!(answers[3]["id"], 1);
+    let doctor = answers.iter().find(|a| a["id"] == 13).unwrap();
+    assert!(doctor["message"].as_str().unwrap().contains("shared_store"), "{doctor}");
     let last = answers.last().unwrap();
     assert_eq!((last["id"].as_str(), last["type"].as_str()), (Some("last"), Some("status")));
     assert_eq!(env.store_snapshot(), before, "bad input changed the store");

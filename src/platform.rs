@@ -166,7 +166,8 @@ pub fn detach(cmd: &mut std::process::Command) {
 }
 
 /// On Ctrl-C (SIGINT) or SIGTERM: sets `flag` and ends the transport child whose pid is in
-/// `child` (0: none), so that a blocked read returns. On Windows the console delivers Ctrl-C to
+/// `child` (0: none), so that a blocked read returns (a request answered in this process sees
+/// [`crate::remote::pipe::INTERRUPTED`]). On Windows the console delivers Ctrl-C to
 /// `ssh.exe` itself, so only the flag is set.
 pub fn watch_interrupts(flag: &Arc<AtomicBool>, child: &'static AtomicU32) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
@@ -179,6 +180,7 @@ pub fn watch_interrupts(flag: &Arc<AtomicBool>, child: &'static AtomicU32) -> Re
         std::thread::spawn(move || {
             for _ in signals.forever() {
                 flag.store(true, Ordering::SeqCst);
+                crate::remote::pipe::INTERRUPTED.store(true, Ordering::SeqCst);
                 let pid = child.load(Ordering::SeqCst);
                 if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);

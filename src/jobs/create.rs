@@ -35,10 +35,12 @@ impl StagedJob<'_> {
         write_json_atomic(&self.dir.join("status.json"), status)
     }
 
-    /// Makes the job visible, whole: one rename into `jobs/`, then the rename made durable.
+    /// Makes the job visible, whole: its files' names made durable, one rename into `jobs/`,
+    /// then the rename made durable.
     pub fn commit(self) -> Result<()> {
         let target = self.store.job_dir(&self.id)?;
         let what = || format!("moving {} into place", self.dir.display());
+        fs::File::open(&self.dir).and_then(|d| d.sync_all()).context(what)?;
         fs::rename(&self.dir, &target).context(what)?;
         fs::File::open(self.store.jobs_dir()).and_then(|d| d.sync_all()).context(what)
     }
@@ -64,15 +66,18 @@ impl JobStore {
         }
         let encode = |e| Error::internal("encoding", e);
         let spec_bytes = serde_json::to_vec_pretty(spec).map_err(encode)?;
-        write_synced(&dir.join("spec.json"), &spec_bytes)?;
+        write_new(&dir.join("spec.json"), &spec_bytes, true)?;
         // Room to record the end without free space: the status as it is now, and a margin
-        // for what the end adds.
-        let status_len = serde_json::to_vec(status).map_err(encode)?.len();
-        let reserve = vec![b' '; status_len + super::store::RESERVE_MARGIN];
-        write_synced(&dir.join("end.reserve"), &reserve)?;
-        let staged = StagedJob { store: self, id: status.exec_id.clone(), dir };
-        staged.write_status(status)?;
-        Ok(staged)
+        // for what the end adds. Not synced: after a crash the job is lost, its end recorded
+        // by whoever finds it, and the reserve is only of use to a live worker.
+        let mut status_bytes = serde_json::to_vec_pretty(status).map_err(encode)?;
+        status_bytes.push(b'\n');
+        let reserve = vec![b' '; status_bytes.len() + super::store::RESERVE_MARGIN];
+        write_new(&dir.join("end.reserve"), &reserve, false)?;
+        // Written in place, not through a temp file: nobody reads a staged job, and a kill
+        // leaves the whole dir to the sweep.
+        write_new(&dir.join("status.json"), &status_bytes, true)?;
+        Ok(StagedJob { store: self, id: status.exec_id.clone(), dir })
     }
 
     /// Moves every abandoned staged job to the trash and drops the idempotency key recorded for
@@ -102,10 +107,10 @@ impl JobStore {
     }
 }
 
-/// Writes a new private file and fsyncs it.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a new private file, and fsyncs it when `sync`.
+fn write_new(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let what = || format!("writing {}", path.display());
     let mut f = create_private_file(path)?;
     f.write_all(bytes).context(what)?;
-    f.sync_all().context(what)
+    if sync { f.sync_all().context(what) } else { Ok(()) }
 }

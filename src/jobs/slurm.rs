@@ -71,7 +71,8 @@ pub fn submit(
     id: &str,
     resources: &Resources,
 ) -> std::result::Result<String, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("finding the codexd executable: {e}"))?;
+    let exe =
+        super::sys::codexd_exe().map_err(|e| format!("finding the codexd executable: {e}"))?;
     let quote = |p: &Path| crate::shell::shell_quote(&p.display().to_string());
     // The worker writes its own log into the job's dir once the job is in place; Slurm's
     // output file would have to exist before that.

@@ -1,8 +1,13 @@
 //! The few OS calls the job store needs: /proc, sessions, signals, reaping. All `unsafe` of the
 //! crate lives here.
 
+use std::ffi::{CString, OsStr};
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rustix::process::{Pid, Signal};
@@ -141,6 +146,130 @@ pub fn user_name() -> String {
         })
     });
     from_passwd.or_else(|| std::env::var("USER").ok()).unwrap_or(uid)
+}
+
+/// The codexd executable that workers are started from: this process's own, unless a process
+/// that serves a machine in itself (`codex-remote` for `local`) named the `codexd` next to it.
+static CODEXD_EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Names the codexd that workers of this process are started from (once; later calls keep the
+/// first).
+pub fn set_codexd_exe(path: PathBuf) {
+    let _ = CODEXD_EXE.set(path);
+}
+
+/// The codexd executable that workers are started from ([`set_codexd_exe`], else this one).
+pub fn codexd_exe() -> io::Result<PathBuf> {
+    match CODEXD_EXE.get() {
+        Some(path) => Ok(path.clone()),
+        None => std::env::current_exe(),
+    }
+}
+
+/// Starts `program args...` detached: in a new session of its own, stdin and stdout on
+/// /dev/null, stderr into `stderr`, with this process's environment plus `env`. Returns its
+/// pid once it runs `program`; a thread reaps it when it ends.
+///
+/// `posix_spawn` with `POSIX_SPAWN_SETSID` (vfork semantics: nothing of this process is
+/// copied): std's `Command` needs a `pre_exec` hook for setsid, and that makes it fork
+/// (measured: fork 1.53 ms, posix_spawn 0.60 ms from a 10 MiB process).
+pub fn spawn_detached(
+    program: &Path,
+    args: &[&OsStr],
+    env: &[(&str, &OsStr)],
+    stderr: &File,
+) -> io::Result<i32> {
+    let c = |bytes: &[u8]| {
+        CString::new(bytes).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in an argument or variable")
+        })
+    };
+    let mut argv = vec![c(program.as_os_str().as_bytes())?];
+    for arg in args {
+        argv.push(c(arg.as_bytes())?);
+    }
+    let mut envp = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        if !env.iter().any(|(n, _)| OsStr::new(n) == name) {
+            envp.push(c(&[name.as_bytes(), b"=", value.as_bytes()].concat())?);
+        }
+    }
+    for (name, value) in env {
+        envp.push(c(&[name.as_bytes(), b"=", value.as_bytes()].concat())?);
+    }
+    let pointers = |strings: &[CString]| -> Vec<*mut libc::c_char> {
+        strings.iter().map(|s| s.as_ptr().cast_mut()).chain([std::ptr::null_mut()]).collect()
+    };
+    let (argv_ptrs, envp_ptrs) = (pointers(&argv), pointers(&envp));
+    let check =
+        |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) };
+    let flags = libc::POSIX_SPAWN_SETSID
+        | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short
+        | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short;
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: every pointer handed over points into a CString or Vec alive until the call
+    // returns; the attribute and action objects are initialised before use and destroyed after.
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&mut actions))?;
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        if let Err(e) = check(libc::posix_spawnattr_init(&mut attr)) {
+            libc::posix_spawn_file_actions_destroy(&mut actions);
+            return Err(e);
+        }
+        let (mut empty, mut defaults): (libc::sigset_t, libc::sigset_t) =
+            (std::mem::zeroed(), std::mem::zeroed());
+        libc::sigemptyset(&mut empty);
+        // As std does: SIGPIPE back to its default (Rust ignores it in this process).
+        libc::sigemptyset(&mut defaults);
+        libc::sigaddset(&mut defaults, libc::SIGPIPE);
+        let devnull = c"/dev/null".as_ptr();
+        // The dup first: the log's descriptor cannot be one that the opens replace.
+        let spawned =
+            check(libc::posix_spawn_file_actions_adddup2(&mut actions, stderr.as_raw_fd(), 2))
+                .and_then(|()| {
+                    check(libc::posix_spawn_file_actions_addopen(
+                        &mut actions,
+                        0,
+                        devnull,
+                        libc::O_RDONLY,
+                        0,
+                    ))
+                })
+                .and_then(|()| {
+                    check(libc::posix_spawn_file_actions_addopen(
+                        &mut actions,
+                        1,
+                        devnull,
+                        libc::O_WRONLY,
+                        0,
+                    ))
+                })
+                .and_then(|()| check(libc::posix_spawnattr_setsigmask(&mut attr, &empty)))
+                .and_then(|()| check(libc::posix_spawnattr_setsigdefault(&mut attr, &defaults)))
+                .and_then(|()| check(libc::posix_spawnattr_setflags(&mut attr, flags)))
+                .and_then(|()| {
+                    check(libc::posix_spawn(
+                        &mut pid,
+                        argv[0].as_ptr(),
+                        &actions,
+                        &attr,
+                        argv_ptrs.as_ptr(),
+                        envp_ptrs.as_ptr(),
+                    ))
+                });
+        libc::posix_spawnattr_destroy(&mut attr);
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        spawned?;
+    }
+    // A long-lived process (`serve`, `codex-remote mcp`) must reap it, or it stays a zombie; a
+    // short one exits first and init (or the subreaper) reaps it instead.
+    if let Some(child) = Pid::from_raw(pid) {
+        std::thread::spawn(move || {
+            let _ = rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty());
+        });
+    }
+    Ok(pid)
 }
 
 /// Makes `cmd` start in a new session (and so a new process group) of its own.

@@ -26,21 +26,17 @@ use crate::protocol::{JobState, JobStatus};
 /// job's staging dir: the open file moves with it). The worker carries the job's id in its
 /// environment, so that it is found as a process of the job before it has recorded itself.
 pub fn spawn_worker(store: &JobStore, id: &str, log_dir: &Path) -> Result<()> {
-    let exe = std::env::current_exe().context(|| "finding the codexd executable".into())?;
+    let exe = sys::codexd_exe().context(|| "finding the codexd executable".into())?;
     let log = super::store::open_log_for_append(&log_dir.join("worker.log"))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("worker").arg("--data-dir").arg(store.root()).arg("--id").arg(id);
-    cmd.env(sys::EXEC_ID_VAR, id);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-    sys::start_new_session(&mut cmd);
-    let child = cmd.spawn().context(|| "starting the job's worker".into())?;
-    // The worker lives on in its own session. A long-lived `codexd serve` must reap it when it
-    // ends (or it stays a zombie); in `rpc` the thread simply dies with the process and init
-    // reaps the worker instead.
-    std::thread::spawn(move || {
-        let mut child = child;
-        let _ = child.wait();
-    });
+    let args = [
+        "worker".as_ref(),
+        "--data-dir".as_ref(),
+        store.root().as_os_str(),
+        "--id".as_ref(),
+        id.as_ref(),
+    ];
+    sys::spawn_detached(&exe, &args, &[(sys::EXEC_ID_VAR, id.as_ref())], &log)
+        .context(|| format!("starting the job's worker ({})", exe.display()))?;
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 //! The laptop side: the machine list and how `codex-remote` reaches a machine's `codexd`.
 //!
 //! Read in this order: [`config`] (the machine list), [`cache`] (per-machine caches, one rule),
-//! [`ssh`] (every ssh command line), the two doors [`pipe`] (`ssh HOST codexd rpc`, or a local
-//! `codexd rpc`) and [`http`] (`codexd serve`), [`answer`] (reading an answer, whichever door),
+//! [`ssh`] (every ssh command line), the doors [`pipe`] (`ssh HOST codexd rpc`, or a local
+//! `codexd rpc`), [`http`] (`codexd serve`) and `in_process` (`local` on Linux: the handlers
+//! in this process), [`answer`] (reading an answer, whichever door),
 //! [`transport`] (picks a door, retries, the version check with [`compat`]), [`mux`] (the shared
 //! sessions of long-lived clients), [`tunnel`] (the
 //! `use_direct_addr` forward), [`install`] and [`machine`] (`machine check`/`up`), and
@@ -14,6 +15,8 @@ pub mod client;
 pub mod compat;
 pub mod config;
 pub mod http;
+#[cfg(target_os = "linux")]
+pub mod in_process;
 pub mod install;
 pub mod machine;
 pub mod mux;

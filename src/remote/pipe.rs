@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::answer::{AnswerRead, CallError, new_call_id, read_answer};
 use super::ssh::{Connection, classify_failure, read_temp, ssh_program};
@@ -18,6 +18,10 @@ use crate::wire;
 /// The pid of the transport child of the call in progress (0: none), so that a Ctrl-C handler
 /// can end it.
 pub static CURRENT_CHILD: AtomicU32 = AtomicU32::new(0);
+
+/// Set on Ctrl-C/SIGTERM ([`crate::platform::watch_interrupts`]): a request answered in this
+/// process ([`super::in_process`]: a follow, a wait) ends as if its reader had gone away.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Which child process a call runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

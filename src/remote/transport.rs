@@ -35,10 +35,13 @@ pub(super) fn backoff(attempt: u32) -> Duration {
 /// How a machine is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `codexd rpc` as a child process on this computer.
+    /// This computer: the handlers in this process (Linux), else `codexd rpc` as a child.
     Local {
         codexd: PathBuf,
         data_dir: Option<String>,
+        /// Whether requests may be answered in this process: not when the config names a
+        /// `codexd` (it may be another version, or a wrapper the user wants run).
+        in_process: bool,
     },
     Ssh(SshTarget),
     /// A `codexd serve` over HTTP (`addr:`, or `use_direct_addr` through a local forward).
@@ -141,7 +144,8 @@ impl Machine {
                     codexd: codexd.display().to_string(),
                     data_dir: m.data_dir.clone(),
                 };
-                (Route::Local { codexd, data_dir: m.data_dir.clone() }, key)
+                let in_process = m.codexd.is_none();
+                (Route::Local { codexd, data_dir: m.data_dir.clone(), in_process }, key)
             }
             (None, None) => {
                 return Err(Error::new(
@@ -163,13 +167,21 @@ impl Machine {
     }
 
     /// Sends `request` and returns its final answer; `log`/`chunk` lines before it go to
-    /// `on_line` as they arrive. An `error` answer becomes `Err`. In a process that turned
-    /// shared sessions on ([`super::mux::enable`]) the call goes on the machine's session.
+    /// `on_line` as they arrive. An `error` answer becomes `Err`. The `local` machine answers
+    /// in this process (on Linux); in a process that turned shared sessions on
+    /// ([`super::mux::enable`]) the call goes on the machine's session.
     pub fn call(
         &self,
         request: &Request,
         on_line: &mut dyn FnMut(Response) -> Result<()>,
     ) -> Result<Response> {
+        #[cfg(target_os = "linux")]
+        if let Route::Local { codexd, data_dir, in_process: true } = &self.route
+            && let Some(answer) =
+                super::in_process::call(codexd, data_dir.as_deref(), request, on_line)
+        {
+            return answer.map_err(|e| self.explained(request, e));
+        }
         match super::mux::call(self, request, on_line) {
             Some(Ok(Response::Error(body))) => {
                 return Err(self.explained(request, self.checked(body.into())));
@@ -244,7 +256,7 @@ impl Machine {
     pub(super) fn pipe_connection(&self, kind: CallKind) -> Result<Option<(Connection, PipeKind)>> {
         Ok(match &self.route {
             Route::Http(_) => None,
-            Route::Local { codexd, data_dir } => {
+            Route::Local { codexd, data_dir, .. } => {
                 let mut cmd = std::process::Command::new(codexd);
                 cmd.arg("rpc");
                 if let Some(dir) = data_dir {

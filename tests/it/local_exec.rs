@@ -356,3 +356,63 @@ fn ctrl_c_detaches_exec_run_and_the_job_goes_on() {
     assert!(last["hint"].as_str().unwrap().contains("--follow"));
     assert!(wait_until(Duration::from_secs(10), || marker.exists()), "the job went on");
 }
+
+/// `local` is answered inside codex-remote: the `codexd` next to it is started only as each
+/// job's worker, never as `codexd rpc` (the files commands, whose bytes stream through a child,
+/// keep `codexd rpc`). Without a `codexd` to start workers from, the answer names it.
+#[test]
+fn local_requests_are_answered_in_process_and_only_workers_start_codexd() {
+    let env = TestEnv::new();
+    let starts = env.path("codexd-starts");
+    let wrapper = env.path("codexd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> {}\nexec {} \"$@\"\n",
+            starts.display(),
+            crate::support::CODEXD
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let with_wrapper = |args: &[&str]| {
+        let out = env.remote(args).env("CODEXD_BIN", &wrapper).output().unwrap();
+        (out.status.code().unwrap(), crate::support::json_lines(&out))
+    };
+    let (code, lines) = with_wrapper(&["exec", "start", "--cmd", "echo one; sleep 0.3; echo two"]);
+    assert_eq!(code, 0, "{lines:?}");
+    let id = lines[0]["exec_id"].as_str().unwrap().to_string();
+    let (code, lines) = with_wrapper(&["exec", "logs", "--id", &id, "--follow"]);
+    assert_eq!(code, 0, "{lines:?}");
+    let text: Vec<&str> = lines.iter().filter_map(|l| l["line"].as_str()).collect();
+    assert_eq!(text, ["one", "two"]);
+    let (code, lines) = with_wrapper(&["exec", "wait", "--id", &id]);
+    assert_eq!((code, lines[0]["exit_code"].as_i64()), (0, Some(0)), "{lines:?}");
+    let (code, lines) = with_wrapper(&["exec", "run", "--cmd", "exit 4"]);
+    assert_eq!(code, 4, "{lines:?}");
+    let (code, lines) = with_wrapper(&["exec", "start", "--cmd", "sleep 30"]);
+    assert_eq!(code, 0, "{lines:?}");
+    let long = lines[0]["exec_id"].as_str().unwrap().to_string();
+    let (code, lines) = with_wrapper(&["exec", "cancel", "--id", &long]);
+    assert_eq!((code, lines[0]["state"].as_str()), (0, Some("cancelled")), "{lines:?}");
+    let (code, lines) = with_wrapper(&["exec", "list"]);
+    assert_eq!((code, lines[0]["jobs"].as_array().map(Vec::len)), (0, Some(3)), "{lines:?}");
+    let (code, _) = with_wrapper(&["machine", "check", "--machine", "local"]);
+    assert_eq!(code, 0);
+    let seen = std::fs::read_to_string(&starts).unwrap();
+    let seen: Vec<&str> = seen.lines().collect();
+    assert_eq!(seen, ["worker", "worker", "worker"], "codexd was started as {seen:?}");
+
+    // A files command keeps its `codexd rpc` child.
+    let file = env.path("written.txt");
+    let (code, lines) =
+        with_wrapper(&["file", "write", "--dst", file.to_str().unwrap(), "--content", "x"]);
+    assert_eq!(code, 0, "{lines:?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+    assert!(std::fs::read_to_string(&starts).unwrap().lines().any(|l| l == "rpc"));
+
+    let out = env.remote(&["exec", "list"]).env("CODEXD_BIN", env.path("missing/codexd")).output();
+    let lines = crate::support::json_lines(&out.unwrap());
+    assert_eq!(lines[0]["code"], "codexd_not_found", "{lines:?}");
+}

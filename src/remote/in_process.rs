@@ -1,0 +1,74 @@
+//! The `local` machine's third door: its requests answered inside this process by the handlers
+//! of `codexd` ([`crate::daemon::Daemon`]), with no `codexd rpc` child to start. Jobs' workers
+//! are still the `codexd` binary of the `local` machine ([`crate::jobs::sys::set_codexd_exe`]),
+//! so a job outlives this process as it does over ssh.
+//!
+//! Requests with bytes after their line (files, sync) keep the child: they stream through its
+//! stdin and stdout.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use crate::daemon::{Daemon, DaemonConfig, Sink};
+use crate::error::{Error, Result};
+use crate::protocol::{Request, Response};
+
+/// Answers `request` in this process, or `None` when it must go to a `codexd rpc` child: a
+/// request with bytes, or a `codexd` that cannot be found (the child then fails with
+/// `codexd_not_found`, naming it).
+pub fn call(
+    codexd: &Path,
+    data_dir: Option<&str>,
+    request: &Request,
+    on_line: &mut dyn FnMut(Response) -> Result<()>,
+) -> Option<Result<Response>> {
+    if request.has_payload() {
+        return None;
+    }
+    let codexd = executable(codexd)?;
+    crate::jobs::sys::set_codexd_exe(codexd);
+    let daemon = match DaemonConfig::load(None, data_dir).and_then(Daemon::new) {
+        Ok(daemon) => daemon,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut sink = LineSink { on_line, refused: None };
+    let answer = daemon.handle(request, &mut sink);
+    Some(match sink.refused {
+        Some(e) => Err(e),
+        None => answer,
+    })
+}
+
+/// `codexd` as a file to start: a path as it is, a bare name looked up on `PATH`.
+fn executable(codexd: &Path) -> Option<PathBuf> {
+    if codexd.components().count() > 1 {
+        return codexd.is_file().then(|| codexd.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(codexd)).find(|p| p.is_file())
+}
+
+/// Hands a handler's intermediate lines to the caller; the caller refusing one (or Ctrl-C)
+/// ends the request as a closed stdout ends it in `codexd rpc`.
+struct LineSink<'a> {
+    on_line: &'a mut dyn FnMut(Response) -> Result<()>,
+    refused: Option<Error>,
+}
+
+impl Sink for LineSink<'_> {
+    fn send(&mut self, response: Response) -> io::Result<()> {
+        if self.refused.is_some() {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        (self.on_line)(response).map_err(|e| {
+            let closed = io::Error::new(io::ErrorKind::BrokenPipe, e.message.clone());
+            self.refused = Some(e);
+            closed
+        })
+    }
+
+    fn closed(&self) -> bool {
+        self.refused.is_some() || super::pipe::INTERRUPTED.load(Ordering::SeqCst)
+    }
+}

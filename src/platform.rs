@@ -75,7 +75,6 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     {
         use rustix::fs::{Mode, OFlags};
         use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-        std::fs::DirBuilder::new().mode(0o700).recursive(true).create(dir).map_err(fail)?;
         let me = rustix::process::getuid().as_raw();
         let refuse = |why: &str| {
             Error::internal(
@@ -83,17 +82,25 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
                 format!("refused: {why}"),
             )
         };
-        let link = std::fs::symlink_metadata(dir).map_err(fail)?;
-        let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        if link.file_type().is_symlink() {
-            if link.uid() != me {
-                return Err(refuse("it is a symlink of another user"));
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        // The common case, a directory that exists and is no symlink, in one call.
+        let fd = match rustix::fs::open(dir, flags | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(_) => {
+                std::fs::DirBuilder::new().mode(0o700).recursive(true).create(dir).map_err(fail)?;
+                let link = std::fs::symlink_metadata(dir).map_err(fail)?;
+                let mut flags = flags;
+                if link.file_type().is_symlink() {
+                    if link.uid() != me {
+                        return Err(refuse("it is a symlink of another user"));
+                    }
+                } else {
+                    flags |= OFlags::NOFOLLOW;
+                }
+                rustix::fs::open(dir, flags, Mode::empty())
+                    .map_err(|e| fail(std::io::Error::from(e)))?
             }
-        } else {
-            flags |= OFlags::NOFOLLOW;
-        }
-        let fd = rustix::fs::open(dir, flags, Mode::empty())
-            .map_err(|e| fail(std::io::Error::from(e)))?;
+        };
         let stat = rustix::fs::fstat(&fd).map_err(|e| fail(std::io::Error::from(e)))?;
         if stat.st_uid != me {
             return Err(refuse("it belongs to another user"));

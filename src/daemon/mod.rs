@@ -164,11 +164,11 @@ impl Daemon {
         }
         match created? {
             Created::Replay(answer) => Ok(*answer),
-            Created::New { swept } => {
+            Created::New { swept, status } => {
                 if swept > 0 {
                     self.store.empty_trash();
                 }
-                self.store.status_just_started(&id).map(StatusResponse::of)
+                self.store.status_just_started(*status).map(StatusResponse::of)
             }
         }
     }
@@ -230,7 +230,7 @@ impl Daemon {
             }
         }
         staged.commit()?;
-        Ok(Created::New { swept })
+        Ok(Created::New { swept, status: Box::new(status) })
     }
 
     /// Whether this start will replay an earlier job (its key names one).
@@ -374,8 +374,8 @@ impl Daemon {
 enum Created {
     /// The request's key named an earlier job: its status, `replayed`.
     Replay(Box<StatusResponse>),
-    /// A new job; `swept`: abandoned half-created jobs removed on the way.
-    New { swept: usize },
+    /// A new job as recorded; `swept`: abandoned half-created jobs removed on the way.
+    New { swept: usize, status: Box<JobStatus> },
 }
 
 /// A validated `exec_start`: what to run, where, with what environment.

@@ -12,9 +12,9 @@ use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use super::store::{JobSpec, JobStore, create_private_dir, create_private_file, write_json_atomic};
+use super::store::{JobSpec, JobStore, create_private_file, create_subdir, write_json_atomic};
 use crate::error::{Context, Error, Result};
-use crate::protocol::{JobStatus, Stream};
+use crate::protocol::{JobStatus, Scheduler, Stream};
 
 /// A job built in the staging dir, not yet visible.
 #[derive(Debug)]
@@ -35,12 +35,10 @@ impl StagedJob<'_> {
         write_json_atomic(&self.dir.join("status.json"), status)
     }
 
-    /// Makes the job visible, whole: its files' names made durable, one rename into `jobs/`,
-    /// then the rename made durable.
+    /// Makes the job visible, whole: one rename into `jobs/`, then the rename made durable.
     pub fn commit(self) -> Result<()> {
         let target = self.store.job_dir(&self.id)?;
         let what = || format!("moving {} into place", self.dir.display());
-        fs::File::open(&self.dir).and_then(|d| d.sync_all()).context(what)?;
         fs::rename(&self.dir, &target).context(what)?;
         fs::File::open(self.store.jobs_dir()).and_then(|d| d.sync_all()).context(what)
     }
@@ -55,7 +53,7 @@ impl JobStore {
     /// staging dir. The caller holds the store lock until it commits the job.
     pub fn stage_job(&self, status: &JobStatus, spec: &JobSpec) -> Result<StagedJob<'_>> {
         self.job_dir(&status.exec_id)?;
-        create_private_dir(&self.staging_dir())?;
+        create_subdir(&self.staging_dir())?;
         let dir = self.staging_dir().join(&status.exec_id);
         fs::DirBuilder::new()
             .mode(0o700)
@@ -66,7 +64,11 @@ impl JobStore {
         }
         let encode = |e| Error::internal("encoding", e);
         let spec_bytes = serde_json::to_vec_pretty(spec).map_err(encode)?;
-        write_new(&dir.join("spec.json"), &spec_bytes, true)?;
+        // Only a worker reads the spec. A local job's worker reads it within a moment, from
+        // memory, and after a crash there is no worker left to read it (the job is lost); a
+        // Slurm job's worker may start on a compute node long after a crash of this one.
+        let later_reader = status.scheduler == Some(Scheduler::Slurm);
+        write_new(&dir.join("spec.json"), &spec_bytes, later_reader)?;
         // Room to record the end without free space: the status as it is now, and a margin
         // for what the end adds. Not synced: after a crash the job is lost, its end recorded
         // by whoever finds it, and the reserve is only of use to a live worker.
@@ -77,6 +79,11 @@ impl JobStore {
         // Written in place, not through a temp file: nobody reads a staged job, and a kill
         // leaves the whole dir to the sweep.
         write_new(&dir.join("status.json"), &status_bytes, true)?;
+        // The files' names made durable now, right after the status's fsync committed them
+        // (on ext4 and XFS this one costs nothing more), not after the worker's log: that
+        // would take a second commit before the rename's.
+        let what = || format!("writing {}", dir.display());
+        fs::File::open(&dir).and_then(|d| d.sync_all()).context(what)?;
         Ok(StagedJob { store: self, id: status.exec_id.clone(), dir })
     }
 

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -142,8 +142,9 @@ impl JobStore {
     /// Opens (creating, 0700) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        for dir in [root.clone(), root.join("jobs"), root.join("keys")] {
-            create_private_dir(&dir)?;
+        create_private_dir(&root)?;
+        for dir in [root.join("jobs"), root.join("keys")] {
+            create_subdir(&dir)?;
         }
         Ok(JobStore { root })
     }
@@ -249,16 +250,17 @@ impl JobStore {
         self.settle(id, status, &slurm)
     }
 
-    /// The status of a job just started, as [`status`](Self::status) reads it but without
-    /// asking Slurm: `sbatch` has just accepted a Slurm job, so it is pending (Slurm places jobs
-    /// at its next pass), and one Slurm command per start is the whole of its cost.
-    pub fn status_just_started(&self, id: &str) -> Result<JobStatus> {
-        let status = self.read_status_raw(id)?;
+    /// The status of a job just started, as its creator recorded it, settled as
+    /// [`status`](Self::status) would but without asking Slurm: `sbatch` has just accepted a
+    /// Slurm job, so it is pending (Slurm places jobs at its next pass), and one Slurm command
+    /// per start is the whole of its cost.
+    pub fn status_just_started(&self, status: JobStatus) -> Result<JobStatus> {
+        let id = status.exec_id.clone();
         let pending = slurm_job_of(&status).map(|slurm_job_id| {
             let job = SlurmJob { state: "PENDING".into(), reason: None, node: None };
             (slurm_job_id.to_string(), job)
         });
-        self.settle(id, status, &Ok(pending.into_iter().collect()))
+        self.settle(&id, status, &Ok(pending.into_iter().collect()))
     }
 
     /// The statuses of jobs `ids` as [`status`](Self::status) reads them, asking Slurm once
@@ -384,10 +386,26 @@ impl JobStore {
     }
 
     /// Records `key` for job `id`, started by the request with `fingerprint`.
+    /// The caller holds the store lock. A new key's file is written in place (it is one small
+    /// write, and a creator killed before it commits has its key dropped by the next sweep);
+    /// a key that names a job gone is replaced whole.
     pub fn record_key(&self, key: &str, id: &str, fingerprint: &str) -> Result<()> {
         validate_key(key)?;
         let text = format!("{id}\n{fingerprint}\n");
-        write_bytes_atomic(&self.root.join("keys").join(key), text.as_bytes())
+        let keys = self.root.join("keys");
+        let path = keys.join(key);
+        let what = || format!("recording idempotency key {key}");
+        let mut file =
+            match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return write_bytes_atomic(&path, text.as_bytes());
+                }
+                Err(e) => return Err(Error::io(what(), e)),
+            };
+        file.write_all(text.as_bytes()).context(what)?;
+        file.sync_all().context(what)?;
+        File::open(&keys).and_then(|d| d.sync_all()).context(what)
     }
 
     /// Leaves a cancel request for the worker.
@@ -427,6 +445,17 @@ pub fn job_not_found(id: &str) -> Error {
 
 /// Creates `dir` 0700, or tightens an existing one that is ours.
 pub use crate::platform::create_private_dir;
+
+/// Creates a directory of the store (0700) unless it exists. The store's root is checked to be
+/// private and ours ([`create_private_dir`]): nobody else can have put anything inside it.
+pub(super) fn create_subdir(dir: &Path) -> Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            Err(Error::internal(format!("creating {}", dir.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
 
 pub(super) fn create_private_file(path: &Path) -> Result<File> {
     OpenOptions::new()

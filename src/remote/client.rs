@@ -9,9 +9,10 @@ use crate::protocol::{
 };
 
 /// `exec_start`. A start without an idempotency key gets one, so a retry of this call (by the
-/// transport after a dropped connection) never runs the job twice.
+/// transport after a dropped connection) never runs the job twice; a start answered in this
+/// process has no transport to retry, and no key to record.
 pub fn start(m: &Machine, mut req: ExecStartRequest) -> Result<StatusResponse> {
-    if req.idempotency_key.is_none() {
+    if req.idempotency_key.is_none() && !m.answers_in_process() {
         req.idempotency_key = Some(format!("auto-{}", uuid::Uuid::now_v7().simple()));
     }
     status(m, Request::ExecStart(req))

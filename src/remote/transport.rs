@@ -208,6 +208,11 @@ impl Machine {
         }
     }
 
+    /// Whether requests without bytes are answered in this process ([`super::in_process`]).
+    pub fn answers_in_process(&self) -> bool {
+        cfg!(target_os = "linux") && matches!(self.route, Route::Local { in_process: true, .. })
+    }
+
     /// A failure that may come from a replaced codexd makes the next call send `hello` again.
     fn checked(&self, e: Error) -> Error {
         if matches!(

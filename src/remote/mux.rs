@@ -1,6 +1,7 @@
 //! Shared sessions for long-lived clients (`codex-remote mcp`, `dashboard`, `exec run`): one
 //! `codexd rpc` child per machine (`ssh HOST codexd rpc` over the master connection, or a local
-//! `codexd rpc`), kept open and shared by every thread of the process.
+//! `codexd rpc` where `local` is not answered in-process), kept open and shared by every thread
+//! of the process.
 //!
 //! A session starts with a `hello` that asks for `concurrent`; codexd then serves the session's
 //! requests on threads of its own and each answer line carries its request's `id`. A reader

@@ -744,6 +744,13 @@ fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<u8> {
         );
         let hint = Some(format!("codex-remote machine up --machine {}", m.name));
         checks.push(check("codexd", same, detail, hint));
+        // `local` in-process: the handlers are this binary's; the worker is codexd's.
+        #[cfg(target_os = "linux")]
+        if let crate::remote::transport::Route::Local { codexd, in_process: true, .. } = &m.route {
+            let (ok, detail) = crate::remote::in_process::worker_check(codexd);
+            let hint = "install codexd from the same release as codex-remote, next to it";
+            checks.push(check("worker", ok, detail, Some(hint.into())));
+        }
         let timeout_ms = Some(args.timeout.as_millis() as u64);
         match m.call(
             &Request::Doctor(DoctorRequest { timeout_ms, ..DoctorRequest::default() }),

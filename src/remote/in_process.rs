@@ -40,6 +40,28 @@ pub fn call(
     })
 }
 
+/// What `exec doctor` says of the `codexd` that starts this process's workers: its path and
+/// version (`codexd version --json`), and whether that is this codex-remote's version (the
+/// worker reads the job that these handlers wrote).
+pub fn worker_check(codexd: &Path) -> (bool, String) {
+    let Some(path) = executable(codexd) else {
+        return (false, format!("no {} to start workers from", codexd.display()));
+    };
+    let out = std::process::Command::new(&path).args(["version", "--json"]).output();
+    let version = out.ok().and_then(|o| {
+        let info: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        info["version"].as_str().map(str::to_string)
+    });
+    let ours = crate::version::VERSION;
+    match version {
+        Some(v) => (
+            v == ours,
+            format!("answered in codex-remote {ours}; workers start from {} {v}", path.display()),
+        ),
+        None => (false, format!("{} does not tell its version", path.display())),
+    }
+}
+
 /// `codexd` as a file to start: a path as it is, a bare name looked up on `PATH`.
 fn executable(codexd: &Path) -> Option<PathBuf> {
     if codexd.components().count() > 1 {

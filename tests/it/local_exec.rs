@@ -412,6 +412,23 @@ fn local_requests_are_answered_in_process_and_only_workers_start_codexd() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
     assert!(std::fs::read_to_string(&starts).unwrap().lines().any(|l| l == "rpc"));
 
+    // The doctor checks the codexd that workers start from against this codex-remote.
+    let worker_check = |codexd: &std::path::Path| {
+        let out = env.remote(&["exec", "doctor"]).env("CODEXD_BIN", codexd).output().unwrap();
+        let report = crate::support::json_lines(&out).remove(0);
+        let checks = report["checks"].as_array().unwrap().clone();
+        checks.into_iter().find(|c| c["name"] == "worker").expect("a worker check")
+    };
+    let same = worker_check(&wrapper);
+    assert_eq!(same["ok"], true, "{same}");
+    let older = env.path("older-codexd");
+    std::fs::write(&older, "#!/bin/sh\necho '{\"name\":\"codexd\",\"version\":\"0.0.1\"}'\n")
+        .unwrap();
+    std::fs::set_permissions(&older, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let other = worker_check(&older);
+    assert_eq!(other["ok"], false, "{other}");
+    assert!(other["detail"].as_str().unwrap().contains("0.0.1"), "{other}");
+
     let out = env.remote(&["exec", "list"]).env("CODEXD_BIN", env.path("missing/codexd")).output();
     let lines = crate::support::json_lines(&out.unwrap());
     assert_eq!(lines[0]["code"], "codexd_not_found", "{lines:?}");

@@ -28,7 +28,9 @@ pub fn call(
     }
     let codexd = executable(codexd)?;
     crate::jobs::sys::set_codexd_exe(codexd);
-    let daemon = match DaemonConfig::load(None, data_dir).and_then(Daemon::new) {
+    // As `codexd rpc --data-dir D` would read it, `CODEXD_CONFIG` included.
+    let config = std::env::var_os("CODEXD_CONFIG").filter(|c| !c.is_empty()).map(PathBuf::from);
+    let daemon = match DaemonConfig::load(config.as_deref(), data_dir).and_then(Daemon::new) {
         Ok(daemon) => daemon,
         Err(e) => return Some(Err(e)),
     };

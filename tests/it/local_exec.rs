@@ -412,6 +412,17 @@ fn local_requests_are_answered_in_process_and_only_workers_start_codexd() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
     assert!(std::fs::read_to_string(&starts).unwrap().lines().any(|l| l == "rpc"));
 
+    // codexd's own config is read as `codexd rpc` reads it, `CODEXD_CONFIG` included.
+    let codexd_yaml = env.path("codexd.yaml");
+    std::fs::write(&codexd_yaml, "env_defaults:\n  FROM_CODEXD_CONFIG: seen\n").unwrap();
+    let out = env
+        .remote(&["exec", "run", "--cmd", "echo $FROM_CODEXD_CONFIG"])
+        .env("CODEXD_CONFIG", &codexd_yaml)
+        .output()
+        .unwrap();
+    let lines = crate::support::json_lines(&out);
+    assert!(lines.iter().any(|l| l["line"] == "seen"), "{lines:?}");
+
     // The doctor checks the codexd that workers start from against this codex-remote.
     let worker_check = |codexd: &std::path::Path| {
         let out = env.remote(&["exec", "doctor"]).env("CODEXD_BIN", codexd).output().unwrap();

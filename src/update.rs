@@ -221,24 +221,14 @@ impl Staged {
 
     /// The new binary's version, from its own `--version --json`: proof that it runs here.
     fn version(&self) -> Result<String> {
-        let out = std::process::Command::new(&self.path)
-            .args(["--version", "--json"])
-            .output()
+        let (version, status) = crate::version::reported_by(&self.path)
             .map_err(|e| Error::internal(format!("running {}", self.path.display()), e))?;
-        let info: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
-        info.as_ref()
-            .and_then(|i| i["version"].as_str())
-            .map(String::from)
-            .filter(|_| out.status.success())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::Internal,
-                    format!(
-                        "the new binary does not run here ({}): nothing was changed",
-                        out.status
-                    ),
-                )
-            })
+        version.ok_or_else(|| {
+            Error::new(
+                ErrorCode::Internal,
+                format!("the new binary does not run here ({status}): nothing was changed"),
+            )
+        })
     }
 
     /// Puts the new binary in place: the old one aside, the new one in, the old one removed

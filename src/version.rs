@@ -37,6 +37,17 @@ pub fn print_or_usage<C: clap::CommandFactory>(
     std::process::ExitCode::SUCCESS
 }
 
+/// The version the binary at `path` reports with `--version --json`: `None` when it exits with
+/// a failure or prints no version. `Err` when it cannot be run.
+pub fn reported_by(
+    path: &std::path::Path,
+) -> std::io::Result<(Option<String>, std::process::ExitStatus)> {
+    let out = std::process::Command::new(path).args(["--version", "--json"]).output()?;
+    let info: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+    let version = info.as_ref().and_then(|i| i["version"].as_str()).map(String::from);
+    Ok((version.filter(|_| out.status.success()), out.status))
+}
+
 /// The `--version --json` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BuildInfo {

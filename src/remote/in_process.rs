@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 
 use crate::daemon::{Daemon, DaemonConfig, Sink};
 use crate::error::{Error, Result};
+use crate::jobs::sys;
 use crate::protocol::{Request, Response};
 
 /// Answers `request` in this process, or `None` when it must go to a `codexd rpc` child: a
@@ -27,7 +28,7 @@ pub fn call(
         return None;
     }
     let codexd = executable(codexd)?;
-    crate::jobs::sys::set_codexd_exe(codexd);
+    sys::set_codexd_exe(codexd);
     // As `codexd rpc --data-dir D` would read it, `CODEXD_CONFIG` included.
     let config = std::env::var_os("CODEXD_CONFIG").filter(|c| !c.is_empty()).map(PathBuf::from);
     let daemon = match DaemonConfig::load(config.as_deref(), data_dir).and_then(Daemon::new) {
@@ -43,34 +44,29 @@ pub fn call(
 }
 
 /// What `exec doctor` says of the `codexd` that starts this process's workers: its path and
-/// version (`codexd version --json`), and whether that is this codex-remote's version (the
+/// version (`codexd --version --json`), and whether that is this codex-remote's version (the
 /// worker reads the job that these handlers wrote).
 pub fn worker_check(codexd: &Path) -> (bool, String) {
     let Some(path) = executable(codexd) else {
         return (false, format!("no {} to start workers from", codexd.display()));
     };
-    let out = std::process::Command::new(&path).args(["version", "--json"]).output();
-    let version = out.ok().and_then(|o| {
-        let info: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-        info["version"].as_str().map(str::to_string)
-    });
     let ours = crate::version::VERSION;
-    match version {
-        Some(v) => (
+    match crate::version::reported_by(&path) {
+        Ok((Some(v), _)) => (
             v == ours,
             format!("answered in codex-remote {ours}; workers start from {} {v}", path.display()),
         ),
-        None => (false, format!("{} does not tell its version", path.display())),
+        _ => (false, format!("{} does not tell its version", path.display())),
     }
 }
 
-/// `codexd` as a file to start: a path as it is, a bare name looked up on `PATH`.
+/// `codexd` as a file to start: a path as it is, a bare name looked up on `PATH`, runnable
+/// either way.
 fn executable(codexd: &Path) -> Option<PathBuf> {
     if codexd.components().count() > 1 {
-        return codexd.is_file().then(|| codexd.to_path_buf());
+        return sys::runnable(codexd).then(|| codexd.to_path_buf());
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(codexd)).find(|p| p.is_file())
+    sys::find_on_path(codexd.to_str()?, &std::env::var("PATH").ok()?)
 }
 
 /// Hands a handler's intermediate lines to the caller; the caller refusing one (or Ctrl-C)

@@ -916,6 +916,160 @@ def bench_slurm(ssh_cfg):
         close_masters(base_cm)
 
 
+# ---------------------------------------------------------------------------------------------
+# A real network: sshds in a namespace behind a delayed link (scripts/netlab.sh), real TCP.
+
+NET_MACHINES = 50
+
+
+def start_lab(rtt_ms):
+    """A lab at rtt_ms with one sshd listening on NET_MACHINES ports of the hosts' address; returns
+    (lab dir, ssh config path, [host aliases]). Every alias is its own ssh destination (its own
+    port, so its own ControlMaster), as a fleet of machines would be."""
+    lab = os.path.join(WORK, f"lab{rtt_ms}")
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "netlab.sh"), "up", lab, str(rtt_ms)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"netlab: {out.stderr}")
+    env = dict(line.split("=", 1) for line in out.stdout.split())
+    host = env["NETLAB_HOST"]
+    d = os.path.join(lab, "sshd")
+    os.makedirs(d)
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, key)], check=True)
+    shutil.copy(os.path.join(d, "client_key.pub"), os.path.join(d, "authorized_keys"))
+    ports = [2200 + i for i in range(NET_MACHINES)]
+    # One sshd listens on at most 16 sockets (OpenSSH's MAX_LISTEN_SOCKS): one sshd per 16 ports.
+    for g in range(0, len(ports), 16):
+        conf = os.path.join(d, f"sshd_config{g}")
+        write_config(conf, "".join(f"Port {p}\n" for p in ports[g:g + 16]) + f"""ListenAddress {host}
+HostKey {d}/host_key
+PidFile {d}/sshd{g}.pid
+AuthorizedKeysFile {d}/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin yes
+PrintMotd no
+LogLevel ERROR
+MaxStartups 200:30:400
+""")
+        subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "netlab.sh"), "exec", lab, "/usr/sbin/sshd",
+                          "-D", "-e", "-f", conf],
+                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, f"log{g}"), "w"))
+    with open(os.path.join(d, "host_key.pub")) as f:
+        key = f.read()
+    write_config(os.path.join(d, "known_hosts"), "".join(f"[{host}]:{p} {key}" for p in ports))
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    cfg = os.path.join(d, "ssh_config")
+    write_config(cfg, "".join(f"""Host lab{i}
+  HostName {host}
+  Port {p}
+""" for i, p in enumerate(ports)) + f"""Host *
+  User {user}
+  IdentityFile {d}/client_key
+  IdentitiesOnly yes
+  UserKnownHostsFile {d}/known_hosts
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  LogLevel ERROR
+""")
+    import socket
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            for p in ports:
+                socket.create_connection((host, p), timeout=1).close()
+            return lab, cfg, [f"lab{i}" for i in range(NET_MACHINES)]
+        except OSError:
+            time.sleep(0.05)
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "netlab.sh"), "down", lab])
+    raise SystemExit("the lab's sshd did not start")
+
+
+def first_line_seconds(cmd):
+    """Seconds from starting cmd to its first line of output; the process is then killed."""
+    start = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV)
+    p.stdout.readline()
+    elapsed = time.perf_counter() - start
+    p.kill()
+    p.wait()
+    return elapsed
+
+
+def bench_net(rtt_ms):
+    print(f"real network, {rtt_ms} ms round trip", file=sys.stderr)
+    lab, cfg, hosts = start_lab(rtt_ms)
+    control = ENV["CODEX_REMOTE_CONTROL_DIR"]
+    try:
+        write_config(ENV["CODEX_REMOTE_CONFIG"], "machines:\n" + "".join(f"""  - name: {h}
+    ssh: {h}
+    ssh_args: ["-F", "{cfg}"]
+    codexd: {CODEXD}
+    data_dir: {os.path.join(lab, "data-" + h)}
+""" for h in hosts))
+        col = f"{rtt_ms} ms RTT"
+        rt = (lambda t: f", {t * 1e3 / rtt_ms:.1f} RT") if rtt_ms else (lambda t: "")
+
+        def ratio(name, ours, base, target, n=15):
+            timed(ours)(), timed(base)()  # warm both masters
+            a, b = interleaved(timed(ours), timed(base), n)
+            record(f"{name} ({col})", f"{a*1e3:.1f}{rt(a)} / {b*1e3:.1f}{rt(b)} ms = {a/b:.2f}",
+                   f"<= {target:.2f}", a / b <= target)
+
+        ssh, base_cm = warm_ssh(cfg, f"cm-net{rtt_ms}")
+        ssh = ssh[:-1] + ["lab0"]
+        job = ok_json([REMOTE, "exec", "start", "--machine", "lab0", "--cmd", "echo hi"])["exec_id"]
+        ratio("exec start --cmd true / ssh host true", [REMOTE, "exec", "start", "--machine", "lab0", "--cmd",
+                                                      "true"], ssh + ["true"], 1.05)
+        ratio("exec result ID / ssh host true", [REMOTE, "exec", "result", "--machine", "lab0", "--id", job],
+              ssh + ["true"], 1.05)
+        ratio("exec result last / ssh host true", [REMOTE, "exec", "result", "--machine", "lab0", "--id", "last"],
+              ssh + ["true"], 1.05)
+        ratio("exec run --cmd 'echo hi' / ssh host 'echo hi'",
+              [REMOTE, "exec", "run", "--machine", "lab0", "--cmd", "echo hi"], ssh + ["echo hi"], 1.10)
+        log = os.path.join(lab, "tail.log")
+        write_config(log, "a line\n")
+        ours_follow = [REMOTE, "exec", "logs", "--machine", "lab0", "--id", job, "--since", "0", "--follow"]
+        base_follow = ssh + ["tail", "-n", "+1", "-f", log]
+        first_line_seconds(ours_follow), first_line_seconds(base_follow)
+        a, b = interleaved(lambda: first_line_seconds(ours_follow), lambda: first_line_seconds(base_follow), 15)
+        record(f"exec logs --follow, first line / ssh host tail -f ({col})",
+               f"{a*1e3:.1f}{rt(a)} / {b*1e3:.1f}{rt(b)} ms = {a/b:.2f}", "<= 1.05", a / b <= 1.05)
+
+        # The fleet: machine ls of 20 and of 50 machines, warm (every master up), against the same
+        # number of `ssh host true` run in parallel over warm masters of their own.
+        ls = [REMOTE, "machine", "ls", "--json", "--parallel", "64", "--timeout", "30s"]
+        for n in (20, 50):
+            write_config(ENV["CODEX_REMOTE_CONFIG"], "machines:\n" + "".join(f"""  - name: {h}
+    ssh: {h}
+    ssh_args: ["-F", "{cfg}"]
+    codexd: {CODEXD}
+    data_dir: {os.path.join(lab, "data-" + h)}
+""" for h in hosts[:n]))
+            bases = [warm_ssh(cfg, f"cm-net{rtt_ms}-{n}-{h}")[0][:-1] + [h, "true"] for h in hosts[:n]]
+
+            def parallel_true():
+                start = time.perf_counter()
+                ps = [subprocess.Popen(b, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for b in bases]
+                for p in ps:
+                    p.wait()
+                return time.perf_counter() - start
+            timed(ls)(), parallel_true()  # warm every master
+            a, b = interleaved(timed(ls), parallel_true, 3)
+            record(f"machine ls, {n} machines, warm / {n} parallel ssh true ({col})",
+                   f"{a*1e3:.0f} / {b*1e3:.0f} ms = {a/b:.1f}", "<= 2.0", a / b <= 2.0)
+            for h in hosts[:n]:
+                close_masters(os.path.join(WORK, f"cm-net{rtt_ms}-{n}-{h}"))
+        close_masters(base_cm)
+    finally:
+        close_masters(control)
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "netlab.sh"), "down", lab],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main():
     sshd = None
     try:
@@ -923,6 +1077,11 @@ def main():
         # BENCH_ONLY=gpu (or sync, projects, sessions, slurm) runs those figures alone.
         if os.environ.get("BENCH_ONLY") == "gpu":
             bench_gpu_queue()
+            return print_table()
+        # BENCH_ONLY=net: the real-network figures at 0 and 50 ms round trip (needs root).
+        if os.environ.get("BENCH_ONLY") == "net":
+            bench_net(0)
+            bench_net(50)
             return print_table()
         only = {"sync": bench_sync, "projects": bench_projects, "sessions": bench_sessions,
                 "slurm": bench_slurm}.get(os.environ.get("BENCH_ONLY"))
@@ -957,6 +1116,11 @@ def main():
             bench_projects(ssh_cfg)
             bench_slurm(ssh_cfg)
             bench_sessions(ssh_cfg)
+        if os.geteuid() == 0:
+            bench_net(0)
+            bench_net(50)
+        else:
+            record("real-network figures", "not root", "root (network namespaces)", False)
     finally:
         close_masters(ENV["CODEX_REMOTE_CONTROL_DIR"])
         if sshd:

@@ -274,6 +274,7 @@ impl HttpFuzz {
         let state = Arc::new(HttpState {
             daemon: daemon.clone(),
             token: FUZZ_TOKEN.to_string(),
+            nonces: Default::default(),
             door: if req.unix {
                 Door::Unix
             } else {

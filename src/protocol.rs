@@ -156,6 +156,9 @@ pub mod capability {
     /// `exec_start` with `resources.gpus` / `gpu_ids` on a machine without a scheduler (the job
     /// waits `queued` for free GPUs); the `gpus` request; statuses with `gpu_ids`.
     pub const GPUS: &str = "gpus";
+    /// `codexd serve` answers `/health?challenge=` with a `nonce` and `nonce_proof`, and takes
+    /// requests signed with the token (`Authorization: Codexd-HMAC-SHA256 ...`, see `auth`).
+    pub const SIGNED_REQUESTS: &str = "signed_requests";
 }
 
 /// What this codexd can do, reported by `hello`.
@@ -176,6 +179,7 @@ pub const CAPABILITIES: &[&str] = &[
     capability::CONCURRENT,
     capability::RESOURCES,
     capability::GPUS,
+    capability::SIGNED_REQUESTS,
 ];
 
 /// The request `type`s this version knows.
@@ -831,8 +835,9 @@ pub struct HelloResponse {
 }
 
 /// `GET /health` of `codexd serve` (no token needed): the `hello` answer, who runs the daemon,
-/// and with `?challenge=C` the `proof` that it holds the token (see `auth`). `user` and `uid` are
-/// what the server says about itself: information, never a reason to trust it.
+/// and with `?challenge=C` a fresh one-use `nonce` and the `nonce_proof` that it holds the token
+/// (see `auth`). `user` and `uid` are what the server says about itself: bound into the proof,
+/// information, never a reason to trust it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthResponse {
     pub ok: bool,
@@ -842,9 +847,17 @@ pub struct HealthResponse {
     pub hello: HelloResponse,
     pub uid: u32,
     pub pid: i32,
-    /// `hex(HMAC-SHA256(token, challenge))`, only when a challenge was sent.
+    /// The older proof `hex(HMAC-SHA256(token, challenge))`, for clients that then send the
+    /// token as Bearer: only when a challenge was sent and the config has `allow_bearer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<String>,
+    /// A fresh nonce the next signed request names (accepted once, for a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// `hex(HMAC-SHA256(token, challenge, nonce, uid, user))` (`auth::health_proof`), only
+    /// when a challenge was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce_proof: Option<String>,
 }
 
 /// A job's status as an answer, with what the request adds to it.

@@ -129,13 +129,15 @@ pub fn run(ctx: &Ctx, args: DashboardArgs) -> Result<u8> {
         let url = dashboard.url();
         eprintln!("codex-remote: dashboard at {url} (Ctrl-C stops it)");
         emit(&serde_json::json!({ "type": "listening", "url": url }))?;
-        if args.open {
-            open_browser(&url);
-        }
+        let opened = if args.open { open_browser(&url, addr.port()) } else { None };
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        serve(listener, dashboard, shutdown).await
+        let served = serve(listener, dashboard, shutdown).await;
+        if let Some(page) = opened {
+            let _ = std::fs::remove_file(page);
+        }
+        served
     })?;
     Ok(exit::OK)
 }
@@ -296,23 +298,58 @@ fn error_response(e: &Error) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
-/// Opens `url` with the desktop's opener; failing to is not an error (the URL is printed).
-fn open_browser(url: &str) {
-    let (opener, args): (&str, &[&str]) = if cfg!(windows) {
-        ("cmd", &["/C", "start", ""])
-    } else if cfg!(target_os = "macos") {
-        ("open", &[])
-    } else {
-        ("xdg-open", &[])
+/// Opens the dashboard in the desktop's browser (`$BROWSER` if set, else the platform's opener)
+/// without the token in any argv (which every user reads in `/proc/*/cmdline`): the opener gets
+/// a 0600 page in a 0700 dir of ours that redirects to `url`, as Jupyter does. The opener is
+/// waited for (no zombie). Returns the page, removed when the dashboard stops; failing to open is
+/// not an error (the URL is printed).
+fn open_browser(url: &str, port: u16) -> Option<std::path::PathBuf> {
+    let dir = crate::platform::cache_dir().join("codex-remote").join("dashboard");
+    let page = dir.join(format!("open-{port}.html"));
+    let escaped = url.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;");
+    let html = format!(
+        "<!DOCTYPE html>\n<meta charset=\"utf-8\">\n<meta http-equiv=\"refresh\" \
+         content=\"0; url={escaped}\">\n<title>codex-remote dashboard</title>\n\
+         <p><a href=\"{escaped}\">Open the dashboard</a></p>\n"
+    );
+    let written = crate::platform::create_private_dir(&dir)
+        .and_then(|()| crate::platform::write_bytes_atomic(&page, html.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("codex-remote: could not write {}: {e}; open the URL yourself", page.display());
+        return None;
+    }
+    let target = if cfg!(windows) { page.display().to_string() } else { file_url(&page) };
+    let (opener, args): (String, &[&str]) = match std::env::var("BROWSER") {
+        Ok(b) if !b.is_empty() => (b, &[]),
+        _ if cfg!(windows) => ("cmd".into(), &["/C", "start", ""]),
+        _ if cfg!(target_os = "macos") => ("open".into(), &[]),
+        _ => ("xdg-open".into(), &[]),
     };
-    let spawned = std::process::Command::new(opener)
+    let spawned = std::process::Command::new(&opener)
         .args(args)
-        .arg(url)
+        .arg(&target)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
-    if let Err(e) = spawned {
-        eprintln!("codex-remote: could not run {opener}: {e}; open {url} yourself");
+    match spawned {
+        Ok(mut child) => {
+            std::thread::spawn(move || child.wait());
+        }
+        Err(e) => eprintln!("codex-remote: could not run {opener}: {e}; open the URL yourself"),
     }
+    Some(page)
+}
+
+/// `file://` and the path, its bytes other than unreserved ones and `/` percent-encoded.
+fn file_url(path: &std::path::Path) -> String {
+    let mut out = String::from("file://");
+    for b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(b) {
+            out.push(*b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

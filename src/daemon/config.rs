@@ -1,6 +1,6 @@
 //! `codexd`'s settings: `~/.codexd/config.yaml` (YAML or JSON), then `CODEXD_DATA_DIR`, then flags.
-//! The `serve` keys (`listen`, `auth_token`, `allowed_cwd_roots`, `unix_socket`, `allowed_hosts`)
-//! only matter to `codexd serve`.
+//! The `serve` keys (`listen`, `auth_token`, `allow_bearer`, `allowed_cwd_roots`, `unix_socket`,
+//! `allowed_hosts`) only matter to `codexd serve`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,7 @@ struct ConfigFile {
     update_url: Option<String>,
     listen: Option<String>,
     auth_token: Option<String>,
+    allow_bearer: Option<bool>,
     allowed_cwd_roots: Option<Vec<String>>,
     unix_socket: Option<String>,
     allowed_hosts: Option<Vec<String>>,
@@ -112,6 +113,9 @@ pub struct DaemonConfig {
     pub listen: String,
     /// `codexd serve`: the token TCP clients must send; `None`: `<data_dir>/token` (generated).
     pub auth_token: Option<String>,
+    /// `codexd serve`: whether TCP takes `Authorization: Bearer TOKEN` (the original tool's
+    /// clients; weaker than signed requests: a relay that sees the token can reuse it).
+    pub allow_bearer: bool,
     /// `codexd serve`: directories besides the home where a job may run (symlinks resolved).
     pub allowed_cwd_roots: Vec<PathBuf>,
     /// `codexd serve`: the Unix socket (default `<data_dir>/codexd.sock`); `""` turns it off.
@@ -200,6 +204,7 @@ impl DaemonConfig {
             shell: (file.shell.or(file.default_shell)).unwrap_or_else(|| DEFAULT_SHELL.to_string()),
             listen: file.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
             auth_token: file.auth_token.filter(|t| !t.is_empty()),
+            allow_bearer: file.allow_bearer.unwrap_or(true),
             allowed_cwd_roots: (file.allowed_cwd_roots.unwrap_or_default().iter())
                 .map(|r| expand_home(r, &home))
                 .collect(),

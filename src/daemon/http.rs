@@ -9,8 +9,10 @@
 //! takes one protocol request line and streams the answer lines back as NDJSON (what
 //! `codex-remote` uses). `logs?follow=true` (or `format=jsonl`) streams NDJSON as chunks.
 //!
-//! On TCP every request but `/health` needs `Authorization: Bearer TOKEN` (compared in constant
-//! time), the `Host` must be a loopback name or an allowed one (DNS rebinding), and a request
+//! On TCP every request but `/health` is signed with the token (`Authorization:
+//! Codexd-HMAC-SHA256 ...` over a one-use nonce of `/health`, see [`crate::auth`]), or, when the
+//! config has `allow_bearer`, carries `Authorization: Bearer TOKEN` (compared in constant time);
+//! the `Host` must be a loopback name or an allowed one (DNS rebinding), and a request
 //! with an `Origin` is refused (no CORS). On the Unix socket its 0600 mode is the check.
 //! Blocking handlers run in `spawn_blocking`.
 
@@ -61,6 +63,8 @@ pub struct HttpState {
     pub daemon: Arc<Daemon>,
     /// serve's token: required on TCP, and the key of `/health`'s proof on both doors.
     pub token: String,
+    /// The nonces `/health` handed out, each good for one signed request (shared by the doors).
+    pub nonces: Arc<auth::Nonces>,
     pub door: Door,
     /// Set on SIGTERM/SIGINT: streams and waits stop so the server can exit.
     pub stopping: Arc<AtomicBool>,
@@ -68,7 +72,7 @@ pub struct HttpState {
 
 /// Which listener a request came through, and so which checks it passes.
 pub enum Door {
-    /// Loopback TCP: the token on every request but `/health`, and a `Host` that is a loopback
+    /// Loopback TCP: a signed request (or the Bearer token) on every request but `/health`, and a `Host` that is a loopback
     /// name or one of `allowed_hosts` (DNS rebinding).
     Tcp { allowed_hosts: Vec<String> },
     /// The 0600 Unix socket: its file mode is the access check.
@@ -157,14 +161,80 @@ pub async fn serve(
 }
 
 /// Origin, Host and token checks, before any handler runs.
-async fn guard(State(state): State<Arc<HttpState>>, req: HttpRequest, next: Next) -> HttpResponse {
-    match refused(&state, &req) {
-        Some(e) => {
+async fn guard(
+    State(state): State<Arc<HttpState>>,
+    mut req: HttpRequest,
+    next: Next,
+) -> HttpResponse {
+    let checked = match refused(&state, &req) {
+        Some(e) => Err(e),
+        None => authenticated(&state, &req),
+    };
+    match checked {
+        Err(e) => {
             drain(req.into_body()).await;
             error_response(e)
         }
-        None => next.run(req).await,
+        Ok(None) => next.run(req).await,
+        // `/v1/rpc` streams its body: the handler checks the request line's digest.
+        Ok(Some(signed)) if req.uri().path() == "/v1/rpc" => {
+            req.extensions_mut().insert(SignedLine(signed));
+            next.run(req).await
+        }
+        Ok(Some(signed)) => {
+            let (parts, body) = req.into_parts();
+            match axum::body::to_bytes(body, FILE_BODY_LIMIT).await {
+                Ok(bytes) if auth::same_secret(&auth::sha256_hex(&bytes), &signed) => {
+                    next.run(HttpRequest::from_parts(parts, Body::from(bytes))).await
+                }
+                _ => error_response(body_not_signed()),
+            }
+        }
     }
+}
+
+/// The body digest a signed request's signature covers (`/v1/rpc`: of its request line).
+#[derive(Clone)]
+struct SignedLine(String);
+
+fn body_not_signed() -> Error {
+    Error::new(ErrorCode::Unauthorized, "the body is not the one the request's signature covers")
+}
+
+/// Who may pass the TCP door: a request signed with the token over a fresh nonce of `/health`
+/// (`Ok(Some(body digest))`, checked against the body later), or the Bearer token when the
+/// config allows it. `/health` and the Unix socket need neither.
+fn authenticated(state: &HttpState, req: &HttpRequest) -> Result<Option<String>> {
+    if !matches!(state.door, Door::Tcp { .. }) || req.uri().path() == "/health" {
+        return Ok(None);
+    }
+    let refused = |what: &str| {
+        Error::new(ErrorCode::Unauthorized, what.to_string()).with_hint(
+            "sign the request with the token (codex-remote does), or send `Authorization: Bearer              TOKEN` where the config has `allow_bearer: true` (the token is in ~/.codexd/token)",
+        )
+    };
+    let value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let path = req.uri().path_and_query().map_or(req.uri().path(), |p| p.as_str());
+    if let Some((signed, sig)) =
+        value.and_then(|v| auth::Signed::parse(req.method().as_str(), path, v))
+    {
+        if !signed.verify(&state.token, &sig) {
+            return Err(refused("the request's signature is not the token's"));
+        }
+        if !signed.fresh_at(auth::unix_now()) {
+            return Err(refused("the request was signed too far from this server's clock")
+                .with_hint("check the clocks of both machines"));
+        }
+        if !state.nonces.take(&signed.nonce) {
+            return Err(refused("the request's nonce is unknown, used or expired")
+                .with_hint("ask /health?challenge= for a fresh nonce before each request"));
+        }
+        return Ok(Some(signed.body));
+    }
+    if state.daemon.config.allow_bearer && token_matches(req.headers(), &state.token) {
+        return Ok(None);
+    }
+    Err(refused("missing or wrong token"))
 }
 
 /// Why the guard refuses `req`, if it does.
@@ -185,14 +255,6 @@ fn refused(state: &HttpState, req: &HttpRequest) -> Option<Error> {
             .with_hint("connect to 127.0.0.1 or localhost, or add the name to allowed_hosts");
             return Some(e);
         }
-    }
-    if matches!(state.door, Door::Tcp { .. })
-        && req.uri().path() != "/health"
-        && !token_matches(req.headers(), &state.token)
-    {
-        let e = Error::new(ErrorCode::Unauthorized, "missing or wrong token")
-            .with_hint("send `Authorization: Bearer TOKEN` (the token is in ~/.codexd/token)");
-        return Some(e);
     }
     None
 }
@@ -406,15 +468,25 @@ struct HealthQuery {
     challenge: Option<String>,
 }
 
-/// `GET /health[?challenge=C]`: `hello`, who runs this daemon, and the proof that it holds the
-/// token (`auth`), so a client can tell it from another user's listener before sending the token.
+/// `GET /health[?challenge=C]`: `hello`, who runs this daemon, and with a challenge a fresh
+/// one-use nonce and the proof over both that it holds the token (`auth`), so a client can tell
+/// it from another user's listener and sign its next request.
 async fn health(
     State(state): State<Arc<HttpState>>,
     q: std::result::Result<Query<HealthQuery>, QueryRejection>,
 ) -> HttpResponse {
-    let proof = match query(q).map(|q| q.challenge) {
+    let hello = state.daemon.hello();
+    let uid = rustix::process::getuid().as_raw();
+    let proofs = match query(q).map(|q| q.challenge) {
         Ok(None) => None,
-        Ok(Some(c)) if auth::challenge_ok(&c) => Some(auth::proof(&state.token, &c)),
+        Ok(Some(c)) if auth::challenge_ok(&c) => match state.nonces.issue() {
+            Ok(nonce) => Some((
+                state.daemon.config.allow_bearer.then(|| auth::proof(&state.token, &c)),
+                auth::health_proof(&state.token, &c, &nonce, uid, &hello.user),
+                nonce,
+            )),
+            Err(e) => return error_response(e),
+        },
         Ok(Some(_)) => {
             return error_response(Error::new(
                 ErrorCode::BadRequest,
@@ -423,13 +495,19 @@ async fn health(
         }
         Err(e) => return error_response(e),
     };
+    let (proof, nonce_proof, nonce) = match proofs {
+        Some((proof, nonce_proof, nonce)) => (proof, Some(nonce_proof), Some(nonce)),
+        None => (None, None, None),
+    };
     Json(HealthResponse {
         ok: true,
         service: "codexd".to_string(),
-        hello: state.daemon.hello(),
-        uid: rustix::process::getuid().as_raw(),
+        hello,
+        uid,
         pid: sys::current_pid(),
         proof,
+        nonce,
+        nonce_proof,
     })
     .into_response()
 }
@@ -448,8 +526,12 @@ fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
 
 /// `POST /v1/rpc`: one request line in, its answer lines out as NDJSON (as `codexd rpc`); the
 /// bytes after the line stream to the handler (files and sync, see the block at the end).
-async fn rpc(State(state): State<Arc<HttpState>>, body: Body) -> HttpResponse {
-    rpc_with_bytes(state, body)
+async fn rpc(
+    State(state): State<Arc<HttpState>>,
+    signed: Option<axum::Extension<SignedLine>>,
+    body: Body,
+) -> HttpResponse {
+    rpc_with_bytes(state, signed.map(|s| s.0.0), body)
 }
 
 /// Runs a request built from the HTTP request (or refuses what could not be parsed) and answers
@@ -740,12 +822,21 @@ impl Sink for BytesSink {
     }
 }
 
-fn rpc_with_bytes(state: Arc<HttpState>, body: Body) -> HttpResponse {
+/// With `signed`, the request line must have that digest (the signature covers it; the bytes
+/// after it are the request's own, checked by the handler as on any door).
+fn rpc_with_bytes(state: Arc<HttpState>, signed: Option<String>, body: Body) -> HttpResponse {
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_LINES);
     let mut input = BodyReader::of(body);
     tokio::task::spawn_blocking(move || {
         let line = crate::wire::read_line_capped(&mut input, crate::wire::MAX_REQUEST_LINE);
         let parsed = match line {
+            Ok(Some(crate::wire::Line::Text(bytes)))
+                if signed
+                    .as_ref()
+                    .is_some_and(|d| !auth::same_secret(&auth::sha256_hex(&bytes), d)) =>
+            {
+                Err(Box::new((None, body_not_signed())))
+            }
             Ok(Some(crate::wire::Line::Text(bytes))) => RequestLine::parse(&bytes),
             _ => Err(Box::new((None, Error::new(ErrorCode::BadRequest, "no request line")))),
         };

@@ -116,9 +116,11 @@ async fn serve_until_signal(
     }
     let mut allowed_hosts = config.allowed_hosts.clone();
     allowed_hosts.push(local.ip().to_string());
+    let nonces = Arc::new(crate::auth::Nonces::default());
     let tcp_state = Arc::new(HttpState {
         daemon: daemon.clone(),
         token: token.clone(),
+        nonces: nonces.clone(),
         door: Door::Tcp { allowed_hosts },
         stopping: stopping.clone(),
     });
@@ -144,8 +146,8 @@ async fn serve_until_signal(
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(http::serve(Listener::Tcp(tcp), tcp_state, stopped()));
     if let Some(unix) = unix {
-        let unix_state =
-            Arc::new(HttpState { daemon, token, door: Door::Unix, stopping: stopping.clone() });
+        let stopping = stopping.clone();
+        let unix_state = Arc::new(HttpState { daemon, token, nonces, door: Door::Unix, stopping });
         servers.spawn(http::serve(Listener::Unix(unix), unix_state, stopped()));
     }
 

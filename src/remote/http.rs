@@ -1,13 +1,14 @@
 //! The HTTP door: a `codexd serve` reached over HTTP (blocking `ureq`): `addr:` machines, and
 //! ssh machines with `use_direct_addr: true` through a local forward ([`super::tunnel`]).
 //!
-//! The token never goes to a server that has not proven it holds it ([`crate::auth`]): a call
-//! first asks `GET /health?challenge=C` with a fresh random `C` and checks the answer's `proof`
-//! (HMAC-SHA256 of `C` under the token) in constant time. Only then does it post the request
-//! line to `/v1/rpc` with `Authorization: Bearer TOKEN` and read the answer lines as
-//! `codexd rpc` prints them. What `/health` says of its user is information, not proof. The
-//! token is the configured one, else the one cached from an earlier `ssh HOST codexd token`,
-//! else fetched that way now.
+//! The token never goes over the wire ([`crate::auth`]): a call first asks
+//! `GET /health?challenge=C` with a fresh random `C` and checks the answer's `nonce_proof`
+//! (HMAC-SHA256 under the token of `C`, the server's one-use `nonce`, its uid and user) in
+//! constant time. Only then does it post the request line to `/v1/rpc`, signed with the token
+//! over that nonce (`Authorization: Codexd-HMAC-SHA256 ...`), and read the answer lines as
+//! `codexd rpc` prints them. A redirect is never followed (an error naming the address). What
+//! `/health` says of its user is information, not proof. The token is the configured one, else
+//! the one cached from an earlier `ssh HOST codexd token`, else fetched that way now.
 
 use std::io::{BufReader, Write};
 use std::time::{Duration, Instant};
@@ -63,14 +64,22 @@ pub struct Health {
     pub user: String,
     #[serde(default)]
     pub uid: Option<u32>,
-    /// The answer to `?challenge=`: hex HMAC-SHA256(token, challenge).
+    /// The older answer to `?challenge=` (not used by this client).
     #[serde(default)]
     pub proof: Option<String>,
+    /// The server's one-use nonce for the next request.
+    #[serde(default)]
+    pub nonce: Option<String>,
+    /// HMAC-SHA256 under the token of the challenge, `nonce`, `uid` and `user`.
+    #[serde(default)]
+    pub nonce_proof: Option<String>,
 }
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        // A redirect could point the signed request anywhere: it is an error, never followed.
+        .max_redirects(0)
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .build()
         .into()
@@ -102,6 +111,9 @@ impl HttpTarget {
             None => format!("http://{addr}/health"),
         };
         let mut resp = agent().get(&url).call().map_err(|e| connect_failed(addr, e))?;
+        if resp.status().is_redirection() {
+            return Err(redirected(addr, &resp));
+        }
         let health: Option<Health> = resp.body_mut().read_json().ok();
         match health.filter(|h| h.service == "codexd") {
             Some(h) => Ok((h, started.elapsed())),
@@ -113,15 +125,18 @@ impl HttpTarget {
     }
 
     /// `/health` with a fresh challenge, and a check of the proof against `token`: `Ok` only
-    /// when the server holds the same token.
-    fn proven_health(&self, addr: &str, token: &str) -> Result<(Health, Duration)> {
+    /// when the server holds the same token; with the nonce the next request is signed over.
+    fn proven_health(&self, addr: &str, token: &str) -> Result<(Health, Nonce, Duration)> {
         let challenge = crate::auth::random_token()?;
         let (health, latency) = self.health(addr, Some(&challenge))?;
-        let proven = health
-            .proof
-            .as_deref()
-            .is_some_and(|proof| crate::auth::verify(token, &challenge, proof));
-        if !proven {
+        let proven = match (&health.nonce, &health.nonce_proof, health.uid) {
+            (Some(nonce), Some(proof), Some(uid)) => {
+                crate::auth::verify_health_proof(token, &challenge, nonce, uid, &health.user, proof)
+                    .then(|| Nonce { server: nonce.clone(), client: challenge })
+            }
+            _ => None,
+        };
+        let Some(nonce) = proven else {
             return Err(Error::new(
                 ErrorCode::ForeignDaemon,
                 format!(
@@ -137,7 +152,7 @@ impl HttpTarget {
                  predates the proof (upgrade it: codex-remote machine up), or the token is not \
                  the one in ~/.codexd/token there",
             ));
-        }
+        };
         if let Some(user) = &self.user
             && &health.user != user
         {
@@ -147,7 +162,7 @@ impl HttpTarget {
             )
             .with_hint("check `addr`/`daemon_port` and `user:` for the machine"));
         }
-        Ok((health, latency))
+        Ok((health, nonce, latency))
     }
 
     /// The token, and whether it came from the cache (a stale one is fetched again once).
@@ -182,8 +197,9 @@ impl HttpTarget {
         request: &Request,
         on_line: &mut dyn FnMut(Response) -> Result<()>,
     ) -> Result<Response, CallError> {
-        let Proven { addr, forward, token, latency } = self.prove().map_err(CallError::Final)?;
-        let answer = self.post_rpc(&addr, &token, request, on_line);
+        let Proven { addr, forward, token, nonce, latency } =
+            self.prove().map_err(CallError::Final)?;
+        let answer = self.post_rpc(&addr, &token, &nonce, request, on_line);
         if let Some(open) = forward {
             telemetry(&self.machine, &open, request, answer.as_ref().ok(), latency);
         }
@@ -202,20 +218,21 @@ impl HttpTarget {
             }
             other => other,
         };
-        let (_, latency) = proven?;
-        Ok(Proven { addr, forward, token, latency })
+        let (_, nonce, latency) = proven?;
+        Ok(Proven { addr, forward, token, nonce, latency })
     }
 
     /// A session for requests with bytes (files, sync): proven once, then one post each.
     pub fn session(&self) -> Result<HttpSession> {
         let proven = self.prove()?;
-        Ok(HttpSession { machine: self.machine.clone(), proven })
+        Ok(HttpSession { target: self.clone(), proven, spent: false })
     }
 
     fn post_rpc(
         &self,
         addr: &str,
         token: &str,
+        nonce: &Nonce,
         request: &Request,
         on_line: &mut dyn FnMut(Response) -> Result<()>,
     ) -> Result<Response, CallError> {
@@ -224,8 +241,8 @@ impl HttpTarget {
         let body = serde_json::to_vec(&line)
             .map_err(|e| CallError::Final(Error::internal("encoding", e)))?;
         let resp = agent()
-            .post(&format!("http://{addr}/v1/rpc"))
-            .header("Authorization", format!("Bearer {token}"))
+            .post(&format!("http://{addr}{RPC_PATH}"))
+            .header("Authorization", nonce.sign(token, &body))
             .content_type("application/json")
             .send(&body[..])
             .map_err(|e| CallError::Final(connect_failed(addr, e)))?;
@@ -264,19 +281,60 @@ impl HttpTarget {
     }
 }
 
-/// A server that proved it holds `token`, at `addr` (through `forward`, kept open).
+const RPC_PATH: &str = "/v1/rpc";
+
+/// A server that proved it holds `token`, at `addr` (through `forward`, kept open), and the
+/// nonce of that proof, for one signed request.
 struct Proven {
     addr: String,
     forward: Option<OpenForward>,
     token: String,
+    nonce: Nonce,
     latency: Duration,
 }
 
+/// Both nonces of one `/health` exchange: the server's and our challenge.
+struct Nonce {
+    server: String,
+    client: String,
+}
+
+impl Nonce {
+    /// The `Authorization` value of a `POST /v1/rpc` whose request line is `line`.
+    fn sign(&self, token: &str, line: &[u8]) -> String {
+        crate::auth::Signed {
+            method: "POST".to_string(),
+            path_and_query: RPC_PATH.to_string(),
+            body: crate::auth::sha256_hex(line),
+            ts: crate::auth::unix_now(),
+            nonce: self.server.clone(),
+            cnonce: self.client.clone(),
+        }
+        .authorization(token)
+    }
+}
+
+/// A 3xx answer: refused, and nothing is sent to where it points.
+fn redirected(addr: &str, resp: &ureq::http::Response<ureq::Body>) -> Error {
+    let to = resp.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or("?");
+    Error::new(
+        ErrorCode::ForeignDaemon,
+        format!(
+            "{addr} answered with a redirect (HTTP {} to {to}): refused, nothing was sent there",
+            resp.status().as_u16()
+        ),
+    )
+    .with_hint("codexd never redirects: another process (maybe another user's) holds the address")
+}
+
 /// Posts to `/v1/rpc` of one proven server, each request with the bytes that follow its line
-/// streamed as the body (chunked), and the answer read as it arrives.
+/// streamed as the body (chunked), and the answer read as it arrives. Each request after the
+/// first asks `/health` again for a fresh nonce (and proof).
 pub struct HttpSession {
-    machine: String,
+    target: HttpTarget,
     proven: Proven,
+    /// Whether the nonce of `proven` was used.
+    spent: bool,
 }
 
 impl HttpSession {
@@ -286,21 +344,27 @@ impl HttpSession {
         payload: super::pipe::Payload,
         body: super::pipe::Body,
     ) -> Result<Response> {
-        let Proven { addr, token, .. } = &self.proven;
+        if std::mem::replace(&mut self.spent, true) {
+            let (addr, token) = (&self.proven.addr, &self.proven.token);
+            self.proven.nonce = self.target.proven_health(addr, token)?.1;
+        }
+        let Proven { addr, token, nonce, .. } = &self.proven;
         let call_id = new_call_id();
         let line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
+        let line_bytes = serde_json::to_vec(&line).map_err(|e| Error::internal("encoding", e))?;
+        let authorization = nonce.sign(token, &line_bytes);
         let (reader, writer) = std::io::pipe().map_err(|e| Error::internal("a pipe", e))?;
         let resp = std::thread::scope(|scope| {
             let post = scope.spawn(move || {
                 agent()
-                    .post(&format!("http://{addr}/v1/rpc"))
-                    .header("Authorization", format!("Bearer {token}"))
+                    .post(&format!("http://{addr}{RPC_PATH}"))
+                    .header("Authorization", authorization)
                     .content_type("application/x-ndjson")
                     .send(ureq::SendBody::from_owned_reader(reader))
             });
             let mut w = std::io::BufWriter::with_capacity(256 * 1024, writer);
-            let sent = serde_json::to_writer(&mut w, &line)
-                .map_err(std::io::Error::from)
+            let sent = w
+                .write_all(&line_bytes)
                 .and_then(|()| w.write_all(b"\n"))
                 .map_err(|e| Error::io("sending", e))
                 .and_then(|()| payload(&mut w))
@@ -332,7 +396,7 @@ impl HttpSession {
             AnswerRead::Refused(e) => Err(e),
             AnswerRead::Ended { .. } => Err(Error::new(
                 ErrorCode::ConnectFailed,
-                format!("the answer of {} ended before its last line", self.machine),
+                format!("the answer of {} ended before its last line", self.target.machine),
             )),
         }
     }

@@ -30,12 +30,22 @@ pub struct DashboardProcess {
 
 impl DashboardProcess {
     pub fn start(env: &TestEnv, listen: &str) -> Self {
-        let mut child = env
-            .remote(&["dashboard", "--listen", listen])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        Self::spawn(env.remote(&["dashboard", "--listen", listen]))
+    }
+
+    /// With `--open` and `opener` as `$BROWSER`.
+    pub fn start_opened(env: &TestEnv, opener: &std::path::Path) -> Self {
+        let mut cmd = env.remote(&["dashboard", "--listen", "127.0.0.1:0", "--open"]);
+        cmd.env("BROWSER", opener);
+        Self::spawn(cmd)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn spawn(mut cmd: std::process::Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));

@@ -169,8 +169,129 @@ fn other_user_side() {
             std::os::unix::fs::symlink(&target, var("PLANT_LINK")).unwrap();
             report("planted");
         }
+        // Sits between the victim's client and the victim's real serve (the address the
+        // client was given, a squatted port): forwards every byte both ways, records what the
+        // client sends, then replays each captured request to the real serve.
+        "relay" => {
+            let real = var("REAL_ADDR");
+            let (port, seen) = relay(real.clone());
+            report(&port.to_string());
+            std::io::stdin().read_to_end(&mut Vec::new()).unwrap();
+            let seen = seen.lock().unwrap().clone();
+            for bytes in &seen {
+                let text = String::from_utf8_lossy(bytes).into_owned();
+                report(&format!("seen {}", serde_json::to_string(&text).unwrap()));
+                if !text.is_empty() && !text.starts_with("GET /health") {
+                    report(&format!("replayed {}", replay(&real, bytes)));
+                }
+            }
+        }
+        // Answers every request with a redirect to the same path on the real serve.
+        "redirect" => {
+            let real = var("REAL_ADDR");
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            report(&listener.local_addr().unwrap().port().to_string());
+            listener.set_nonblocking(true).unwrap();
+            let mut seen = Vec::new();
+            let mut stdin = std::io::stdin();
+            let done = std::thread::spawn(move || stdin.read_to_end(&mut Vec::new()));
+            while !done.is_finished() {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                let head = read_head(&mut BufReader::new(stream.try_clone().unwrap()));
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                seen.push(head);
+                let mut out = stream;
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 302 Found\r\nLocation: http://{real}{path}\r\ncontent-length: 0\r\n\
+                     connection: close\r\n\r\n"
+                );
+            }
+            for head in seen {
+                report(&serde_json::to_string(&head).unwrap());
+            }
+        }
+        // Reads every process's argv, as any user can, and reports those naming `NEEDLE`.
+        "cmdlines" => {
+            let needle = var("NEEDLE");
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(argv) = std::fs::read(entry.path().join("cmdline")) else { continue };
+                let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+                if argv.contains(&needle) {
+                    report(&format!("argv {}", serde_json::to_string(&argv).unwrap()));
+                }
+            }
+            report("done");
+        }
         other => panic!("unknown attack {other:?}"),
     }
+}
+
+/// The head of one HTTP request (up to the blank line).
+fn read_head(reader: &mut impl BufRead) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            return head;
+        }
+        head.push_str(&line);
+    }
+}
+
+/// A TCP relay to `real` on a free loopback port: what each connection's client sent, in order.
+fn relay(real: String) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server = TcpStream::connect(&real).unwrap();
+            let index = {
+                let mut log = log.lock().unwrap();
+                log.push(Vec::new());
+                log.len() - 1
+            };
+            let (mut from_client, mut to_server) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                    log.lock().unwrap()[index].extend_from_slice(&buf[..n]);
+                    if to_server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_server.shutdown(Shutdown::Write);
+            });
+            let (mut from_server, mut to_client) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_server, &mut to_client);
+                let _ = to_client.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Sends `request` as captured to `addr`; the status line of the answer.
+fn replay(addr: &str, request: &[u8]) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut reader = BufReader::new(stream);
+    let head = read_head(&mut reader);
+    let mut body = vec![0u8; 4096];
+    let n = reader.read(&mut body).unwrap_or(0);
+    let status = head.lines().next().unwrap_or("").to_string();
+    format!("{status} {}", String::from_utf8_lossy(&body[..n]))
 }
 
 /// One report line of the attacker's side, on its stdout at once.
@@ -280,4 +401,111 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0).or_else(|_| std::fs::remove_dir_all(&self.0));
     }
+}
+
+/// Issue 26, point 1: another user relays the victim's client to the victim's real serve (a
+/// squatted address), or redirects it there. The relay sees no reusable secret and replaying
+/// what it captured is refused; a redirect is refused before anything is sent.
+#[test]
+fn a_relay_or_redirect_of_another_user_gains_nothing_it_can_reuse() {
+    let Some(other) = OtherUser::create() else { return };
+    let env = TestEnv::new();
+    let serve = crate::serve::Serve::start(&env);
+    let token = crate::serve::token(&env);
+    let machine = |port: &str| {
+        env.set_config(&format!(
+            "machines:\n  - name: gpu\n    addr: 127.0.0.1:{port}\n    token: \"{token}\"\n"
+        ));
+    };
+
+    let mut b = other.attack("relay", &[("REAL_ADDR", &serve.addr)]);
+    machine(&b.next_report());
+    // Through the relay the call works (it only passes bytes on) ...
+    let started = env.ok(&["exec", "start", "--machine", "gpu", "--cmd", "true"]);
+    assert!(started["exec_id"].is_string(), "{started}");
+    let reports = b.finish();
+    let seen: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.strip_prefix("seen "))
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+    assert!(seen.iter().any(|r| r.starts_with("POST /v1/rpc")), "{reports:?}");
+    for r in &seen {
+        assert!(!r.contains(&token), "the relay saw the token: {r}");
+        assert!(!r.to_ascii_lowercase().contains("bearer"), "{r}");
+    }
+    // ... and what it captured is worth nothing: each replay is refused, no second job.
+    let replays: Vec<&String> = reports.iter().filter(|r| r.starts_with("replayed ")).collect();
+    assert!(!replays.is_empty(), "{reports:?}");
+    for r in &replays {
+        assert!(r.contains(" 401 ") && r.contains("unauthorized"), "a replay passed: {r}");
+    }
+    assert_eq!(std::fs::read_dir(env.data_dir().join("jobs")).unwrap().count(), 1);
+
+    let b = other.attack("redirect", &[("REAL_ADDR", &serve.addr)]);
+    let mut b = b;
+    machine(&b.next_report());
+    let e = env.err(&["exec", "start", "--machine", "gpu", "--cmd", "true"], "foreign_daemon", 3);
+    assert!(e["message"].as_str().unwrap().contains("redirect"), "{e}");
+    let requests: Vec<String> =
+        b.finish().iter().map(|r| serde_json::from_str(r).unwrap()).collect();
+    assert_only_challenges(&requests, &token);
+    assert_eq!(std::fs::read_dir(env.data_dir().join("jobs")).unwrap().count(), 1);
+}
+
+/// Issue 26, point 4: `dashboard --open` gives the opener no token in its argv (which another
+/// user reads in /proc), and waits for it (no zombie).
+#[test]
+fn the_dashboard_opener_argv_holds_no_token_and_is_reaped() {
+    let Some(other) = OtherUser::create() else { return };
+    let env = TestEnv::new();
+    let opener = env.path("fake-opener");
+    let release = env.path("release");
+    let got = env.path("opener-got");
+    std::fs::write(
+        &opener,
+        format!(
+            "#!/bin/sh\ncat \"${{1#file://}}\" > {got}.page\necho \"$@\" > {got}\n\
+             while [ ! -e {release} ]; do sleep 0.05; done\n",
+            got = got.display(),
+            release = release.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dash = DashboardProcess::start_opened(&env, &opener);
+    let token = dash.token();
+    assert!(
+        crate::support::wait_until(std::time::Duration::from_secs(10), || got.exists()),
+        "the opener ran"
+    );
+    let argv = std::fs::read_to_string(&got).unwrap();
+    assert!(!argv.contains(&token), "the opener got the token in its argv: {argv}");
+    let page = std::fs::read_to_string(got.with_extension("page")).unwrap();
+    assert!(page.contains(&token), "the page it opens leads to the dashboard: {page}");
+    let path = argv.trim().trim_start_matches("file://");
+    let meta = std::fs::metadata(path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{path}");
+
+    // While the opener runs, the other user reads every argv: no token anywhere.
+    let b = other.attack("cmdlines", &[("NEEDLE", "fake-opener")]);
+    let reports = b.finish();
+    assert!(reports.iter().any(|r| r.starts_with("argv ")), "the opener was seen: {reports:?}");
+    for r in &reports {
+        assert!(!r.contains(&token), "another user read the token: {r}");
+    }
+    std::fs::write(&release, "").unwrap();
+    let reaped = crate::support::wait_until(std::time::Duration::from_secs(10), || {
+        crate::serve::zombie_children(dash.pid()) == 0 && !opener_alive(&opener)
+    });
+    assert!(reaped, "the opener was waited for (no zombie)");
+}
+
+/// Whether a process runs `opener` (a zombie's argv is empty, so it counts as gone).
+fn opener_alive(opener: &Path) -> bool {
+    let name = opener.to_str().unwrap();
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|argv| String::from_utf8_lossy(&argv).contains(name))
+    })
 }

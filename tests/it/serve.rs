@@ -101,7 +101,7 @@ fn http_machine(env: &TestEnv, addr: &str, token: &str) {
     env.set_config(&format!("machines:\n  - name: h\n    addr: {addr}\n    token: \"{token}\"\n"));
 }
 
-fn zombie_children(pid: i32) -> usize {
+pub fn zombie_children(pid: i32) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
     dir.flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
@@ -348,6 +348,15 @@ fn health_proves_the_token_for_a_challenge_and_says_who_runs_it() {
         let proof = body["proof"].as_str().expect("a proof");
         assert!(codex_runner::auth::verify(&token, &challenge, proof), "{door}: {body}");
         assert!(!codex_runner::auth::verify("another-token", &challenge, proof));
+        // The proof a client of ours checks binds a fresh nonce and who the server says it is.
+        let nonce = body["nonce"].as_str().expect("a nonce");
+        let (uid, user) = (body["uid"].as_u64().unwrap() as u32, body["user"].as_str().unwrap());
+        let proof = body["nonce_proof"].as_str().expect("a nonce_proof");
+        let check = |t: &str, u: u32| {
+            codex_runner::auth::verify_health_proof(t, &challenge, nonce, u, user, proof)
+        };
+        assert!(check(&token, uid), "{door}: {body}");
+        assert!(!check("another-token", uid) && !check(&token, uid + 1));
     }
 
     // Without a challenge: the fields old clients read, and no proof.
@@ -368,6 +377,25 @@ fn health_proves_the_token_for_a_challenge_and_says_who_runs_it() {
             http(&serve.addr, &get(&format!("/health?challenge={bad}"), "127.0.0.1", ""));
         assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{bad}: {body}");
     }
+}
+
+#[test]
+fn allow_bearer_false_refuses_the_token_as_bearer_and_codex_remote_still_signs_its_way_in() {
+    let env = TestEnv::new();
+    let config = env.path("codexd.yaml");
+    std::fs::write(&config, "allow_bearer: false\n").unwrap();
+    let serve = Serve::start_with(&env, &["--config", config.to_str().unwrap()]);
+    let token = token(&env);
+    http_machine(&env, &serve.addr, &token);
+    let (status, body) = http(&serve.addr, &get("/v1/exec", "127.0.0.1", &token));
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "{body}");
+    let challenge = codex_runner::auth::random_token().unwrap();
+    let (_, health) =
+        http(&serve.addr, &get(&format!("/health?challenge={challenge}"), "127.0.0.1", ""));
+    assert_eq!(health.get("proof"), None, "no older proof to lure old clients: {health}");
+    assert!(health["nonce_proof"].is_string(), "{health}");
+    let id = env.start("h", "true");
+    assert_eq!(env.wait("h", &id)["state"], "succeeded");
 }
 
 #[test]

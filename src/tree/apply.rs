@@ -200,7 +200,7 @@ impl Applier {
         if parent.as_os_str().is_empty() {
             return Ok((&self.root, name));
         }
-        if !self.parent.as_ref().is_some_and(|(p, _)| p == parent) {
+        if self.parent.as_ref().is_none_or(|(p, _)| p != parent) {
             self.parent = None;
             let mut dir: Option<Dir> = None;
             let mut at = PathBuf::new();

@@ -46,7 +46,7 @@ build-linux build-darwin build-windows build-all:
 # finds goes to fuzz/target/corpus/ (crashes to fuzz/artifacts/). `make fuzz-merge` then adds the
 # finds that reach new code to fuzz/corpus/ (commit those).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := request_line config http
+FUZZ_TARGETS := request_line config http sync_tar sync_frames
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	for t in $(FUZZ_TARGETS); do \

@@ -11,6 +11,8 @@
 //! - [`http`]: the bytes as one HTTP request to `codexd serve`'s router over a fresh job store:
 //!   never a panic or a hang, every non-2xx answer a JSON object with a `code`, nothing but
 //!   `/health` answered 2xx on TCP without the token, and never a job that runs.
+//! - [`sync_tar`], [`sync_frames`]: the bytes as an upload's tar and as a `sync_apply` frame
+//!   stream, written into a fresh directory: nothing lands beside it, no special bit is set.
 #![cfg(target_os = "linux")]
 #![doc(hidden)]
 
@@ -32,7 +34,7 @@ use crate::remote::config::RemoteConfig;
 use crate::wire::{self, Line, MAX_REQUEST_LINE};
 
 /// The fuzz targets, each with its corpus in `fuzz/corpus/<name>/`.
-pub const TARGETS: &[&str] = &["request_line", "config", "http"];
+pub const TARGETS: &[&str] = &["request_line", "config", "http", "sync_tar", "sync_frames"];
 
 /// Runs `data` through the check of the target called `target`.
 pub fn check(target: &str, data: &[u8]) {
@@ -40,6 +42,8 @@ pub fn check(target: &str, data: &[u8]) {
         "request_line" => request_line(data),
         "config" => config(data),
         "http" => http(data),
+        "sync_tar" => sync_tar(data),
+        "sync_frames" => sync_frames(data),
         _ => panic!("no fuzz target {target:?}; known: {TARGETS:?}"),
     }
 }
@@ -393,4 +397,50 @@ fn scratch_dir(prefix: &str) -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
     tempfile::Builder::new().prefix(prefix).tempdir_in(base).expect("a scratch directory")
+}
+
+// ---- trees written from a tar or from frames ----
+
+/// The bytes as a `/v1/sync/upload` body (gzip'ed or not), extracted into `dst` in a fresh
+/// directory: whatever the answer, nothing lands beside `dst` and no special bit is set.
+pub fn sync_tar(data: &[u8]) {
+    let limits = crate::tree::tarball::Limits { max_file_size: 1 << 20, max_total: 8 << 20 };
+    written_beneath(|dst| {
+        let _ = crate::tree::tarball::extract(&mut &data[..], dst, limits);
+    });
+}
+
+/// The bytes as the frame stream of a `sync_apply`, the same checks as [`sync_tar`].
+pub fn sync_frames(data: &[u8]) {
+    written_beneath(|dst| {
+        let mut applier = crate::tree::apply::Applier::new(dst).expect("the destination");
+        let _ = applier.apply_stream(&mut &data[..]);
+    });
+}
+
+/// Runs `write` on `top/dst` in a fresh `top`; then only `dst` is in `top`, and nothing under
+/// it has a setuid, setgid or sticky bit.
+fn written_beneath(write: impl FnOnce(&Path)) {
+    use std::os::unix::fs::PermissionsExt;
+    let top = tempfile::tempdir().expect("a temp dir");
+    let dst = top.path().join("dst");
+    std::fs::create_dir(&dst).expect("the destination");
+    write(&dst);
+    let beside: Vec<_> = std::fs::read_dir(top.path())
+        .expect("reading the temp dir")
+        .map(|e| e.expect("an entry").file_name())
+        .collect();
+    assert_eq!(beside, ["dst"], "something landed beside the destination");
+    let mut dirs = vec![dst];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("reading the tree") {
+            let path = entry.expect("an entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("an entry's metadata");
+            let mode = meta.permissions().mode();
+            assert_eq!(mode & 0o7000, 0, "{} has mode {mode:o}", path.display());
+            if meta.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
 }

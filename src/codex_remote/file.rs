@@ -63,6 +63,9 @@ pub struct WriteArgs {
     /// Write to the target of a symlink at --dst (refused otherwise).
     #[arg(long)]
     follow_symlinks: bool,
+    /// Keep setuid, setgid and sticky bits of --mode (cleared by default).
+    #[arg(long)]
+    keep_special_bits: bool,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +137,19 @@ pub fn write_content(
     mkdir: bool,
     follow_symlinks: bool,
 ) -> Result<Response> {
+    write_content_keeping(m, dst, content, mode, mkdir, follow_symlinks, false)
+}
+
+/// [`write_content`], keeping setuid, setgid and sticky bits when `keep_special_bits`.
+pub fn write_content_keeping(
+    m: &Machine,
+    dst: &str,
+    content: Content,
+    mode: Option<u32>,
+    mkdir: bool,
+    follow_symlinks: bool,
+    keep_special_bits: bool,
+) -> Result<Response> {
     let (mut reader, size): (Box<dyn Read>, u64) = match content {
         Content::Bytes(b) => (Box::new(b), b.len() as u64),
         Content::File(path) => {
@@ -158,7 +174,14 @@ pub fn write_content(
             (Box::new(file), meta.len())
         }
     };
-    let req = FileWriteRequest { path: dst.to_string(), size, mode, mkdir, follow_symlinks };
+    let req = FileWriteRequest {
+        path: dst.to_string(),
+        size,
+        mode,
+        mkdir,
+        follow_symlinks,
+        keep_special_bits,
+    };
     let mut session = m.session(capability::FILES)?;
     let answer = session.exchange(
         &Request::FileWrite(req),
@@ -182,7 +205,8 @@ fn write(m: &Machine, args: &WriteArgs) -> Result<Response> {
         (None, Some(path)) => Content::File(path),
         (None, None) => return Err(usage("give --content TEXT or --src FILE")),
     };
-    write_content(m, &args.dst, content, args.mode, args.mkdir, args.follow_symlinks)
+    let (mode, mkdir, follow) = (args.mode, args.mkdir, args.follow_symlinks);
+    write_content_keeping(m, &args.dst, content, mode, mkdir, follow, args.keep_special_bits)
 }
 
 /// Reads pages of `path` from `offset` until `limit` bytes or the end, giving each to `page`.
@@ -242,17 +266,20 @@ fn read(ctx: &Ctx, args: ReadArgs) -> Result<()> {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(crate::tree::manifest::TEMP_PREFIX)
-            .tempfile_in(&dir)
-            .map_err(|e| Error::file_io(format!("writing into {}", dir.display()), e))?;
+        let Some(name) = dst.file_name() else {
+            return Err(usage(format!("--dst {} names no file", dst.display())));
+        };
+        let into = |e| Error::file_io(format!("writing into {}", dir.display()), e);
+        let dir = crate::tree::at::Dir::open(&dir).map_err(into)?;
+        let mut tmp = crate::tree::at::Temp::new(&dir).map_err(into)?;
         let mut bytes = 0;
         let last = read_pages(&mut session, &args.path, args.offset, args.limit, &mut |_, b| {
             bytes += b.len() as u64;
-            tmp.write_all(&b).map_err(|e| Error::file_io(format!("writing {}", dst.display()), e))
+            let written = tmp.file.write_all(&b);
+            written.map_err(|e| Error::file_io(format!("writing {}", dst.display()), e))
         })?;
         session.close()?;
-        crate::tree::apply::finish(tmp, dst, 0o644, None)?;
+        crate::tree::apply::finish(tmp, name, 0o644, None)?;
         let out = ReadToFile {
             kind: "file_read",
             path: &last.path,

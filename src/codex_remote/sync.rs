@@ -66,6 +66,9 @@ pub struct SyncArgs {
     /// Ignore `.gitignore` files (they are honoured by default).
     #[arg(long)]
     no_gitignore: bool,
+    /// Keep setuid, setgid and sticky bits on the destination (cleared by default).
+    #[arg(long)]
+    keep_special_bits: bool,
     /// Accepted for the original tool's scripts: every sync goes through codexd here.
     #[arg(long, hide = true)]
     via_daemon: bool,
@@ -78,6 +81,8 @@ pub struct SyncPlan {
     pub src: String,
     pub dst: String,
     pub filter: TreeFilter,
+    /// Keep setuid, setgid and sticky bits (cleared by default).
+    pub keep_special_bits: bool,
     pub delete: bool,
     pub dry_run: bool,
 }
@@ -124,6 +129,7 @@ pub fn run(ctx: &Ctx, cmd: SyncCommand) -> Result<u8> {
             include_git: args.include_git,
             no_gitignore: args.no_gitignore,
         },
+        keep_special_bits: args.keep_special_bits,
         delete: args.delete,
         dry_run: args.dry_run,
     };
@@ -157,8 +163,16 @@ pub fn sync(m: &Machine, plan: &SyncPlan, progress: &mut dyn Tick) -> Result<Syn
             }
             Err(e) => return Err(usage(format!("--src {}: {e}", plan.src))),
         }
-    } else if local_root.exists() && !local_root.is_dir() {
-        return Err(usage(format!("--dst {} is not a directory", plan.dst)));
+    } else {
+        match std::fs::metadata(&local_root) {
+            Ok(meta) if !meta.is_dir() => {
+                return Err(usage(format!("--dst {} is not a directory", plan.dst)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                return Err(usage(format!("--dst {}: a parent is not a directory", plan.dst)));
+            }
+            _ => {}
+        }
     }
     // The session (ssh, codexd's start, hello) opens while the local tree is walked.
     let (local, session) = std::thread::scope(|scope| {
@@ -168,6 +182,10 @@ pub fn sync(m: &Machine, plan: &SyncPlan, progress: &mut dyn Tick) -> Result<Syn
         (local, session)
     });
     let (local, mut session) = (local?, session?);
+    if plan.direction == Direction::Pull && !plan.dry_run {
+        // What an interrupted pull into this tree left behind (no live writer holds it).
+        crate::tree::at::sweep_temps(&local.temps);
+    }
     let req = SyncDiffRequest {
         root: remote_root.clone(),
         direction: plan.direction,
@@ -217,8 +235,8 @@ pub fn sync(m: &Machine, plan: &SyncPlan, progress: &mut dyn Tick) -> Result<Syn
         return Ok(summary);
     }
     let stats = match plan.direction {
-        Direction::Push => push(&mut session, &remote_root, &local_root, &work, progress)?,
-        Direction::Pull => pull(&mut session, &remote_root, &local_root, &work, progress)?,
+        Direction::Push => push(&mut session, plan, &remote_root, &local_root, &work, progress)?,
+        Direction::Pull => pull(&mut session, plan, &remote_root, &local_root, &work, progress)?,
     };
     session.close()?;
     summary.files_sent = stats.files + stats.links;
@@ -259,13 +277,17 @@ impl Work {
 
 fn push(
     session: &mut Session,
+    plan: &SyncPlan,
     remote_root: &str,
     local_root: &Path,
     work: &Work,
     progress: &mut dyn Tick,
 ) -> Result<TransferStats> {
     let mut changed_twice = Vec::new();
-    let req = Request::SyncApply(SyncApplyRequest { root: remote_root.to_string() });
+    let req = Request::SyncApply(SyncApplyRequest {
+        root: remote_root.to_string(),
+        keep_special_bits: plan.keep_special_bits,
+    });
     let answer = session.exchange(
         &req,
         &mut |w| {
@@ -304,12 +326,13 @@ fn push(
 
 fn pull(
     session: &mut Session,
+    plan: &SyncPlan,
     remote_root: &str,
     local_root: &Path,
     work: &Work,
     progress: &mut dyn Tick,
 ) -> Result<TransferStats> {
-    let mut applier = Applier::new(local_root)?;
+    let mut applier = Applier::new(local_root)?.keep_special_bits(plan.keep_special_bits);
     let none: &mut dyn std::io::BufRead = &mut &[][..];
     for path in &work.delete {
         applier.apply(Frame::Delete { path: path.clone() }, none)?;

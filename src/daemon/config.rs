@@ -15,6 +15,9 @@ pub const DEFAULT_RETENTION: usize = 200;
 pub const DEFAULT_SHELL: &str = "bash -lc";
 /// The largest `file_write` accepted unless `max_file_size` says otherwise (the original's).
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
+/// The most bytes one `/v1/sync/upload` tar may hold once un-gzipped, unless
+/// `max_upload_bytes` says otherwise.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 16 << 30;
 /// A GPU using more memory than this (MiB, anyone's processes) is not free for `--gpus` jobs.
 pub const DEFAULT_GPU_FREE_MEMORY_MIB: u64 = 1024;
 /// A GPU busier than this (percent) is not free for `--gpus` jobs.
@@ -39,6 +42,7 @@ struct ConfigFile {
     unix_socket: Option<String>,
     allowed_hosts: Option<Vec<String>>,
     max_file_size: Option<u64>,
+    max_upload_bytes: Option<u64>,
     /// Variables every job gets unless its request sets them (replaces the defaults).
     env_defaults: Option<BTreeMap<String, String>>,
     /// Repositories a job can run at a ref of (`exec start --project ID --ref REF`).
@@ -126,6 +130,8 @@ pub struct DaemonConfig {
     pub update_url: Option<String>,
     /// The largest file `file_write` accepts, in bytes.
     pub max_file_size: u64,
+    /// The most bytes one `/v1/sync/upload` tar may hold once un-gzipped.
+    pub max_upload_bytes: u64,
     /// Variables every job gets unless its request sets them ([`default_env`] when not set).
     pub env_defaults: BTreeMap<String, String>,
     /// The repositories of `projects:`, by id.
@@ -212,6 +218,7 @@ impl DaemonConfig {
             allowed_hosts: file.allowed_hosts.unwrap_or_default(),
             update_url: file.update_url,
             max_file_size: file.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
+            max_upload_bytes: file.max_upload_bytes.unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
             env_defaults,
             data_dir,
         })

@@ -15,6 +15,7 @@ use crate::protocol::{
     PathRequest,
 };
 use crate::tree::apply::{finish, write_temp};
+use crate::tree::at::{Dir, Kind, plain_mode};
 use crate::tree::manifest::{kind_of, mode_of};
 
 /// A request's path on this machine: `~`, `~/x` and relative paths are from the home.
@@ -41,6 +42,9 @@ pub fn file_write(
         .with_hint(
             "raise max_file_size in ~/.codexd/config.yaml on the machine, or use sync push",
         ));
+    }
+    if let Some(mode) = req.mode.filter(|m| *m > 0o7777) {
+        return Err(Error::invalid(format!("mode {mode:o} is over 07777")));
     }
     let mut target = resolve(&req.path)?;
     let current = std::fs::symlink_metadata(&target).ok();
@@ -69,10 +73,22 @@ pub fn file_write(
         std::fs::create_dir_all(&parent)
             .map_err(|e| Error::file_io(format!("creating {}", parent.display()), e))?;
     }
-    let existing_mode = std::fs::metadata(&target).ok().map(|m| mode_of(&m));
+    let Some(name) = target.file_name() else {
+        return Err(Error::invalid(format!("{} names no file", target.display())));
+    };
+    // The temp file is made and renamed inside the parent's handle: a parent swapped for a
+    // symlink after this cannot move the write elsewhere.
+    let dir = Dir::open(&parent)
+        .map_err(|e| Error::file_io(format!("opening {}", parent.display()), e))?;
+    let existing_mode = match dir.kind(name) {
+        Ok(Kind::File) => dir.open_no_follow(name).and_then(|f| f.metadata()).ok(),
+        _ => None,
+    }
+    .map(|m| mode_of(&m));
     let mode = req.mode.or(existing_mode).unwrap_or(DEFAULT_MODE);
-    let tmp = write_temp(&parent, content, req.size)?;
-    finish(tmp, &target, mode, None)?;
+    let mode = plain_mode(mode, req.keep_special_bits);
+    let tmp = write_temp(&dir, content, req.size)?;
+    finish(tmp, name, mode, None)?;
     Ok(FileWritten { path: target.display().to_string(), size: req.size, mode })
 }
 

@@ -886,6 +886,7 @@ async fn file_write(State(state): State<Arc<HttpState>>, body: Bytes) -> HttpRes
             mode: mode.map_err(Error::invalid)?,
             mkdir: b.mkdir,
             follow_symlinks: false,
+            keep_special_bits: false,
         };
         Ok((req, bytes))
     });

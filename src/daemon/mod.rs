@@ -157,6 +157,12 @@ impl Daemon {
             }
             _ => None,
         };
+        if let Some(Ok(c)) = &checkout
+            && let Err(e) = projects::cwd_inside(c, &plan.cwd)
+        {
+            self.store.release_worktree(&id);
+            return Err(e);
+        }
         let checked_out = checkout.as_ref().is_some_and(|c| c.is_ok());
         let created = self.create_job(req, plan, &id, checkout);
         if checked_out && !matches!(created, Ok(Created::New { .. })) {

@@ -76,6 +76,28 @@ pub fn relative_cwd(cwd: Option<&str>) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Whether a project job's relative `cwd` is inside `checkout`'s worktree once its symlinks
+/// are resolved (a committed `escape -> /etc` is refused, `invalid_argument`). A missing cwd is
+/// left to the worker's own start check.
+pub fn cwd_inside(checkout: &Checkout, cwd: &str) -> Result<()> {
+    let Some(worktree) = checkout.worktree.as_deref().filter(|_| !cwd.is_empty()) else {
+        return Ok(());
+    };
+    let (Ok(top), Ok(real)) =
+        (std::fs::canonicalize(worktree), std::fs::canonicalize(Path::new(worktree).join(cwd)))
+    else {
+        return Ok(());
+    };
+    if real.starts_with(&top) {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "cwd {cwd:?} leaves the project's worktree through a symlink (to {})",
+        real.display()
+    ))
+    .with_hint("with a project, cwd is a directory inside the repo, not a symlink out of it"))
+}
+
 /// Checks `project` out at `git_ref` into `worktree` (a new directory): its mirror cloned or
 /// fetched as needed, the ref resolved to a commit. The error is git's own message.
 pub fn check_out(

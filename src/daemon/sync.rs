@@ -33,6 +33,10 @@ pub fn sync_diff(req: &SyncDiffRequest, sink: &mut dyn Sink) -> Result<SyncDiff>
     for e in &theirs {
         rel_path(&e.path)?;
     }
+    if req.direction == Direction::Push {
+        // What an interrupted sync into this tree left behind (no live writer holds it).
+        crate::tree::at::sweep_temps(&ours.temps);
+    }
     let (source, dest) = match req.direction {
         Direction::Push => (&theirs, &ours.entries),
         Direction::Pull => (&ours.entries, &theirs),
@@ -56,7 +60,7 @@ pub fn sync_diff(req: &SyncDiffRequest, sink: &mut dyn Sink) -> Result<SyncDiff>
 
 pub fn sync_apply(req: &SyncApplyRequest, sink: &mut dyn Sink) -> Result<TransferStats> {
     let root = resolve(&req.root)?;
-    let mut applier = Applier::new(&root)?;
+    let mut applier = Applier::new(&root)?.keep_special_bits(req.keep_special_bits);
     applier.apply_stream(sink.payload().ok_or_else(no_payload)?)?;
     Ok(applier.stats)
 }

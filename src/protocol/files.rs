@@ -33,7 +33,9 @@ pub mod octal {
         }
         match Mode::deserialize(d)? {
             Mode::Number(n) => Ok(n),
-            Mode::Text(t) => parse(&t).map_err(serde::de::Error::custom),
+            // Out of range is the handler's `invalid_argument`, not a bad request line.
+            Mode::Text(t) => u32::from_str_radix(t.trim().trim_start_matches("0o"), 8)
+                .map_err(|_| serde::de::Error::custom(format!("mode {t:?} is not octal"))),
         }
     }
 
@@ -80,6 +82,9 @@ pub struct FileWriteRequest {
     /// Write to the target of a symlink at `path` instead of refusing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub follow_symlinks: bool,
+    /// Keep setuid, setgid and sticky bits of `mode` (cleared by default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_special_bits: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,6 +246,9 @@ pub struct SyncDiff {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncApplyRequest {
     pub root: String,
+    /// Keep setuid, setgid and sticky bits of the frames' modes (cleared by default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_special_bits: bool,
 }
 
 /// `sync_send`: `paths` JSON string lines follow; the answer is their frames, then `sync_sent`.

@@ -22,6 +22,8 @@ pub const TEMP_PREFIX: &str = ".codex-sync.";
 pub struct Manifest {
     pub entries: Vec<Entry>,
     pub skipped: Vec<Skipped>,
+    /// The sync temp files met on the way (a live sync's, or one a killed sync left).
+    pub temps: Vec<std::path::PathBuf>,
 }
 
 /// Walks `root` (a directory; a missing one is an empty tree).
@@ -53,7 +55,9 @@ pub fn walk(root: &Path, filter: &TreeFilter) -> Result<Manifest> {
         .sort_by_file_name(|a, b| a.cmp(b))
         .filter_entry(move |e| {
             let name = e.file_name().to_string_lossy();
-            (include_git || name != ".git") && !name.starts_with(TEMP_PREFIX)
+            let temp_dir =
+                name.starts_with(TEMP_PREFIX) && e.file_type().is_some_and(|t| t.is_dir());
+            (include_git || name != ".git") && !temp_dir
         });
     for item in builder.build() {
         let entry = match item {
@@ -64,6 +68,10 @@ pub fn walk(root: &Path, filter: &TreeFilter) -> Result<Manifest> {
             }
         };
         if entry.depth() == 0 {
+            continue;
+        }
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            manifest.temps.push(entry.into_path());
             continue;
         }
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());

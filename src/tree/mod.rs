@@ -5,6 +5,7 @@
 //! a tree as the original tool's tar.gz.
 
 pub mod apply;
+pub mod at;
 pub mod diff;
 pub mod frames;
 pub mod manifest;
@@ -17,7 +18,7 @@ use crate::error::{Error, Result};
 /// A manifest or frame path as a relative path: `/`-separated names, none empty, `.` or `..`,
 /// no NUL. Anything else could reach outside the tree, so it is refused.
 pub fn rel_path(path: &str) -> Result<PathBuf> {
-    let bad = |why: &str| Error::invalid(format!("path {path:?} refused: {why}"));
+    let bad = |why: &str| Error::invalid(format!("path {} refused: {why}", shown(path)));
     if path.is_empty() || path.contains('\0') {
         return Err(bad("empty or holds a NUL byte"));
     }
@@ -35,6 +36,14 @@ pub fn rel_path(path: &str) -> Result<PathBuf> {
     match out.components().all(|c| matches!(c, Component::Normal(_))) {
         true => Ok(out),
         false => Err(bad("not a plain relative path")),
+    }
+}
+
+/// `path` quoted for a message, cut after 200 characters (a name may be KiBs long).
+pub fn shown(path: &str) -> String {
+    match path.char_indices().nth(200) {
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &path[..cut], path.len()),
+        None => format!("{path:?}"),
     }
 }
 

@@ -15,34 +15,114 @@ use tar::EntryType;
 
 use super::apply::Applier;
 use super::manifest::Manifest;
-use super::{real_parents, rel_path};
+use super::{real_parents, rel_path, shown};
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{FileKind, Frame, TransferStats};
 
 /// The first two bytes of a gzip stream; anything else is read as a plain tar.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// The longest entry name or link target taken (Linux's `PATH_MAX`), GNU long names and PAX
+/// paths included: a longer one is refused before it is read.
+pub const MAX_NAME: u64 = 4096;
+
+/// The largest PAX extended header read (its keys besides `path` and `linkpath` are ignored).
+const MAX_PAX_HEADER: u64 = 64 * 1024;
+
+/// What one extraction may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest file, in bytes.
+    pub max_file_size: u64,
+    /// The most bytes the whole tar may hold (headers and files, after gzip).
+    pub max_total: u64,
+}
+
 /// Extracts the tar stream `body` (gzip'ed or not) into the existing directory `root`.
 ///
 /// Directories, regular files and symlinks are written; an entry that climbs out (`..`, an
-/// absolute name, a parent that is a symlink), a hard link, a device or a fifo, or a file over
-/// `max_file_size` stops the extraction with an error (what came before it stays written).
-/// Modes keep the rwx bits only (no setuid); a directory is always writable by its owner.
-pub fn extract(body: &mut dyn BufRead, root: &Path, max_file_size: u64) -> Result<TransferStats> {
+/// absolute name, a parent that is a symlink), a hard link, a device or a fifo, a name over
+/// [`MAX_NAME`], a file over `max_file_size` or a tar over `max_total` stops the extraction
+/// with an error (what came before it stays written). Modes keep the rwx bits only (no setuid,
+/// setgid or sticky); a directory is always writable by its owner.
+pub fn extract(body: &mut dyn BufRead, root: &Path, limits: Limits) -> Result<TransferStats> {
     let gzip = body.fill_buf().map_err(|e| Error::io("reading the upload", e))?;
     let reader: Box<dyn Read + '_> = match gzip.starts_with(&GZIP_MAGIC) {
         true => Box::new(MultiGzDecoder::new(body)),
         false => Box::new(body),
     };
-    let mut archive = tar::Archive::new(reader);
+    let over = Cell::new(false);
+    let counted = Counted { inner: reader, left: limits.max_total, over: &over };
+    let mut archive = tar::Archive::new(counted);
     let mut applier = Applier::new(root)?;
-    for entry in archive.entries().map_err(bad_archive)? {
+    let done = extract_entries(&mut archive, &mut applier, limits.max_file_size);
+    match done {
+        Err(_) if over.get() => Err(Error::new(
+            ErrorCode::RequestTooLarge,
+            format!(
+                "the upload holds over {} bytes once un-gzipped, max_upload_bytes",
+                limits.max_total
+            ),
+        )
+        .with_hint("raise max_upload_bytes in ~/.codexd/config.yaml, or use sync push")),
+        Err(e) => Err(e),
+        Ok(()) => Ok(applier.stats),
+    }
+}
+
+/// The entries of `archive` one by one, raw: GNU long names and PAX headers are read here,
+/// each held to its cap before a byte of it is buffered (the tar crate would read them whole).
+fn extract_entries<R: Read>(
+    archive: &mut tar::Archive<R>,
+    applier: &mut Applier,
+    max_file_size: u64,
+) -> Result<()> {
+    let mut long_name: Option<Vec<u8>> = None;
+    let mut long_link: Option<Vec<u8>> = None;
+    for entry in archive.entries().map_err(bad_archive)?.raw(true) {
         let mut entry = entry.map_err(bad_archive)?;
-        let Some(path) = entry_path(&entry.path_bytes())? else { continue };
+        let kind = entry.header().entry_type();
+        match kind {
+            EntryType::GNULongName | EntryType::GNULongLink | EntryType::XHeader => {
+                let cap = if kind == EntryType::XHeader { MAX_PAX_HEADER } else { MAX_NAME + 1 };
+                if entry.size() > cap {
+                    return Err(Error::invalid(format!(
+                        "a {} of {} bytes: names are at most {MAX_NAME} bytes",
+                        if kind == EntryType::XHeader { "PAX header" } else { "GNU long name" },
+                        entry.size()
+                    )));
+                }
+                let mut bytes = Vec::with_capacity(entry.size() as usize);
+                entry.read_to_end(&mut bytes).map_err(bad_archive)?;
+                if kind == EntryType::XHeader {
+                    for ext in tar::PaxExtensions::new(&bytes) {
+                        let ext = ext.map_err(bad_archive)?;
+                        match ext.key_bytes() {
+                            b"path" => long_name = Some(ext.value_bytes().to_vec()),
+                            b"linkpath" => long_link = Some(ext.value_bytes().to_vec()),
+                            _ => {}
+                        }
+                    }
+                } else {
+                    let nul = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+                    bytes.truncate(nul);
+                    match kind {
+                        EntryType::GNULongName => long_name = Some(bytes),
+                        _ => long_link = Some(bytes),
+                    }
+                }
+                continue;
+            }
+            // Its bytes are skipped unread by the next step of the iterator.
+            EntryType::XGlobalHeader => continue,
+            _ => {}
+        }
+        let name = long_name.take().unwrap_or_else(|| entry.header().path_bytes().into_owned());
+        let link = long_link.take();
+        let Some(path) = entry_path(&name)? else { continue };
         let header = entry.header();
         let mode = header.mode().unwrap_or(0o644) & 0o777;
         let mtime = header.mtime().ok().map(|s| UNIX_EPOCH + Duration::from_secs(s));
-        let kind = header.entry_type();
         let skipped = applier.stats.skipped.len();
         match kind {
             EntryType::Regular | EntryType::Continuous => {
@@ -59,38 +139,69 @@ pub fn extract(body: &mut dyn BufRead, root: &Path, max_file_size: u64) -> Resul
                 applier.apply(dir, &mut io::empty())?;
             }
             EntryType::Symlink => {
-                let target = entry.link_name_bytes().unwrap_or_default();
-                let Ok(target) = std::str::from_utf8(&target).map(str::to_string) else {
-                    return Err(Error::invalid(format!("entry {path:?}: a link target not UTF-8")));
+                let target = link
+                    .or_else(|| entry.header().link_name_bytes().map(|c| c.into_owned()))
+                    .unwrap_or_default();
+                if target.len() as u64 > MAX_NAME {
+                    let msg =
+                        format!("entry {}: a link target over {MAX_NAME} bytes", shown(&path));
+                    return Err(Error::invalid(msg));
+                }
+                let Ok(target) = String::from_utf8(target) else {
+                    let msg = format!("entry {}: a link target not UTF-8", shown(&path));
+                    return Err(Error::invalid(msg));
                 };
                 applier.apply(Frame::Symlink { path: path.clone(), target }, &mut io::empty())?;
             }
-            // Metadata entries of the formats; the tar crate reads the ones it needs.
-            EntryType::XGlobalHeader
-            | EntryType::XHeader
-            | EntryType::GNULongName
-            | EntryType::GNULongLink => continue,
             other => {
                 return Err(Error::invalid(format!(
-                    "entry {path:?} is {}: only directories, regular files and symlinks are \
+                    "entry {} is {}: only directories, regular files and symlinks are \
                      extracted",
+                    shown(&path),
                     kind_name(other)
                 )));
             }
         }
         if let Some(s) = applier.stats.skipped.get(skipped) {
-            return Err(Error::invalid(format!("entry {:?} refused: {}", s.path, s.reason)));
+            let msg = format!("entry {} refused: {}", shown(&s.path), s.reason);
+            return Err(Error::invalid(msg));
         }
     }
-    Ok(applier.stats)
+    Ok(())
+}
+
+/// The tar stream, failing once more than `left` bytes came (and saying so in `over`).
+struct Counted<'a, R> {
+    inner: R,
+    left: u64,
+    over: &'a Cell<bool>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => self.left = left,
+            None => {
+                self.over.set(true);
+                return Err(io::Error::other("the upload is over max_upload_bytes"));
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// An entry's name as a checked relative path, `None` for the root itself (`.`, `./`).
 /// Leading `./` and a trailing `/` are what `tar -C dir .` writes; they are dropped.
 fn entry_path(raw: &[u8]) -> Result<Option<String>> {
+    if raw.len() as u64 > MAX_NAME {
+        let head = String::from_utf8_lossy(&raw[..200]);
+        let msg = format!("entry {} bytes long ({head:?}…): over {MAX_NAME} bytes", raw.len());
+        return Err(Error::invalid(msg));
+    }
     let Ok(name) = std::str::from_utf8(raw) else {
-        let shown = String::from_utf8_lossy(raw);
-        return Err(Error::invalid(format!("entry {shown:?}: the name is not UTF-8")));
+        let lossy = String::from_utf8_lossy(raw);
+        return Err(Error::invalid(format!("entry {}: the name is not UTF-8", shown(&lossy))));
     };
     let mut rest = name.trim_end_matches('/');
     while let Some(r) = rest.strip_prefix("./") {
@@ -113,7 +224,7 @@ fn bad_archive(e: io::Error) -> Error {
 fn cut_inside(path: &str, e: Error) -> Error {
     match e.code {
         ErrorCode::ProtocolError => {
-            Error::new(ErrorCode::BadRequest, format!("entry {path:?}: {}", e.message))
+            Error::new(ErrorCode::BadRequest, format!("entry {}: {}", shown(path), e.message))
         }
         _ => e,
     }
@@ -122,7 +233,7 @@ fn cut_inside(path: &str, e: Error) -> Error {
 fn too_large(path: &str, size: u64, max: u64) -> Error {
     Error::new(
         ErrorCode::FileTooLarge,
-        format!("entry {path:?}: {size} bytes is over max_file_size ({max} bytes)"),
+        format!("entry {}: {size} bytes is over max_file_size ({max} bytes)", shown(path)),
     )
     .with_hint("raise max_file_size in ~/.codexd/config.yaml on the machine, or use sync push")
 }
@@ -296,12 +407,19 @@ mod tests {
         assert_eq!((sent.files, sent.bytes), (1, 7));
 
         let dst = tempfile::tempdir().unwrap();
-        let got = extract(&mut &tgz[..], dst.path(), 1 << 20).unwrap();
+        let got = extract(
+            &mut &tgz[..],
+            dst.path(),
+            Limits { max_file_size: 1 << 20, max_total: 1 << 30 },
+        )
+        .unwrap();
         assert_eq!((got.files, got.bytes), (1, 7));
         assert_eq!(std::fs::read(dst.path().join("d/e/f.txt")).unwrap(), b"\x00\xffbytes");
         #[cfg(unix)]
         assert_eq!(std::fs::read_link(dst.path().join("d/link")).unwrap(), Path::new("../../etc"));
-        let err = extract(&mut &tgz[..], dst.path(), 3).unwrap_err();
+        let err =
+            extract(&mut &tgz[..], dst.path(), Limits { max_file_size: 3, max_total: 1 << 30 })
+                .unwrap_err();
         assert_eq!(err.code, ErrorCode::FileTooLarge, "{err:?}");
     }
 

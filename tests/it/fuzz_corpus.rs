@@ -53,3 +53,13 @@ fn config_corpus() {
 fn http_corpus() {
     replay("http");
 }
+
+#[test]
+fn sync_tar_corpus() {
+    replay("sync_tar");
+}
+
+#[test]
+fn sync_frames_corpus() {
+    replay("sync_frames");
+}

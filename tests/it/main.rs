@@ -29,5 +29,6 @@ mod ssh_exec;
 mod store_faults;
 mod support;
 mod sync;
+mod sync_escape;
 mod sync_tar;
 mod update;

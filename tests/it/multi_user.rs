@@ -227,6 +227,32 @@ fn other_user_side() {
             }
             report("done");
         }
+        // In a shared 1777 dir, swaps its own subdirectory for a symlink to the victim's
+        // directory the moment the victim's sync writes its first temp file there.
+        "swap" => {
+            let (sub, target, done) = (var("SWAP_DIR"), var("SWAP_TARGET"), var("SWAP_DONE"));
+            let sub = PathBuf::from(sub);
+            std::fs::create_dir(&sub).unwrap();
+            std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o777)).unwrap();
+            report("ready");
+            loop {
+                let temp = std::fs::read_dir(&sub)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".codex-sync."));
+                if temp {
+                    std::fs::rename(&sub, sub.with_extension("old")).unwrap();
+                    std::os::unix::fs::symlink(&target, &sub).unwrap();
+                    report("swapped");
+                    break;
+                }
+                if Path::new(&done).exists() {
+                    report("missed");
+                    break;
+                }
+            }
+        }
         other => panic!("unknown attack {other:?}"),
     }
 }
@@ -508,4 +534,57 @@ fn opener_alive(opener: &Path) -> bool {
         std::fs::read(e.path().join("cmdline"))
             .is_ok_and(|argv| String::from_utf8_lossy(&argv).contains(name))
     })
+}
+
+/// Issue 26, point 2: the victim syncs into a shared 1777 directory where the other user owns a
+/// subdirectory; the other user swaps it for a symlink to a directory of the victim's when the
+/// first temp file appears. Ten tries: nothing ever lands in the victim's directory.
+#[test]
+fn a_subdirectory_swapped_for_a_symlink_mid_sync_never_redirects_the_write() {
+    let Some(other) = OtherUser::create() else { return };
+    let pid = std::process::id();
+    let scratch = PathBuf::from(format!("/tmp/codex-scratch-{pid}"));
+    let victim = PathBuf::from(format!("/tmp/codex-victim-{pid}"));
+    let _cleanup = (RemoveOnDrop(scratch.clone()), RemoveOnDrop(victim.clone()));
+    std::fs::create_dir(&scratch).unwrap();
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let env = TestEnv::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..300 {
+        std::fs::write(src.join(format!("sub/f{i:03}")), vec![b'x'; 64 * 1024]).unwrap();
+    }
+    let mut swapped = 0;
+    for round in 0..10 {
+        let dst = scratch.join(format!("r{round}"));
+        std::fs::create_dir(&dst).unwrap();
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let done = scratch.join(format!("done{round}"));
+        let sub = dst.join("sub").display().to_string();
+        let vars = [
+            ("SWAP_DIR", sub.as_str()),
+            ("SWAP_TARGET", victim.to_str().unwrap()),
+            ("SWAP_DONE", done.to_str().unwrap()),
+        ];
+        let mut b = other.attack("swap", &vars);
+        assert_eq!(b.next_report(), "ready");
+        let (_code, _lines) = env.run(&[
+            "sync",
+            "push",
+            "-m",
+            "local",
+            "--src",
+            src.to_str().unwrap(),
+            "--dst",
+            dst.to_str().unwrap(),
+        ]);
+        std::fs::write(&done, "").unwrap();
+        swapped += b.finish().iter().filter(|r| *r == "swapped").count();
+        let landed: Vec<_> = std::fs::read_dir(&victim).unwrap().flatten().collect();
+        assert!(landed.is_empty(), "round {round}: {} landed in the victim's dir", landed.len());
+    }
+    eprintln!("the swap happened mid-sync in {swapped} of 10 rounds");
+    assert!(swapped > 0, "the attacker never swapped mid-sync: the test proved nothing");
 }

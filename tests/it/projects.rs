@@ -221,3 +221,30 @@ fn runs_at_a_tag_over_ssh_with_the_agent_forwarded() {
     env.ok(&["exec", "rm", "-m", "gpu", "--id", id]);
     assert!(wait_until(Duration::from_secs(5), || !worktree.exists()));
 }
+
+/// Issue 26, point 10: a committed symlink out of the repo (`escape -> /etc`) is not a cwd.
+#[test]
+fn a_cwd_through_a_committed_symlink_out_of_the_repo_is_refused() {
+    let (env, repo, _) = local_env();
+    std::os::unix::fs::symlink("/etc", repo.join("escape")).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "escape"]);
+    let args = ["exec", "start", "-m", "local", "--project", "demo", "--cwd", "escape"];
+    let e = env.err(&[&args[..], &["--cmd", "pwd"]].concat(), "invalid_argument", 4);
+    assert!(e["message"].as_str().unwrap().contains("symlink"), "{e}");
+    // A real directory of the repo is still a cwd.
+    let started = env.ok(&[
+        "exec",
+        "start",
+        "-m",
+        "local",
+        "--project",
+        "demo",
+        "--cwd",
+        "sub",
+        "--cmd",
+        "pwd",
+    ]);
+    let out = output(&env, "local", started["exec_id"].as_str().unwrap());
+    assert!(out.ends_with("/sub"), "{out}");
+}

@@ -20,7 +20,7 @@ fn agent() -> ureq::Agent {
 
 /// As the Go client: POST with `dst` (and `mkdir_p`) in the query, the Bearer token, and the
 /// tar.gz streamed as a chunked body.
-fn upload(addr: &str, token: &str, query: &str, tgz: &[u8]) -> (u16, Value) {
+pub fn upload(addr: &str, token: &str, query: &str, tgz: &[u8]) -> (u16, Value) {
     let mut body = tgz;
     let mut resp = agent()
         .post(format!("http://{addr}/v1/sync/upload?{query}"))
@@ -64,10 +64,10 @@ fn system_untar(tgz: &[u8], dir: &Path) {
 }
 
 /// A tar entry as written: its name (even with `..`), its kind, its data or link target.
-type RawEntry<'a> = (&'a str, tar::EntryType, &'a [u8]);
+pub type RawEntry<'a> = (&'a str, tar::EntryType, &'a [u8]);
 
 /// A tar.gz of raw entries, names written as given.
-fn raw_tgz(entries: &[RawEntry]) -> Vec<u8> {
+pub fn raw_tgz(entries: &[RawEntry]) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     for (name, kind, data) in entries {

@@ -194,6 +194,7 @@ impl McpServer {
                 include_git: input.include_git.unwrap_or(false),
                 no_gitignore: false,
             },
+            keep_special_bits: false,
             delete: input.delete.unwrap_or(false),
             dry_run: input.dry_run.unwrap_or(false),
         };

@@ -87,8 +87,12 @@ async fn upload(
     let mut body = BufReader::with_capacity(256 * 1024, capped);
     let joined = tokio::task::spawn_blocking(move || {
         let config = &state.daemon.config;
+        let limits = tarball::Limits {
+            max_file_size: config.max_file_size,
+            max_total: config.max_upload_bytes,
+        };
         let extracted = upload_dst(&q, &config.allowed_cwd_roots)
-            .and_then(|dst| Ok((tarball::extract(&mut body, &dst, config.max_file_size)?, dst)));
+            .and_then(|dst| Ok((tarball::extract(&mut body, &dst, limits)?, dst)));
         let (stats, dst) = extracted.map_err(|e| {
             if over.load(Ordering::SeqCst) {
                 return over_limit();

@@ -58,6 +58,19 @@ pub const DEFAULT_GRACE_MS: u64 = 5000;
 /// `exec_list` without a limit.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 
+/// A start that ran out of disk in the job store is `no_space` (nothing of the job is left).
+fn no_space_if_full(e: Error) -> Error {
+    if !(e.is_io(io::ErrorKind::StorageFull) || e.is_io(io::ErrorKind::QuotaExceeded)) {
+        return e;
+    }
+    Error { code: ErrorCode::NoSpace, ..e }
+        .with_hint("free some space on the disk of codexd's data dir (`codex-remote exec prune`)")
+}
+
+/// How long a cancel waits for a job's lock before it goes on without (the worker holding it
+/// may be stuck; the job is signalled all the same).
+const CANCEL_LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// The handlers, bound to one job store.
 pub struct Daemon {
     pub store: JobStore,
@@ -164,7 +177,7 @@ impl Daemon {
             return Err(e);
         }
         let checked_out = checkout.as_ref().is_some_and(|c| c.is_ok());
-        let created = self.create_job(req, plan, &id, checkout);
+        let created = self.create_job(req, plan, &id, checkout).map_err(no_space_if_full);
         if checked_out && !matches!(created, Ok(Created::New { .. })) {
             self.store.release_worktree(&id);
         }
@@ -264,40 +277,77 @@ impl Daemon {
             });
             return Ok(answer);
         }
-        self.store.write_cancel(id, CancelFile { grace_ms: grace.as_millis() as u64 })?;
+        let cancel_file = CancelFile { grace_ms: grace.as_millis() as u64 };
         if let Some(slurm_job_id) = store::slurm_job_of(&status) {
+            self.store.write_cancel(id, cancel_file)?;
             return scheduler::cancel(&self.store, id, slurm_job_id, grace);
         }
-        let worker_alive = {
-            let _lock = self.store.lock_job(id)?;
-            let mut status = self.store.read_status_raw(id)?;
-            if status.state == JobState::Running {
-                status.cancel_requested_at.get_or_insert_with(now_rfc3339);
-                self.store.write_status(&status)?;
-            }
+        // What could not be done on the way, said in the answer: the job is stopped all the
+        // same (a full disk, a worker that holds the job's lock).
+        let mut notes = Vec::new();
+        if let Err(e) = self.store.write_cancel(id, cancel_file) {
+            notes.push(format!(
+                "the cancel request could not be written ({}): the job was signalled, with its \
+                 own grace",
+                e.message
+            ));
+        }
+        // The worker is signalled first (by pid and start time): it ends the job's processes,
+        // TERM, the grace, KILL, and records the end, in reserved space on a full disk.
+        let status = self.store.read_status_raw(id)?;
+        let worker_signalled =
             status.worker_pid.zip(status.worker_start_time).is_some_and(|(pid, start)| {
                 sys::signal_if_same(pid, start, rustix::process::Signal::TERM)
-            })
-        };
-        if !worker_alive {
-            self.cancel_without_worker(id, grace)?;
+            });
+        if !worker_signalled {
+            self.cancel_without_worker(id, grace, &mut notes)?;
+        } else if let Some(_lock) = self.store.lock_job_within(id, CANCEL_LOCK_WAIT)? {
+            let mut status = self.store.read_status_raw(id)?;
+            if status.state == JobState::Running && status.cancel_requested_at.is_none() {
+                status.cancel_requested_at = Some(now_rfc3339());
+                if let Err(e) = self.store.write_status(&status) {
+                    notes
+                        .push(format!("cancel_requested_at could not be recorded ({})", e.message));
+                }
+            }
+        } else {
+            notes.push(
+                "the job's lock is held by its worker: the worker was signalled and \
+                        records the end"
+                    .to_string(),
+            );
         }
         // The worker escalates to KILL after the grace; give it that and a margin.
         let timeout = grace + Duration::from_secs(15);
         let (last, _) = wait::wait_finished(&self.store, id, Some(timeout), || Ok(()))?;
         let mut answer = StatusResponse::of(last);
         if answer.job.status == RunStatus::Running {
-            answer.message = Some("cancel requested; the job has not ended yet".to_string());
+            notes.insert(0, "cancel requested; the job has not ended yet".to_string());
+        }
+        if !notes.is_empty() {
+            answer.message = Some(notes.join("; "));
         }
         Ok(answer)
     }
 
     /// Cancels a running job whose worker is not there to do it (not recorded yet, or gone):
     /// ends every process of the job (a worker still starting included) and records the end.
-    fn cancel_without_worker(&self, id: &str, grace: Duration) -> Result<()> {
+    fn cancel_without_worker(
+        &self,
+        id: &str,
+        grace: Duration,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
         let status = self.store.read_status_raw(id)?;
         self.store.tree(&status).terminate(grace, false);
-        let _lock = self.store.lock_job(id)?;
+        let Some(_lock) = self.store.lock_job_within(id, CANCEL_LOCK_WAIT)? else {
+            notes.push(
+                "the job's lock is held: its processes were ended, its end is \
+                        recorded by whoever reads it next"
+                    .to_string(),
+            );
+            return Ok(());
+        };
         let mut status = self.store.read_status_raw(id)?;
         if status.state == JobState::Running && !self.store.tree(&status).alive() {
             status.finish(Outcome::Cancelled(None), &now_rfc3339());

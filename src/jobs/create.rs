@@ -22,6 +22,16 @@ pub struct StagedJob<'a> {
     store: &'a JobStore,
     id: String,
     dir: PathBuf,
+    committed: bool,
+}
+
+/// A job given up before its commit (a full disk, a failed key) leaves nothing behind.
+impl Drop for StagedJob<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 impl StagedJob<'_> {
@@ -36,10 +46,11 @@ impl StagedJob<'_> {
     }
 
     /// Makes the job visible, whole: one rename into `jobs/`, then the rename made durable.
-    pub fn commit(self) -> Result<()> {
+    pub fn commit(mut self) -> Result<()> {
         let target = self.store.job_dir(&self.id)?;
         let what = || format!("moving {} into place", self.dir.display());
         fs::rename(&self.dir, &target).context(what)?;
+        self.committed = true;
         fs::File::open(self.store.jobs_dir()).and_then(|d| d.sync_all()).context(what)
     }
 }
@@ -59,6 +70,13 @@ impl JobStore {
             .mode(0o700)
             .create(&dir)
             .context(|| format!("creating {}", dir.display()))?;
+        // From here a failure (a full disk) removes what was built, when `staged` is dropped.
+        let staged = StagedJob {
+            store: self,
+            id: status.exec_id.clone(),
+            dir: dir.clone(),
+            committed: false,
+        };
         for stream in [Stream::Stdout, Stream::Stderr] {
             create_private_file(&dir.join(format!("{}.log", stream.as_str())))?;
         }
@@ -84,7 +102,7 @@ impl JobStore {
         // would take a second commit before the rename's.
         let what = || format!("writing {}", dir.display());
         fs::File::open(&dir).and_then(|d| d.sync_all()).context(what)?;
-        Ok(StagedJob { store: self, id: status.exec_id.clone(), dir })
+        Ok(staged)
     }
 
     /// Moves every abandoned staged job to the trash and drops the idempotency key recorded for

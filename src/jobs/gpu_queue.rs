@@ -13,6 +13,9 @@
 //! their job ids (UUID v7: the start time); an earlier waiter that cannot be served yet keeps
 //! the free GPUs it could use from later ones, so a later small job never starves an earlier
 //! large one. A holder or waiter whose worker is dead is reclaimed (its job settled `lost`).
+//! GPUs picked on nvidia-smi's kept answer are checked again with a fresh one before they are
+//! taken: another user's store is not this one, so a process of theirs that began within the
+//! second the answer is kept sends the job back to the queue instead of onto a busy GPU.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -188,6 +191,19 @@ impl GpuFiles {
         let free_for = |ask: &GpuAsk| free_gpus(smi_gpus, &board.held, ask);
         match pick(&queue, &me.exec_id, free_for) {
             (Some(ids), _) => {
+                // The pick was made on an answer up to a second old: asked again now, a GPU
+                // another user's process took meanwhile sends the job back to the queue.
+                let fresh = gpus::query_fresh(store.root());
+                let still_free = free_gpus(fresh.gpus(), &board.held, ask);
+                let taken: Vec<u32> =
+                    ids.iter().copied().filter(|id| !still_free.contains(id)).collect();
+                if !taken.is_empty() {
+                    return Ok(Turn::Wait(format!(
+                        "{} (GPU {} taken by another process just now)",
+                        ask.waiting(),
+                        join(&taken)
+                    )));
+                }
                 for id in &ids {
                     crate::platform::write_json_atomic(&self.held_path(*id), me)?;
                 }

@@ -89,8 +89,22 @@ pub fn query(store_root: &Path) -> Smi {
     {
         return kept.smi;
     }
+    ask_and_keep(&path, now)
+}
+
+/// nvidia-smi's answer asked now, never the kept one (kept for the next [`query`]): the
+/// re-check of GPUs just picked, which another user's process may have taken meanwhile (each
+/// user's store keeps its own answer, so only the driver knows).
+pub fn query_fresh(store_root: &Path) -> Smi {
+    match gpus_dir(store_root) {
+        Ok(dir) => ask_and_keep(&dir.join("nvidia-smi.json"), now_ms()),
+        Err(_) => query_now(),
+    }
+}
+
+fn ask_and_keep(path: &Path, now: u64) -> Smi {
     let smi = query_now();
-    let _ = crate::platform::write_json_atomic(&path, &Cached { at_ms: now, smi: smi.clone() });
+    let _ = crate::platform::write_json_atomic(path, &Cached { at_ms: now, smi: smi.clone() });
     smi
 }
 

@@ -183,6 +183,21 @@ impl JobStore {
         lockfile::lock(&self.job_dir(id)?.join("lock"))
     }
 
+    /// The job lock if it can be had within `wait`; `None` when someone holds it longer (a
+    /// worker held up while it records the job's end). A cancel takes it this way: it never
+    /// waits on a stuck worker.
+    pub fn lock_job_within(&self, id: &str, wait: Duration) -> Result<Option<LockGuard>> {
+        let path = self.job_dir(id)?.join("lock");
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match lockfile::try_lock(&path)? {
+                Some(lock) => return Ok(Some(lock)),
+                None if std::time::Instant::now() >= deadline => return Ok(None),
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     pub fn read_spec(&self, id: &str) -> Result<JobSpec> {
         read_json(&self.job_dir(id)?.join("spec.json"))
     }

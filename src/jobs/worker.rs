@@ -153,6 +153,8 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
         return Ok(0);
     }
 
+    // Read before the lock: what the job's cwd holds never holds up a reader of the job.
+    let found = artifacts::collect(Path::new(&spec.cwd), &dir);
     let _lock = store.lock_job(id)?;
     let mut status = store.read_status_raw(id)?;
     if status.state == JobState::Running {
@@ -162,7 +164,6 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
         }
         let outcome =
             if was_cancelled { Outcome::Cancelled(Some(exit)) } else { Outcome::of_exit(exit) };
-        let found = artifacts::collect(&artifacts::candidates(Path::new(&spec.cwd), &dir));
         (status.artifacts, status.warning) = (found.artifacts, found.warning);
         status.finish(outcome, &now_rfc3339());
         store.write_end(&status)?;

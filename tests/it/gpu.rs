@@ -277,6 +277,36 @@ fn gpu_a_queued_job_cancelled_never_runs_and_the_next_one_does() {
     gpu.wait(&next);
 }
 
+/// Issue 26, point 10: another user's process begins on the GPU a job picked, within the second
+/// nvidia-smi's answer is kept (each user's store keeps its own, so only the driver can tell).
+/// The fake nvidia-smi reports that process from its second process listing on: the first one
+/// (asked by `exec start`) is what the pick sees. The pick is checked with a fresh listing, and
+/// the job goes back to the queue until the GPU is free again.
+#[test]
+fn gpu_a_gpu_taken_by_another_user_between_the_pick_and_the_start_is_not_used() {
+    let gpu = GpuBox::new(&idle(1));
+    let (count, foreign) = (gpu.env.path("apps-count"), gpu.env.path("foreign"));
+    std::fs::write(&foreign, "").unwrap();
+    let script = format!(
+        "#!/bin/sh\ncase \"$*\" in\n  *--query-compute-apps*)\n    n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 ))\n    echo $n > {count}\n    if [ $n -ge 2 ] && [ -e {foreign} ]; then echo 'GPU-0, 4242'; fi ;;\n  *) cat {gpus} ;;\nesac\n",
+        count = count.display(),
+        foreign = foreign.display(),
+        gpus = gpu.gpus_file.display()
+    );
+    write_executable(&gpu.env.path("fakebin").join("nvidia-smi"), &script);
+
+    let id = gpu.start_holding(&["--gpus", "1"]);
+    let queued = gpu.queued(&id);
+    let reason = queued["queue_reason"].as_str().unwrap();
+    assert!(reason.contains("(0 free") || reason.contains("taken by another process"), "{queued}");
+    assert!(!gpu.stdout(&id).contains("cuda="), "the job never ran on the taken GPU");
+
+    std::fs::remove_file(&foreign).unwrap();
+    assert_eq!(gpu_ids(&gpu.running(&id)), [0]);
+    gpu.release(&id);
+    gpu.wait(&id);
+}
+
 #[test]
 fn gpu_a_worker_killed_while_holding_a_gpu_gives_it_back_and_its_job_is_lost() {
     let gpu = GpuBox::new(&idle(1));

@@ -7,7 +7,7 @@
 //! with a message, except under `CI=true` (CI runs as root), where it fails.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -252,6 +252,22 @@ fn other_user_side() {
                     break;
                 }
             }
+        }
+        // Plants a FIFO at `<cwd>/.codex/artifacts.json` in a shared (1777) job cwd: a worker
+        // that opened it to read would block until someone opened the other end.
+        "fifo" => {
+            let codex = PathBuf::from(var("SHARED_CWD")).join(".codex");
+            std::fs::create_dir(&codex).unwrap();
+            std::fs::set_permissions(&codex, std::fs::Permissions::from_mode(0o755)).unwrap();
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                codex.join("artifacts.json"),
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o666),
+                0,
+            )
+            .unwrap();
+            report("planted");
         }
         other => panic!("unknown attack {other:?}"),
     }
@@ -587,4 +603,46 @@ fn a_subdirectory_swapped_for_a_symlink_mid_sync_never_redirects_the_write() {
     }
     eprintln!("the swap happened mid-sync in {swapped} of 10 rounds");
     assert!(swapped > 0, "the attacker never swapped mid-sync: the test proved nothing");
+}
+
+/// Issue 26, point 7: another user plants a FIFO at `.codex/artifacts.json` in a shared job cwd.
+/// The worker never opens it to read (it would block there, holding the job's lock): the job
+/// ends normally with a warning, a cancel of another job there answers within seconds, and
+/// both jobs can be removed after.
+#[test]
+fn a_fifo_planted_in_a_shared_cwd_never_holds_a_job_hostage() {
+    let Some(other) = OtherUser::create() else { return };
+    let env = TestEnv::new();
+    let shared = tempfile::Builder::new().prefix("cr-shared").tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let cwd = shared.path().to_str().unwrap();
+    let b = other.attack("fifo", &[("SHARED_CWD", cwd)]);
+    assert_eq!(b.finish(), ["planted"]);
+    let planted = shared.path().join(".codex/artifacts.json");
+    assert!(std::fs::symlink_metadata(&planted).unwrap().file_type().is_fifo());
+    assert_ne!(
+        std::fs::symlink_metadata(&planted).unwrap().uid(),
+        rustix::process::getuid().as_raw()
+    );
+
+    let start = |cmd: &str| {
+        let v = env.ok(&["exec", "start", "--cwd", cwd, "--cmd", cmd]);
+        v["exec_id"].as_str().unwrap().to_string()
+    };
+    let ended = start("echo done");
+    let v = env.ok(&["exec", "wait", "--id", &ended, "--timeout", "20s"]);
+    assert_eq!(v["state"], "succeeded", "the job ended normally: {v}");
+    assert!(v["warning"].as_str().unwrap_or("").contains("not a regular file"), "{v}");
+
+    let running = start("sleep 300");
+    env.started("local", &running);
+    let begin = std::time::Instant::now();
+    let v = env.ok(&["exec", "cancel", "--id", &running, "--grace", "200ms"]);
+    let took = begin.elapsed();
+    eprintln!("exec cancel of a job whose cwd holds a planted FIFO answered in {took:?}");
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(took < std::time::Duration::from_secs(10), "cancel took {took:?}");
+    for id in [&ended, &running] {
+        assert_eq!(env.ok(&["exec", "rm", "--id", id])["exec_id"], id.as_str());
+    }
 }

@@ -296,6 +296,42 @@ fn a_full_disk_still_lists_and_reads_jobs_and_the_worker_records_why() {
     assert!(v["error"].as_str().unwrap().contains("no space left on device"), "{v}");
 }
 
+/// Issue 26, point 8: on a full job store, `exec start` answers `no_space` and leaves no half
+/// job; `exec cancel` of a running job still stops it, and its end is recorded (in the space
+/// the job set aside) as `cancelled`, never `running` forever.
+#[test]
+fn a_full_disk_answers_no_space_to_start_and_cancel_still_stops_a_job() {
+    let env = TestEnv::new();
+    let Some(disk) = SmallDisk::mount(&env.data_dir(), "2m") else {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "mounting a tmpfs needs root");
+        eprintln!("skipped: cannot mount a tmpfs (not root)");
+        return;
+    };
+    let running = env.start("local", "sleep 300");
+    let job = env.started("local", &running)["pid"].as_i64().unwrap() as i32;
+    disk.fill();
+
+    let e = env.err(&["exec", "start", "--cmd", "true"], "no_space", 4);
+    assert!(e["message"].as_str().unwrap().contains("No space left"), "{e}");
+    let staged = std::fs::read_dir(env.data_dir().join("new")).map_or(0, |d| d.count());
+    let jobs = std::fs::read_dir(env.data_dir().join("jobs")).unwrap().count();
+    assert_eq!((staged, jobs), (0, 1), "the refused start left nothing");
+
+    let v = env.ok(&["exec", "cancel", "--id", &running, "--grace", "200ms"]);
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(v["message"].as_str().unwrap_or("").contains("could not be written"), "{v}");
+    assert!(!alive(job), "the job's process was ended");
+    let recorded = read_status(&env, &running);
+    assert_eq!(recorded["state"], "cancelled", "the end was recorded: {recorded}");
+    assert!(recorded["error"].as_str().unwrap().contains("no space left on device"), "{recorded}");
+
+    // Space back: the job is removed and new jobs start.
+    std::fs::remove_file(env.data_dir().join("filler")).unwrap();
+    env.ok(&["exec", "rm", "--id", &running]);
+    let id = env.start("local", "true");
+    assert_eq!(env.wait("local", &id)["state"], "succeeded");
+}
+
 /// A small random number generator (xorshift), seeded from the clock; the seed is printed.
 struct Rng(u64);
 

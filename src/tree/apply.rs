@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use tempfile::NamedTempFile;
 
-use super::frames::{ReadRef, read_frame};
+use super::frames::{ReadRef, copy_large, read_frame};
 use super::manifest::{TEMP_PREFIX, system_time};
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::files::{FRAME_CHANGED, FRAME_OK};
@@ -37,22 +37,6 @@ pub fn write_temp(dir: &Path, content: &mut dyn Read, size: u64) -> Result<Named
         ));
     }
     Ok(tmp)
-}
-
-/// `io::copy` with a 256 KiB buffer (its own is 8 KiB): fewer syscalls for big files.
-pub fn copy_large(r: &mut dyn Read, w: &mut dyn io::Write) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        w.write_all(&buf[..n])?;
-        total += n as u64;
-    }
 }
 
 /// Gives the temp file its mode and mtime and renames it to `target` (an empty directory in

@@ -641,7 +641,9 @@ fn layer_check_names_upward_imports_and_circles() {
     write("remote/mod.rs", "use crate::jobs;\n");
     let problems = violations(src).join("\n");
     assert!(problems.contains("src/error.rs:1: `error` imports `crate::jobs::store::JobStore`"));
-    assert!(problems.contains("import circle between 2 files (src/jobs/slurm.rs, src/jobs/store.rs)"));
+    assert!(
+        problems.contains("import circle between 2 files (src/jobs/slurm.rs, src/jobs/store.rs)")
+    );
     assert!(problems.contains("src/jobs/slurm.rs:3: `super::store::open` -> src/jobs/store.rs"));
     assert!(!problems.contains("jobs/mod.rs") && !problems.contains("remote"), "{problems}");
 }

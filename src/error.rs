@@ -102,6 +102,28 @@ impl ErrorCode {
         }
     }
 
+    /// The HTTP status that carries this code, for `codexd serve` and the dashboard alike (the
+    /// one table; README "HTTP API" lists codexd's). A peer that failed upstream (ssh, codexd
+    /// unreachable or foreign) is 502, one that answered too late 504.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            BadRequest | UnknownType | InvalidId | InvalidArgument | Usage => 400,
+            Unauthorized => 401,
+            Forbidden => 403,
+            JobNotFound | FileNotFound | UnknownMachine => 404,
+            JobRunning => 409,
+            RequestTooLarge | FileTooLarge => 413,
+            // As the IETF Idempotency-Key draft answers a key reused with another payload.
+            IdempotencyConflict => 422,
+            NoSpace => 507,
+            SshFailed | ConnectFailed | CodexdNotFound | ProtocolMismatch | ForeignDaemon => 502,
+            Timeout => 504,
+            Internal | StartFailed | ConfigError | ProtocolError | ChecksumMismatch
+            | SchedulerUnavailable | Other => 500,
+        }
+    }
+
     /// The wire string of this code.
     pub fn as_str(self) -> &'static str {
         use ErrorCode::*;

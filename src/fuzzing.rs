@@ -1,5 +1,5 @@
 //! The checks behind the fuzz targets (`fuzz/fuzz_targets/*.rs`, run by `make fuzz` on nightly)
-//! and behind the stable test that replays their checked-in corpus (`tests/it/fuzz_corpus.rs`).
+//! and behind the stable tests below that replay their checked-in corpus.
 //!
 //! Each entry takes arbitrary bytes and panics when an invariant breaks; whatever it returns
 //! is fine. Not an API: hidden from the docs, Linux-only like the daemon.
@@ -13,7 +13,9 @@
 //!   `/health` answered 2xx on TCP without the token, and never a job that runs.
 //! - [`sync_tar`], [`sync_frames`]: the bytes as an upload's tar and as a `sync_apply` frame
 //!   stream, written into a fresh directory: nothing lands beside it, no special bit is set.
-#![cfg(target_os = "linux")]
+//!
+//! Built with the `fuzzing` feature (fuzz/Cargo.toml turns it on) and for this crate's unit
+//! tests; never part of the binaries.
 #![doc(hidden)]
 
 use std::io::BufReader;
@@ -243,11 +245,6 @@ struct HttpFuzz {
 
 impl HttpFuzz {
     fn new() -> Self {
-        // A worker spawned by mistake re-runs this executable as `<exe> worker ...`: a fuzz
-        // binary must not start fuzzing there (the job-never-runs check below reports it).
-        if std::env::args().nth(1).as_deref() == Some("worker") {
-            std::process::exit(0);
-        }
         let dir = scratch_dir("codex-fuzz-http");
         let root = dir.path().join("root");
         std::fs::create_dir(&root).expect("creating the cwd root");
@@ -442,5 +439,70 @@ fn written_beneath(write: impl FnOnce(&Path)) {
                 dirs.push(path);
             }
         }
+    }
+}
+
+/// The checked-in fuzz corpus (`fuzz/corpus/<target>/`) replayed through the targets' checks:
+/// CI keeps what the fuzzer learned without nightly or libFuzzer (`make fuzz` runs the fuzzer).
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::path::{Path, PathBuf};
+
+    /// The corpus files of `target`, sorted.
+    fn corpus(target: &str) -> Vec<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "{} is empty", dir.display());
+        files
+    }
+
+    /// Runs every corpus file of `target` through its check, naming the file that fails.
+    fn replay(target: &str) {
+        for file in corpus(target) {
+            let data = std::fs::read(&file).unwrap();
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| super::check(target, &data))) {
+                let why = (panic.downcast_ref::<String>().map(String::as_str))
+                    .or(panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("?");
+                panic!("{} fails the {target} check: {why}", file.display());
+            }
+        }
+    }
+
+    #[test]
+    fn every_target_has_a_corpus() {
+        for target in super::TARGETS {
+            assert!(!corpus(target).is_empty());
+        }
+    }
+
+    #[test]
+    fn request_line_corpus() {
+        replay("request_line");
+    }
+
+    #[test]
+    fn config_corpus() {
+        replay("config");
+    }
+
+    #[test]
+    fn http_corpus() {
+        replay("http");
+    }
+
+    #[test]
+    fn sync_tar_corpus() {
+        replay("sync_tar");
+    }
+
+    #[test]
+    fn sync_frames_corpus() {
+        replay("sync_frames");
     }
 }

@@ -1,6 +1,7 @@
 //! What differs between the systems `codex-remote` runs on (Linux, macOS, Windows): where the
-//! home, config and cache directories are, how a file or directory is made private, and how
-//! Ctrl-C reaches the transport child. `codexd` is Linux-only; its OS calls are in `jobs::sys`.
+//! home, config and cache directories are, and how a file or directory is made private.
+//! `codexd` is Linux-only; its OS calls are in `jobs::sys`. This is the lowest layer: it imports
+//! nothing of the crate but `error`.
 //!
 //! | | Linux, macOS | Windows |
 //! |---|---|---|
@@ -13,8 +14,6 @@
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32};
 
 use crate::error::{Error, Result};
 
@@ -157,51 +156,6 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(path).map_err(|e| fail(e.error))?;
     #[cfg(unix)]
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(fail)?;
-    Ok(())
-}
-
-/// Lets a child outlive this process and the terminal: a session of its own on Linux
-/// (`setsid`, in `jobs::sys` with the crate's other unsafe calls), a process group of its own
-/// elsewhere on Unix; on Windows a child is not ended with its parent anyway.
-pub fn detach(cmd: &mut std::process::Command) {
-    #[cfg(target_os = "linux")]
-    crate::jobs::sys::start_new_session(cmd);
-    #[cfg(all(unix, not(target_os = "linux")))]
-    std::os::unix::process::CommandExt::process_group(cmd, 0);
-    #[cfg(not(unix))]
-    let _ = cmd;
-}
-
-/// On Ctrl-C (SIGINT) or SIGTERM: sets `flag` and ends the transport child whose pid is in
-/// `child` (0: none), so that a blocked read returns (a request answered in this process sees
-/// [`crate::remote::pipe::INTERRUPTED`]). On Windows the console delivers Ctrl-C to
-/// `ssh.exe` itself, so only the flag is set.
-pub fn watch_interrupts(flag: &Arc<AtomicBool>, child: &'static AtomicU32) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let fail = |e| Error::internal("installing signal handlers", e);
-    #[cfg(unix)]
-    {
-        use std::sync::atomic::Ordering;
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(fail)?;
-        let flag = flag.clone();
-        std::thread::spawn(move || {
-            for _ in signals.forever() {
-                flag.store(true, Ordering::SeqCst);
-                crate::remote::pipe::INTERRUPTED.store(true, Ordering::SeqCst);
-                let pid = child.load(Ordering::SeqCst);
-                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                }
-            }
-        });
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = child;
-        for sig in [SIGINT, SIGTERM] {
-            signal_hook::flag::register(sig, flag.clone()).map_err(fail)?;
-        }
-    }
     Ok(())
 }
 

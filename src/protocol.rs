@@ -114,6 +114,7 @@ pub mod exec_id;
 pub mod files;
 pub mod gpus;
 pub mod resources;
+pub mod time;
 pub use exec_id::ExecId;
 pub use files::{
     Direction, Entry, FileData, FileKind, FileList, FileReadRequest, FileStat, FileWriteRequest,
@@ -123,8 +124,8 @@ pub use files::{
 pub use gpus::{Gpu, GpuReport, GpusRequest};
 pub use resources::{Resources, Scheduler};
 
-/// Bumped when a change would break an older peer.
-pub const PROTOCOL_VERSION: u32 = 1;
+// The protocol version lives with the build's other versions (`version` is below `protocol`).
+pub use crate::version::PROTOCOL_VERSION;
 
 /// The named capabilities a codexd reports in `hello`. A client checks the one a request
 /// needs ([`Request::needs`]) before sending it, so an older codexd gets a clear error instead

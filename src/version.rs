@@ -4,8 +4,9 @@
 use clap::Args;
 use serde::Serialize;
 
-use crate::protocol::PROTOCOL_VERSION;
-
+/// The wire protocol's version (re-exported as `protocol::PROTOCOL_VERSION`): bumped when a
+/// change would break an older peer.
+pub const PROTOCOL_VERSION: u32 = 1;
 /// The crate version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// `git rev-parse --short HEAD` at build time, or "unknown" outside git.
@@ -31,10 +32,19 @@ pub fn print_or_usage<C: clap::CommandFactory>(
     args: &VersionArgs,
 ) -> std::process::ExitCode {
     if !args.version {
-        C::command().error(clap::error::ErrorKind::MissingSubcommand, "a command is needed").exit();
+        let e =
+            C::command().error(clap::error::ErrorKind::MissingSubcommand, "a command is needed");
+        return clap_exit(&e);
     }
     BuildInfo::of(name).print(args.json);
     std::process::ExitCode::SUCCESS
+}
+
+/// A clap error (or help, or version) printed as clap's `.exit()` prints it, and its exit code
+/// (0 for help, 2 for a usage error) for `main` to return: the library never exits the process.
+pub fn clap_exit(e: &clap::Error) -> std::process::ExitCode {
+    let _ = e.print();
+    std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 /// The version the binary at `path` reports with `--version --json`: `None` when it exits with

@@ -199,7 +199,11 @@ async fn machine_up(State(d): State<Arc<Dashboard>>, Path(name): Path<String>) -
     d.update_health(&name, |h| {
         already = h.up.as_ref().is_some_and(|u| u.running);
         if !already {
-            h.up = Some(UpProgress { running: true, started_at: now_rfc3339(), report: None });
+            h.up = Some(UpProgress {
+                running: true,
+                started_at: crate::protocol::time::now_rfc3339(),
+                report: None,
+            });
         }
     });
     if !already {
@@ -268,11 +272,6 @@ fn machine_up_report(config: &MachineConfig) -> serde_json::Value {
     serde_json::to_value(crate::remote::machine::up(config, &mut |_| {})).unwrap_or_default()
 }
 
-/// RFC 3339 with milliseconds, as in status objects.
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
 /// Runs a blocking transport call on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -282,14 +281,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 /// An error as the JSON the page shows, with an HTTP status that fits its code.
 fn error_response(e: &Error) -> Response {
-    let status = match e.code {
-        ErrorCode::UnknownMachine | ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::SshFailed | ErrorCode::CodexdNotFound | ErrorCode::ProtocolError => {
-            StatusCode::BAD_GATEWAY
-        }
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    };
+    let status =
+        StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = crate::protocol::ErrorBody::from(e.clone());
     let mut value = serde_json::to_value(&body).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {

@@ -19,7 +19,7 @@ use crate::protocol::{
     StreamSel, Summary, WaitRequest, parse_log_time,
 };
 use crate::remote::client;
-use crate::remote::transport::{CURRENT_CHILD, Machine};
+use crate::remote::transport::Machine;
 
 #[derive(Debug, Subcommand)]
 pub enum ExecCommand {
@@ -865,7 +865,33 @@ fn follow_to_end(
     }
 }
 
-/// On SIGINT/SIGTERM: mark detached and end the transport child, so the read loop returns.
-fn watch_interrupts(detached: &Arc<AtomicBool>) -> Result<()> {
-    crate::platform::watch_interrupts(detached, &CURRENT_CHILD)
+/// On Ctrl-C (SIGINT) or SIGTERM: sets `flag` (detached) and ends the transport child whose pid
+/// is in [`CURRENT_CHILD`](crate::remote::pipe::CURRENT_CHILD) (0: none), so that a blocked read
+/// returns (a request answered in this process sees [`crate::remote::pipe::INTERRUPTED`]). On
+/// Windows the console delivers Ctrl-C to `ssh.exe` itself, so only the flag is set.
+fn watch_interrupts(flag: &Arc<AtomicBool>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let fail = |e| Error::internal("installing signal handlers", e);
+    #[cfg(unix)]
+    {
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(fail)?;
+        let flag = flag.clone();
+        std::thread::spawn(move || {
+            for _ in signals.forever() {
+                flag.store(true, Ordering::SeqCst);
+                crate::remote::pipe::INTERRUPTED.store(true, Ordering::SeqCst);
+                let pid = crate::remote::pipe::CURRENT_CHILD.load(Ordering::SeqCst);
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        for sig in [SIGINT, SIGTERM] {
+            signal_hook::flag::register(sig, flag.clone()).map_err(fail)?;
+        }
+    }
+    Ok(())
 }

@@ -133,7 +133,7 @@ fn ls(ctx: &Ctx, args: LsArgs) -> Result<u8> {
         }
         emit(&Listing {
             tally,
-            checked_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            checked_at: crate::protocol::time::now_rfc3339(),
             machines: &reports,
         })?;
     } else {

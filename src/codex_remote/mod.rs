@@ -178,7 +178,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
-        e.exit();
+        return crate::version::clap_exit(&e);
     }
     let text = e.render().to_string();
     let args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());

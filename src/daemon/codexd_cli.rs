@@ -80,7 +80,10 @@ enum Command {
 
 /// Runs `codexd` with the process's arguments.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return crate::version::clap_exit(&e),
+    };
     let Some(command) = cli.command else {
         return crate::version::print_or_usage::<Cli>("codexd", &cli.version);
     };

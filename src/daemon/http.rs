@@ -80,7 +80,7 @@ pub enum Door {
 }
 
 /// The routes, with the checks of this listener in front of them.
-pub fn router(state: Arc<HttpState>) -> Router {
+pub(crate) fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/rpc", post(rpc))
@@ -273,7 +273,7 @@ fn token_matches(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// Refuses a cwd outside the home and `allowed_cwd_roots`, with symlinks resolved.
-pub fn check_cwd(req: &ExecStartRequest, roots: &[PathBuf]) -> Result<()> {
+pub(crate) fn check_cwd(req: &ExecStartRequest, roots: &[PathBuf]) -> Result<()> {
     let cwd = PathBuf::from(expand_cwd(req.cwd.as_deref(), &home_dir())?);
     check_inside(&cwd, "cwd", roots)
 }
@@ -316,24 +316,9 @@ fn resolve_existing(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// The HTTP status for an error code.
+/// The HTTP status for an error code (the crate's one table: [`ErrorCode::http_status`]).
 fn http_status(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::BadRequest
-        | ErrorCode::UnknownType
-        | ErrorCode::InvalidId
-        | ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
-        ErrorCode::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::JobNotFound | ErrorCode::FileNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::FileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
-        ErrorCode::JobRunning => StatusCode::CONFLICT,
-        // As the IETF Idempotency-Key draft answers a key reused with another payload.
-        ErrorCode::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 fn error_response(e: Error) -> HttpResponse {

@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod create;
+pub mod gpu_ask;
 pub mod gpu_queue;
 pub mod gpus;
 pub mod kill;

@@ -1,8 +1,8 @@
 //! How a job ends, written in one place: [`JobStatus::finish`] sets the state, the derived
 //! `status`, `finished_at`, `duration_ms`, `error`, `exit_code` and `signal` from an [`Outcome`].
 
-use super::store::millis_between;
 use super::sys::Exit;
+use crate::protocol::time::millis_between;
 use crate::protocol::{JobState, JobStatus};
 
 /// The end of a job.

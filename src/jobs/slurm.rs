@@ -19,12 +19,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use std::time::Duration;
-
 use super::outcome::Outcome;
-use super::store::{JobStore, now_rfc3339};
 use crate::error::{Error, ErrorCode, Result};
-use crate::protocol::{JobState, JobStatus, Resources};
+use crate::protocol::Resources;
 
 /// Set by Slurm in a job's environment: the worker is a Slurm job's step.
 pub const SLURM_JOB_ID_VAR: &str = "SLURM_JOB_ID";
@@ -243,56 +240,6 @@ pub fn view(slurm_job_id: &str, job: Option<&SlurmJob>, worker_started: bool) ->
             "{}, but the job's worker never recorded an end",
             why()
         ))),
-    }
-}
-
-impl JobStore {
-    /// A running Slurm job as Slurm sees it (`answer`: [`query`]'s, for this job and maybe
-    /// others): `queued` with its reason, `running` on its node, or its end recorded for good
-    /// when Slurm says it has ended and the worker has not recorded one (re-checked under the
-    /// job lock). Slurm not answering leaves the job store's record, with a warning.
-    pub fn settle_slurm(
-        &self,
-        id: &str,
-        mut status: JobStatus,
-        slurm_job_id: &str,
-        answer: &std::result::Result<HashMap<String, SlurmJob>, String>,
-    ) -> Result<JobStatus> {
-        let jobs = match answer {
-            Ok(jobs) => jobs,
-            Err(why) => {
-                status.warning = Some(format!(
-                    "Slurm cannot be asked ({why}): this is the job store's record, which may be \
-                     behind"
-                ));
-                return Ok(status);
-            }
-        };
-        let job = jobs.get(slurm_job_id);
-        if status.node.is_none() {
-            status.node = job.and_then(|j| j.node.clone());
-        }
-        let outcome = match view(slurm_job_id, job, status.worker_pid.is_some()) {
-            SlurmView::Queued(reason) => {
-                status.state = JobState::Queued;
-                status.queue_reason = reason;
-                return Ok(status);
-            }
-            SlurmView::Running => return Ok(status),
-            SlurmView::Ended(outcome) => outcome,
-        };
-        let (_lock, mut now) = self.lock_and_reread(id, status)?;
-        if now.state != JobState::Running {
-            return Ok(now);
-        }
-        // What the job left on this node (when it ran here) ends with it.
-        self.tree(&now).terminate(Duration::ZERO, false);
-        now.node = now.node.or_else(|| job.and_then(|j| j.node.clone()));
-        now.finish(outcome, &now_rfc3339());
-        if let Err(e) = self.write_end(&now) {
-            eprintln!("codexd: job {id} ended in Slurm, but that cannot be recorded: {e}");
-        }
-        Ok(now)
     }
 }
 

@@ -23,7 +23,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -65,7 +65,7 @@ pub struct JobSpec {
     pub retention: usize,
     /// The GPUs the job waits for before it runs (a machine without a scheduler).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpus: Option<super::gpu_queue::GpuAsk>,
+    pub gpus: Option<super::gpu_ask::GpuAsk>,
 }
 
 /// A cancel request left for the worker.
@@ -74,20 +74,7 @@ pub struct CancelFile {
     pub grace_ms: u64,
 }
 
-/// The current time as RFC 3339 with milliseconds.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-/// Milliseconds from `from` (RFC 3339) to `to` (RFC 3339, or now).
-pub fn millis_between(from: &str, to: Option<&str>) -> Option<u64> {
-    let from = humantime::parse_rfc3339(from).ok()?;
-    let to = match to {
-        Some(t) => humantime::parse_rfc3339(t).ok()?,
-        None => SystemTime::now(),
-    };
-    Some(to.duration_since(from).unwrap_or_default().as_millis() as u64)
-}
+pub use crate::protocol::time::{millis_between, now_rfc3339};
 
 /// A new time-sortable job id (UUID v7: its text sorts by creation time).
 pub fn new_id() -> ExecId {
@@ -430,6 +417,56 @@ impl JobStore {
 
     pub fn read_cancel(&self, id: &str) -> Option<CancelFile> {
         read_json(&self.job_dir(id).ok()?.join("cancel")).ok()
+    }
+}
+
+impl JobStore {
+    /// A running Slurm job as Slurm sees it (`answer`: [`query`]'s, for this job and maybe
+    /// others): `queued` with its reason, `running` on its node, or its end recorded for good
+    /// when Slurm says it has ended and the worker has not recorded one (re-checked under the
+    /// job lock). Slurm not answering leaves the job store's record, with a warning.
+    pub fn settle_slurm(
+        &self,
+        id: &str,
+        mut status: JobStatus,
+        slurm_job_id: &str,
+        answer: &std::result::Result<HashMap<String, SlurmJob>, String>,
+    ) -> Result<JobStatus> {
+        let jobs = match answer {
+            Ok(jobs) => jobs,
+            Err(why) => {
+                status.warning = Some(format!(
+                    "Slurm cannot be asked ({why}): this is the job store's record, which may be \
+                     behind"
+                ));
+                return Ok(status);
+            }
+        };
+        let job = jobs.get(slurm_job_id);
+        if status.node.is_none() {
+            status.node = job.and_then(|j| j.node.clone());
+        }
+        let outcome = match slurm::view(slurm_job_id, job, status.worker_pid.is_some()) {
+            slurm::SlurmView::Queued(reason) => {
+                status.state = JobState::Queued;
+                status.queue_reason = reason;
+                return Ok(status);
+            }
+            slurm::SlurmView::Running => return Ok(status),
+            slurm::SlurmView::Ended(outcome) => outcome,
+        };
+        let (_lock, mut now) = self.lock_and_reread(id, status)?;
+        if now.state != JobState::Running {
+            return Ok(now);
+        }
+        // What the job left on this node (when it ran here) ends with it.
+        self.tree(&now).terminate(Duration::ZERO, false);
+        now.node = now.node.or_else(|| job.and_then(|j| j.node.clone()));
+        now.finish(outcome, &now_rfc3339());
+        if let Err(e) = self.write_end(&now) {
+            eprintln!("codexd: job {id} ended in Slurm, but that cannot be recorded: {e}");
+        }
+        Ok(now)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Reading the answer lines of one call, the same way for every door (a pipe to `codexd rpc`
 //! or the body of an HTTP answer), and saying whether a failed call may be tried again.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{Response, ResponseLine};
 use crate::wire::{self, Line};
 
@@ -57,4 +57,9 @@ pub fn read_answer(
 /// A fresh id for one call's request line.
 pub fn new_call_id() -> serde_json::Value {
     serde_json::Value::String(uuid::Uuid::now_v7().simple().to_string())
+}
+
+/// The error for an answer of the wrong kind.
+pub fn unexpected(answer: &Response) -> Error {
+    Error::new(ErrorCode::ProtocolError, format!("unexpected answer of type {:?}", answer.kind()))
 }

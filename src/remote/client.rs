@@ -2,7 +2,7 @@
 //! commands and the MCP server so both build requests and read answers the same way.
 
 use super::transport::Machine;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::Result;
 use crate::protocol::{
     ExecStartRequest, HelloRequest, HelloResponse, ListRequest, ListResponse, LogsEnd, LogsRequest,
     Request, Response, StatusResponse,
@@ -55,7 +55,5 @@ pub fn logs(
     }
 }
 
-/// The error for an answer of the wrong kind.
-pub fn unexpected(answer: &Response) -> Error {
-    Error::new(ErrorCode::ProtocolError, format!("unexpected answer of type {:?}", answer.kind()))
-}
+// Lives with the answer reading, below the doors that use it too (pipe, mux).
+pub use super::answer::unexpected;

@@ -80,7 +80,7 @@ impl CheckReport {
             error: None,
             code: None,
             gpus: None,
-            checked_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            checked_at: crate::protocol::time::now_rfc3339(),
         }
     }
 }

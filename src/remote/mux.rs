@@ -55,6 +55,7 @@ pub fn enable() {
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map_or(IDLE_CLOSE, Duration::from_secs_f64);
     let _ = POOL.set(Pool { idle, machines: Mutex::default(), reaper: OnceLock::new() });
+    transport::set_session_door(call);
 }
 
 /// Sends `request` on the machine's shared session; `None` when this call does not use one
@@ -280,7 +281,7 @@ impl Session {
                 Ok(Some(session))
             }
             Ok(Reply::Final(Response::Error(e))) => Err(refused(&session, e.into())),
-            Ok(Reply::Final(other)) => Err(refused(&session, super::client::unexpected(&other))),
+            Ok(Reply::Final(other)) => Err(refused(&session, super::answer::unexpected(&other))),
             Ok(Reply::Line(_)) => {
                 Err(refused(&session, Error::new(ErrorCode::ProtocolError, "a log line for hello")))
             }

@@ -232,7 +232,7 @@ impl Session {
         let _ = self.child.wait();
         match answer {
             Response::Error(e) => e.into(),
-            other => super::client::unexpected(&other),
+            other => super::answer::unexpected(&other),
         }
     }
 

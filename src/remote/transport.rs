@@ -32,6 +32,20 @@ pub(super) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + jitter)
 }
 
+/// A door that may answer a call on a shared session ([`super::mux::call`]): `None` when the
+/// call is not for a session.
+pub type SessionDoor =
+    fn(&Machine, &Request, &mut dyn FnMut(Response) -> Result<()>) -> Option<Result<Response>>;
+
+/// Set once by [`super::mux::enable`]: mux sits above this module (it opens sessions with a
+/// [`Machine`]), so it hands its door down instead of being called by name.
+static SESSION_DOOR: std::sync::OnceLock<SessionDoor> = std::sync::OnceLock::new();
+
+/// Sends this process's calls through `door` first (shared sessions on).
+pub(super) fn set_session_door(door: SessionDoor) {
+    let _ = SESSION_DOOR.set(door);
+}
+
 /// How a machine is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -182,7 +196,7 @@ impl Machine {
         {
             return answer.map_err(|e| self.explained(request, e));
         }
-        match super::mux::call(self, request, on_line) {
+        match SESSION_DOOR.get().and_then(|door| door(self, request, on_line)) {
             Some(Ok(Response::Error(body))) => {
                 return Err(self.explained(request, self.checked(body.into())));
             }

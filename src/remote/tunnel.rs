@@ -104,7 +104,7 @@ impl Forward {
         }
         let mut own = self.ssh.own_forward_command(&spec)?;
         own.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        crate::platform::detach(&mut own);
+        detach(&mut own);
         let mut child = own.spawn().map_err(ssh_error)?;
         let pid = child.id();
         if wait_port(local_port, Some(&mut child)) {
@@ -169,4 +169,16 @@ pub fn port_of(addr: &str) -> Result<u16> {
     addr.rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .ok_or_else(|| Error::new(ErrorCode::ConfigError, format!("{addr:?} is not host:port")))
+}
+
+/// Lets a child outlive this process and the terminal: a session of its own on Linux
+/// (`setsid`, in `jobs::sys` with the crate's other unsafe calls), a process group of its own
+/// elsewhere on Unix; on Windows a child is not ended with its parent anyway.
+fn detach(cmd: &mut std::process::Command) {
+    #[cfg(target_os = "linux")]
+    crate::jobs::sys::start_new_session(cmd);
+    #[cfg(all(unix, not(target_os = "linux")))]
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    #[cfg(not(unix))]
+    let _ = cmd;
 }

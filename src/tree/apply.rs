@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::at::{Dir, Kind, Temp, plain_mode, temp_name};
-use super::frames::{ReadRef, read_frame};
+use super::frames::{ReadRef, copy_large, read_frame};
 use super::manifest::system_time;
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::files::{FRAME_CHANGED, FRAME_OK};
@@ -35,22 +35,6 @@ pub fn write_temp<'d>(dir: &'d Dir, content: &mut dyn Read, size: u64) -> Result
         ));
     }
     Ok(tmp)
-}
-
-/// `io::copy` with a 256 KiB buffer (its own is 8 KiB): fewer syscalls for big files.
-pub fn copy_large(r: &mut dyn Read, w: &mut dyn io::Write) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        w.write_all(&buf[..n])?;
-        total += n as u64;
-    }
 }
 
 /// Gives the temp file its mode and mtime and renames it to `name` in its directory (an empty

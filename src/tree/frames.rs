@@ -21,6 +21,22 @@ pub fn write_frame(w: &mut dyn Write, frame: &Frame) -> io::Result<()> {
     w.write_all(b"\n")
 }
 
+/// `io::copy` with a 256 KiB buffer (its own is 8 KiB): fewer syscalls for big files.
+pub fn copy_large(r: &mut dyn Read, w: &mut dyn io::Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
 /// Reads the next frame line.
 pub fn read_frame(r: &mut dyn BufRead) -> Result<Frame> {
     let line = wire::read_line_capped(&mut ReadRef(r), MAX_FRAME_LINE)
@@ -111,7 +127,7 @@ fn send_file(w: &mut dyn Write, path: &str, abs: &Path) -> Result<Sent> {
         mtime_ns: mtime_ns(&before),
     };
     write_frame(w, &frame).map_err(io_err)?;
-    let copied = super::apply::copy_large(&mut (&file).take(size), w).map_err(io_err)?;
+    let copied = copy_large(&mut (&file).take(size), w).map_err(io_err)?;
     let mut changed = copied < size;
     if changed {
         // It shrank: the receiver still expects `size` bytes.

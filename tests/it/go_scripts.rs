@@ -240,6 +240,13 @@ fn logs_since_and_until_take_times_from_the_jobs_time_index() {
         assert_eq!(code, 0, "{args:?}: {lines:?}");
         lines.iter().filter_map(|l| l["line"].as_str().map(String::from)).collect()
     };
+    let job_dir = env.data_dir().join("jobs").join(&id);
+    // When the job's time index first counted `size` stdout bytes (Unix ms), if it has yet.
+    let sampled_at = |size: u64| -> Option<u64> {
+        let index = std::fs::read(job_dir.join("times")).ok()?;
+        let word = |r: &[u8], k: usize| u64::from_le_bytes(r[k * 8..k * 8 + 8].try_into().unwrap());
+        index.chunks_exact(24).find(|r| word(r, 1) >= size).map(|r| word(r, 0))
+    };
     let appeared = |line: &str| {
         assert!(
             support::wait_until(Duration::from_secs(20), || lines_of(&[])
@@ -247,8 +254,20 @@ fn logs_since_and_until_take_times_from_the_jobs_time_index() {
                 .any(|l| l == line)),
             "{line} never appeared"
         );
-        // Two seconds after a line was seen: after its sample, before the next line.
-        std::thread::sleep(Duration::from_secs(2));
+        // A time after the line's sample in the index, in whole seconds as given below (so
+        // the next whole second past the sample), and before the next line (4 s later).
+        let size = std::fs::metadata(job_dir.join("stdout.log")).unwrap().len();
+        let mut sampled = None;
+        let indexed = support::wait_until(Duration::from_secs(20), || {
+            sampled = sampled_at(size);
+            sampled.is_some()
+        });
+        assert!(indexed, "{line} never reached the time index");
+        let whole_second_past = || {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap();
+            now.as_secs() * 1000 > sampled.unwrap()
+        };
+        assert!(support::wait_until(Duration::from_secs(5), whole_second_past));
         humantime::format_rfc3339(SystemTime::now()).to_string()
     };
     let after_old = appeared("old");

@@ -24,6 +24,13 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Says why a test cannot run its real part here; under `CI=true` (where .ci/run installs what
+/// the tests need) that is a failure, never a silent pass.
+pub fn skip(why: &str) {
+    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "cannot run here: {why}");
+    eprintln!("skipped: {why}");
+}
+
 /// One test's world: a temporary HOME (so `~/.codexd` and `~/.config` are private) and config.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,

@@ -104,15 +104,20 @@ pub struct JobArg {
 impl JobArg {
     /// The whole id: as given when it is one, else resolved by the machine's codexd.
     pub fn resolve(&self, m: &Machine) -> Result<ExecId> {
-        let given = self.id.as_deref().or(self.job.as_deref()).unwrap_or_default();
-        if let Ok(id) = ExecId::parse(given) {
-            return Ok(id);
-        }
-        let req = Request::ExecResolve(ResolveRequest { exec_id: given.to_string() });
-        match m.call(&req, &mut |_| Ok(()))? {
-            Response::Resolved(r) => Ok(r.exec_id),
-            other => Err(client::unexpected(&other)),
-        }
+        resolve_id(m, self.id.as_deref().or(self.job.as_deref()).unwrap_or_default())
+    }
+}
+
+/// A job id as a user gives it (whole, a unique prefix, or `last`), resolved by the machine's
+/// codexd when it is not whole. The CLI and the MCP server take the same ids.
+pub fn resolve_id(m: &Machine, given: &str) -> Result<ExecId> {
+    if let Ok(id) = ExecId::parse(given) {
+        return Ok(id);
+    }
+    let req = Request::ExecResolve(ResolveRequest { exec_id: given.to_string() });
+    match m.call(&req, &mut |_| Ok(()))? {
+        Response::Resolved(r) => Ok(r.exec_id),
+        other => Err(client::unexpected(&other)),
     }
 }
 

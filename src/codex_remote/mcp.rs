@@ -1,21 +1,27 @@
 //! `codex-remote mcp`: a Model Context Protocol server on stdin/stdout, so a coding agent gets
 //! native tools instead of shelling out and polling.
 //!
-//! Tools: `machines`, `exec_start`, `exec_status`, `exec_logs`, `exec_wait`, `exec_cancel`,
-//! `exec_list`, and (files and sync) `file_read`, `file_write`, `sync_push`, `sync_pull`. Each answers structured JSON (the CLI's objects, described by its `outputSchema`)
+//! Tools: `machines`, `exec_start`, `exec_run`, `exec_status`, `exec_logs`, `exec_wait`,
+//! `exec_cancel`, `exec_list`, and (files and sync) `file_read`, `file_write`, `sync_push`, `sync_pull`. Each answers structured JSON (the CLI's objects, described by its `outputSchema`)
 //! plus one short text line; `exec_logs` answers its page as plain text instead. A failure, of the
 //! call (unknown machine, job not found, ssh down) or of its arguments (`inputs`), is a *tool
 //! error* (`isError: true`) whose JSON is the CLI's error object with its stable `code`. Calls
 //! reach machines through the same blocking transport as the CLI, on tokio's blocking pool, over
 //! one shared `codexd rpc` session per machine ([`crate::remote::mux`]), so a 25 s `exec_wait`
 //! holds no other call up; it sends progress notifications when the client asked for them. The
-//! server speaks MCP 2025-11-25 (and the older revisions rmcp knows). The config is read at every
-//! call: an edit takes effect without restarting the server.
+//! server speaks MCP 2026-07-28 (stateless: `server/discover`, the version in each request's
+//! `_meta`) and 2025-11-25 (and the older revisions rmcp knows), negotiated per request.
+//! `exec_run` and `exec_wait` answer a client that declared MCP tasks with a task that is the job
+//! itself ([`tasks`]). Reads and waits whose session dropped are asked once more ([`again`]). The
+//! config is read at every call: an edit takes effect without restarting the server.
 
 mod files;
+mod hints;
 mod inputs;
 mod outputs;
+mod schema;
 mod stdio;
+mod tasks;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -25,18 +31,20 @@ use clap::Args;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    GetTaskParams, GetTaskResult, Implementation, JsonObject, ProgressNotificationParam,
+    ProtocolVersion, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde_json::{Value, json};
 
+use crate::codex_remote::exec::resolve_id;
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::OnMachine;
 use crate::protocol::{
-    CancelRequest, JobRef, JobState, JobStatus, ListRequest, LogsRequest, PROTOCOL_VERSION,
-    Request, Response, RunStatus, Stream, StreamOffsets, WaitRequest,
+    CancelRequest, ExecStartRequest, JobRef, JobState, JobStatus, LogsRequest, PROTOCOL_VERSION,
+    Request, Response, RunStatus, StatusResponse, Stream, StreamOffsets, WaitRequest,
 };
 use crate::remote::client;
 use crate::remote::config::RemoteConfig;
@@ -44,15 +52,18 @@ use crate::remote::transport::{Machine, Route};
 
 use inputs::{
     Arguments, CancelInput, DEFAULT_LIST_LIMIT, DEFAULT_WAIT_SECS, JobInput, ListInput, LogsInput,
-    MAX_LIST_LIMIT, MachinesInput, StartInput, WaitInput, argument_failure, bad_argument, exec_id,
+    MAX_LIST_LIMIT, MachinesInput, StartInput, WaitInput, argument_failure, bad_argument,
     input_schema, logs_request, seconds, start_request,
 };
 
 /// `exec_logs` returns at most this many lines (a log of empty lines would otherwise make a huge
 /// answer).
 const MAX_LOG_LINES: usize = 2000;
-/// The MCP revision this server implements (and the newest it negotiates).
+/// The newest MCP revision with an `initialize` handshake: what `initialize` negotiates at most.
 const MCP_REVISION: ProtocolVersion = ProtocolVersion::V_2025_11_25;
+/// The newest MCP revision this server speaks (stateless: `server/discover`, and the version in
+/// each request's `_meta`), beside the older ones.
+const MCP_NEWEST: ProtocolVersion = ProtocolVersion::V_2026_07_28;
 /// How often a long tool call sends a progress notification (when the client sent a token).
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -133,15 +144,7 @@ impl McpServer {
         let req = start_request(&input)?;
         let name = input.machine;
         self.on_machine(name, move |m| {
-            let answer = client::start(m, req)?;
-            if answer.job.state == JobState::StartFailed {
-                let message =
-                    answer.job.error.clone().unwrap_or_else(|| "it could not start".into());
-                let e = Error::new(ErrorCode::StartFailed, message)
-                    .with_hint("see `job` for the command, cwd and shell that failed");
-                let job = Some(OnMachine::new(&answer, &m.name).to_value());
-                return Err(Box::new(ToolFailure { error: e, job }));
-            }
+            let answer = start_job(m, req)?;
             let verb = if answer.replayed == Some(true) { "already started" } else { "started" };
             let key = answer.job.idempotency_key.as_deref().unwrap_or("");
             let line = format!(
@@ -164,9 +167,10 @@ impl McpServer {
     )]
     async fn exec_status(&self, Arguments(input): Arguments<JobInput>) -> ToolResult {
         let name = input.machine;
-        let req = Request::ExecStatus(JobRef { exec_id: exec_id(&input.exec_id)? });
         self.on_machine(name, move |m| {
-            let answer = client::status(m, req)?;
+            let exec_id = again(|| resolve_id(m, &input.exec_id))?;
+            let req = Request::ExecStatus(JobRef { exec_id });
+            let answer = again(|| client::status(m, req.clone()))?;
             Ok((OnMachine::new(&answer, &m.name).to_value(), status_line(&answer.job, &m.name)))
         })
         .await
@@ -187,10 +191,24 @@ impl McpServer {
         annotations(title = "Read job output", read_only_hint = true, open_world_hint = true)
     )]
     async fn exec_logs(&self, Arguments(input): Arguments<LogsInput>) -> ToolResult {
-        let req = logs_request(&input)?;
-        let max_bytes = req.max_bytes.unwrap_or(inputs::DEFAULT_LOG_BYTES);
-        let name = input.machine;
-        let mut result = self.on_machine(name, move |m| logs_page(m, &req, max_bytes)).await?;
+        // The arguments are checked before the machine is asked anything.
+        let placeholder = crate::protocol::ExecId::parse("00000000-0000-7000-8000-000000000000")
+            .expect("a well-formed id");
+        let max_bytes = logs_request(&input, placeholder)?.max_bytes.unwrap_or_default();
+        let name = input.machine.clone();
+        let mut result = self
+            .on_machine(name, move |m| {
+                let exec_id = again(|| resolve_id(m, &input.exec_id))?;
+                let req = logs_request(&input, exec_id).map_err(|e| {
+                    Box::new(ToolFailure {
+                        error: argument_failure(&e)
+                            .unwrap_or_else(|| Error::new(ErrorCode::Usage, e.message)),
+                        job: None,
+                    })
+                })?;
+                logs_page(m, &req, max_bytes)
+            })
+            .await?;
         if result.is_error != Some(true)
             && let Some(page) = &result.structured_content
         {
@@ -215,26 +233,51 @@ impl McpServer {
     ) -> ToolResult {
         let secs = seconds(input.timeout_seconds, DEFAULT_WAIT_SECS, "timeout_seconds")?;
         let name = input.machine;
-        let timeout_ms = Some(secs.as_millis() as u64);
-        let exec_id = exec_id(&input.exec_id)?;
-        let req = Request::ExecWait(WaitRequest { exec_id, timeout_ms });
         let wait = self.on_machine(name, move |m| {
-            let answer = client::status(m, req)?;
-            let mut value = OnMachine::new(&answer, &m.name).to_value();
-            let line = if answer.timed_out == Some(true) {
-                let hint = format!(
-                    "still running after {:.0} s; call exec_wait again (or exec_logs to see \
-                     its output so far)",
-                    secs.as_secs_f64()
-                );
-                value["hint"] = hint.clone().into();
-                format!("job {} on {}: {hint}", answer.job.exec_id, m.name)
-            } else {
-                status_line(&answer.job, &m.name)
-            };
-            Ok((value, line))
+            let exec_id = again(|| resolve_id(m, &input.exec_id))?;
+            wait_answer(m, exec_id, secs)
         });
         with_progress(&context, secs, wait).await
+    }
+
+    #[tool(
+        input_schema = run_schema(),
+        output_schema = outputs::job_status(),
+        description = "Run a job to its end: start it as exec_start does (same arguments), then \
+                       wait as exec_wait does, at most `timeout_seconds` (default 25; if it is \
+                       still running you get `timed_out: true`: call exec_wait). A client with \
+                       MCP tasks gets a task at once instead (id MACHINE/EXEC_ID): poll it with \
+                       tasks/get (its status message is the job's last output line; the result \
+                       is the end status and a tail of the output), end it with tasks/cancel.",
+        annotations(
+            title = "Run a job to its end",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
+    )]
+    async fn exec_run(
+        &self,
+        Arguments(mut input): Arguments<JsonObject>,
+        context: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let secs = match input.remove("timeout_seconds") {
+            None => seconds(None, DEFAULT_WAIT_SECS, "timeout_seconds")?,
+            Some(v) => match v.as_f64() {
+                Some(s) => seconds(Some(s), DEFAULT_WAIT_SECS, "timeout_seconds")?,
+                None => return Err(bad_argument("timeout_seconds must be a number")),
+            },
+        };
+        let input: StartInput = serde_json::from_value(Value::Object(input))
+            .map_err(|e| bad_argument(format!("invalid arguments for exec_run: {e}")))?;
+        let req = start_request(&input)?;
+        let run = self.on_machine(input.machine, move |m| {
+            let answer = start_job(m, req)?;
+            let exec_id = crate::protocol::ExecId::parse(&answer.job.exec_id)?;
+            wait_answer(m, exec_id, secs)
+        });
+        with_progress(&context, secs, run).await
     }
 
     #[tool(
@@ -255,10 +298,10 @@ impl McpServer {
         let grace = seconds(input.grace_seconds, 5.0, "grace_seconds")?;
         let name = input.machine;
         let grace_ms = Some(grace.as_millis() as u64);
-        let exec_id = exec_id(&input.exec_id)?;
-        let req = Request::ExecCancel(CancelRequest { exec_id, grace_ms });
         self.on_machine(name, move |m| {
-            let answer = client::status(m, req)?;
+            let exec_id = again(|| resolve_id(m, &input.exec_id))?;
+            let req = Request::ExecCancel(CancelRequest { exec_id, grace_ms });
+            let answer = again(|| client::status(m, req.clone()))?;
             let mut line = status_line(&answer.job, &m.name);
             if let Some(message) = &answer.message {
                 line.push_str(&format!(" ({message})"));
@@ -272,7 +315,7 @@ impl McpServer {
         input_schema = input_schema::<ListInput>(),
         output_schema = outputs::job_list(),
         description = "List a machine's jobs, newest first (default 20), optionally only those \
-                       in one `state` (e.g. running).",
+                       in one `state` (e.g. running), or `finished` for all that ended.",
         annotations(title = "List jobs", read_only_hint = true, open_world_hint = true)
     )]
     async fn exec_list(&self, Arguments(input): Arguments<ListInput>) -> ToolResult {
@@ -281,9 +324,10 @@ impl McpServer {
             return Err(bad_argument(format!("limit must be 1..={MAX_LIST_LIMIT}")));
         }
         let name = input.machine;
-        let req = ListRequest { state: input.state, limit: Some(limit), ..Default::default() };
+        let mut req = input.state.map(inputs::StateArg::request).unwrap_or_default();
+        req.limit = Some(limit);
         self.on_machine(name, move |m| {
-            let list = client::list(m, req)?;
+            let list = again(|| client::list(m, req.clone()))?;
             let running = list.jobs.iter().filter(|j| j.status == RunStatus::Running).count();
             let line = format!("{} jobs on {} ({running} running)", list.jobs.len(), m.name);
             let jobs: Vec<Value> =
@@ -314,6 +358,10 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> std::result::Result<CallToolResponse, ErrorData> {
+        let client_has_tasks = context.client_capabilities().is_some_and(|c| c.supports_tasks());
+        if tasks::wanted(&request, client_has_tasks) {
+            return Ok(tasks::create(self, request).await);
+        }
         let call = ToolCallContext::new(self, request, context);
         match self.tool_router.call(call).await {
             Err(e) => match argument_failure(&e) {
@@ -325,11 +373,27 @@ impl ServerHandler for McpServer {
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        Cow::Borrowed(ProtocolVersion::known_up_to(&MCP_REVISION))
+        Cow::Borrowed(ProtocolVersion::known_up_to(&MCP_NEWEST))
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<GetTaskResult, ErrorData> {
+        tasks::get(self, request.task_id).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<(), ErrorData> {
+        tasks::cancel(self, request.task_id).await
     }
 
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tasks().build())
             .with_protocol_version(MCP_REVISION)
             .with_server_info(Implementation::new("codex-remote", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
@@ -376,6 +440,68 @@ impl McpServer {
     }
 }
 
+/// `exec_start`'s arguments and `timeout_seconds`: `exec_run`'s schema.
+fn run_schema() -> std::sync::Arc<JsonObject> {
+    let mut schema = input_schema::<StartInput>().as_ref().clone();
+    schema["properties"]["timeout_seconds"] = json!({
+        "type": "number",
+        "minimum": 0,
+        "maximum": inputs::MAX_WAIT_SECS,
+        "description": "Wait at most this many seconds (default 25, at most 3600) for the end; \
+                        then you get the running status with `timed_out: true`: call exec_wait.",
+    });
+    std::sync::Arc::new(schema)
+}
+
+/// Starts a job. Without a key of the caller's, it gets one here, so the retry of a start
+/// whose session dropped finds the first job instead of starting a second.
+fn start_job(
+    m: &Machine,
+    mut req: ExecStartRequest,
+) -> std::result::Result<StatusResponse, Box<ToolFailure>> {
+    if req.idempotency_key.is_none() && !m.answers_in_process() {
+        req.idempotency_key = Some(format!("mcp-{}", uuid::Uuid::now_v7().simple()));
+    }
+    let answer = again(|| client::start(m, req.clone()))?;
+    if answer.job.state == JobState::StartFailed {
+        let message = answer.job.error.clone().unwrap_or_else(|| "it could not start".into());
+        let e = Error::new(ErrorCode::StartFailed, message)
+            .with_hint("see `job` for the command, cwd and shell that failed");
+        let job = Some(OnMachine::new(&answer, &m.name).to_value());
+        return Err(Box::new(ToolFailure { error: e, job }));
+    }
+    Ok(answer)
+}
+
+/// `exec_wait` on job `exec_id` for at most `secs`: the status, with a hint when it timed out.
+fn wait_answer(m: &Machine, exec_id: crate::protocol::ExecId, secs: Duration) -> Outcome {
+    let timeout_ms = Some(secs.as_millis() as u64);
+    let req = Request::ExecWait(WaitRequest { exec_id, timeout_ms });
+    let answer = again(|| client::status(m, req.clone()))?;
+    let mut value = OnMachine::new(&answer, &m.name).to_value();
+    let line = if answer.timed_out == Some(true) {
+        let hint = format!(
+            "still running after {:.0} s; call exec_wait again (or exec_logs to see its \
+             output so far)",
+            secs.as_secs_f64()
+        );
+        value["hint"] = hint.clone().into();
+        format!("job {} on {}: {hint}", answer.job.exec_id, m.name)
+    } else {
+        status_line(&answer.job, &m.name)
+    };
+    Ok((value, line))
+}
+
+/// A read, a wait or a keyed start whose session dropped (`ssh_failed`) is asked once more,
+/// on a new session: the job runs on, and these calls are safe to repeat.
+fn again<T>(mut call: impl FnMut() -> Result<T>) -> Result<T> {
+    match call() {
+        Err(e) if e.code == ErrorCode::SshFailed => call(),
+        other => other,
+    }
+}
+
 /// Reads the config (at every call, so edits apply) and finds the machine.
 fn machine(config: Option<&Path>, name: Option<&str>) -> Result<Machine> {
     Machine::from_config(&RemoteConfig::load(config)?.machine(name)?)
@@ -412,7 +538,8 @@ where
 
 /// A failure as a tool error: the CLI's error object (and the job it is about).
 fn failure_answer(failure: ToolFailure) -> CallToolResult {
-    let ToolFailure { error: e, job } = failure;
+    let ToolFailure { error: mut e, job } = failure;
+    e.hint = e.hint.as_deref().map(hints::for_mcp);
     let mut value = json!({ "type": "error", "code": e.code, "message": e.message });
     if let Some(hint) = &e.hint {
         value["hint"] = hint.clone().into();
@@ -607,7 +734,8 @@ fn machines(config: Option<PathBuf>, input: MachinesInput) -> Outcome {
             }
         })
         .collect();
-    let line = format!("{} machines: {}", entries.len(), summary.join("; "));
+    let plural = if entries.len() == 1 { "" } else { "s" };
+    let line = format!("{} machine{plural}: {}", entries.len(), summary.join("; "));
     Ok((json!({ "machines": entries, "default_machine": default }), line))
 }
 
@@ -686,6 +814,7 @@ mod tests {
             "exec_wait",
             "exec_cancel",
             "exec_list",
+            "exec_run",
             "file_read",
             "file_write",
             "sync_push",
@@ -694,6 +823,10 @@ mod tests {
             assert!(names.contains(&name), "{name} missing from {names:?}");
         }
         for tool in &tools {
+            let schema = Value::Object(tool.input_schema.as_ref().clone());
+            assert_eq!(schema::not_flat(&schema, ""), None, "{}: {schema}", tool.name);
+            let title = tool.annotations.as_ref().and_then(|a| a.title.as_deref());
+            assert!(title.is_some_and(|t| !t.is_empty()), "{} has no title", tool.name);
             assert!(tool.description.as_deref().is_some_and(|d| d.len() > 40), "{}", tool.name);
             let props = tool.input_schema.get("properties").and_then(Value::as_object);
             for (prop, schema) in props.into_iter().flatten() {

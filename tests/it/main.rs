@@ -17,6 +17,7 @@ mod layers;
 mod local_exec;
 mod machine;
 mod mcp;
+mod mcp_current;
 mod multi_user;
 mod projects;
 mod release;

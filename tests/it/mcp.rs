@@ -223,6 +223,7 @@ async fn exercise(env: &TestEnv, machine: &str) {
             "exec_cancel",
             "exec_list",
             "exec_logs",
+            "exec_run",
             "exec_start",
             "exec_status",
             "exec_wait",
@@ -491,13 +492,13 @@ async fn mcp_tools_on_a_machine_over_ssh() {
 }
 
 /// `codex-remote mcp` driven by raw lines, each answer read with a deadline.
-struct RawSession {
-    child: Child,
+pub struct RawSession {
+    pub child: Child,
     answers: mpsc::Receiver<String>,
 }
 
 impl RawSession {
-    fn start(env: &TestEnv) -> Self {
+    pub fn start(env: &TestEnv) -> Self {
         let mut child = env
             .remote(&["mcp"])
             .stdin(Stdio::piped())
@@ -517,7 +518,7 @@ impl RawSession {
         RawSession { child, answers }
     }
 
-    fn send(&mut self, bytes: &[u8]) {
+    pub fn send(&mut self, bytes: &[u8]) {
         let stdin = self.child.stdin.as_mut().unwrap();
         stdin.write_all(bytes).unwrap();
         stdin.write_all(b"\n").unwrap();
@@ -525,14 +526,14 @@ impl RawSession {
     }
 
     /// The next line on stdout: it must be a JSON-RPC 2.0 message.
-    fn answer(&self) -> Value {
+    pub fn answer(&self) -> Value {
         let line = self.answers.recv_timeout(CALL_DEADLINE).expect("an answer in time");
         let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
         assert_eq!(value["jsonrpc"], "2.0", "{value}");
         value
     }
 
-    fn error_code(&self) -> (Value, i64) {
+    pub fn error_code(&self) -> (Value, i64) {
         let answer = self.answer();
         let code = answer["error"]["code"].as_i64().unwrap_or_else(|| panic!("{answer}"));
         (answer["id"].clone(), code)

@@ -84,7 +84,7 @@ impl McpServer {
                        bytes, `text` the same as text when they are UTF-8. `size` is the file's \
                        size; while `eof` is false, call again with `offset` = `next_offset` to \
                        read on without losing or repeating a byte.",
-        annotations(read_only_hint = true, open_world_hint = true)
+        annotations(title = "Read a file", read_only_hint = true, open_world_hint = true)
     )]
     async fn file_read(&self, Arguments(input): Arguments<FileReadInput>) -> ToolResult {
         let limit = input.max_bytes.unwrap_or(DEFAULT_READ_BYTES);
@@ -124,7 +124,13 @@ impl McpServer {
                        one), with `content` (text) or `content_b64` (binary). A symlink at `path` \
                        is refused; a missing directory is an error unless `mkdir` is true. Files \
                        over codexd's max_file_size (64 MiB) are refused: use sync_push.",
-        annotations(destructive_hint = true, idempotent_hint = true, open_world_hint = true)
+        annotations(
+            title = "Write a file",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
     )]
     async fn file_write(&self, Arguments(input): Arguments<FileWriteInput>) -> ToolResult {
         let bytes =
@@ -163,7 +169,13 @@ impl McpServer {
                        is deleted unless `delete` is true. Returns {files_sent, bytes_sent, \
                        deleted, unchanged, elapsed_ms, changed, skipped}. Run it before exec_start \
                        so the job sees your latest edits.",
-        annotations(destructive_hint = true, idempotent_hint = true, open_world_hint = true)
+        annotations(
+            title = "Push a directory to a machine",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
     )]
     async fn sync_push(&self, Arguments(input): Arguments<SyncInput>) -> ToolResult {
         self.sync_tool(Direction::Push, input).await
@@ -176,7 +188,13 @@ impl McpServer {
                        incrementally (only changed files travel, each replaced atomically): e.g. \
                        a job's results. Nothing local is deleted unless `delete` is true. Returns \
                        {files_sent, bytes_sent, deleted, unchanged, elapsed_ms, changed, skipped}.",
-        annotations(destructive_hint = true, idempotent_hint = true, open_world_hint = true)
+        annotations(
+            title = "Pull a directory from a machine",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
     )]
     async fn sync_pull(&self, Arguments(input): Arguments<SyncInput>) -> ToolResult {
         self.sync_tool(Direction::Pull, input).await

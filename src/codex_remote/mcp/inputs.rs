@@ -34,6 +34,11 @@ pub const MAX_LIST_LIMIT: usize = 500;
 const MACHINE_DOC: &str = "The machine: a name from the `machines` tool. Default: the config's \
                            `default_machine`, else `local` (this computer).";
 
+/// The argument that names a job, shared by the job tools.
+const EXEC_ID_DOC: &str = "The job's `exec_id`, as returned by `exec_start` or `exec_list`; a \
+                           unique prefix of it, or `last` for the machine's newest job, works \
+                           too (as in the CLI).";
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MachinesInput {
@@ -99,7 +104,7 @@ pub struct StartInput {
 pub struct JobInput {
     #[schemars(description = MACHINE_DOC)]
     pub machine: Option<String>,
-    /// The job's `exec_id`, as returned by `exec_start` or `exec_list`.
+    #[schemars(description = EXEC_ID_DOC)]
     pub exec_id: String,
 }
 
@@ -108,7 +113,7 @@ pub struct JobInput {
 pub struct LogsInput {
     #[schemars(description = MACHINE_DOC)]
     pub machine: Option<String>,
-    /// The job's `exec_id`.
+    #[schemars(description = EXEC_ID_DOC)]
     pub exec_id: String,
     /// Which output: `stdout`, `stderr` or `both` (default `both`).
     pub stream: Option<StreamSel>,
@@ -131,7 +136,7 @@ pub struct LogsInput {
 pub struct WaitInput {
     #[schemars(description = MACHINE_DOC)]
     pub machine: Option<String>,
-    /// The job's `exec_id`.
+    #[schemars(description = EXEC_ID_DOC)]
     pub exec_id: String,
     /// Give up after this many seconds (default 25, at most 3600) and return the running status
     /// with `timed_out: true`; then call `exec_wait` again. Keep it under your own tool time-out.
@@ -144,7 +149,7 @@ pub struct WaitInput {
 pub struct CancelInput {
     #[schemars(description = MACHINE_DOC)]
     pub machine: Option<String>,
-    /// The job's `exec_id`.
+    #[schemars(description = EXEC_ID_DOC)]
     pub exec_id: String,
     /// Seconds between TERM and KILL (default 5).
     #[schemars(range(min = 0, max = 3600))]
@@ -156,11 +161,46 @@ pub struct CancelInput {
 pub struct ListInput {
     #[schemars(description = MACHINE_DOC)]
     pub machine: Option<String>,
-    /// Only jobs in this state.
-    pub state: Option<JobState>,
+    /// Only jobs in this state, or `finished` for every job that has ended (whatever its
+    /// state), as `codex-remote exec list --state` takes.
+    pub state: Option<StateArg>,
     /// At most this many jobs, newest first (default 20, at most 500).
     #[schemars(range(min = 1, max = 500))]
     pub limit: Option<usize>,
+}
+
+/// `exec_list`'s `state`: a job state, or `finished` (a status, not a state).
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StateArg {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Lost,
+    StartFailed,
+    Finished,
+}
+
+impl StateArg {
+    /// The list request that selects these jobs.
+    pub fn request(self) -> crate::protocol::ListRequest {
+        use crate::protocol::{ListRequest, RunStatus};
+        let state = match self {
+            StateArg::Finished => {
+                return ListRequest { status: Some(RunStatus::Finished), ..Default::default() };
+            }
+            StateArg::Queued => JobState::Queued,
+            StateArg::Running => JobState::Running,
+            StateArg::Succeeded => JobState::Succeeded,
+            StateArg::Failed => JobState::Failed,
+            StateArg::Cancelled => JobState::Cancelled,
+            StateArg::Lost => JobState::Lost,
+            StateArg::StartFailed => JobState::StartFailed,
+        };
+        ListRequest { state: Some(state), ..Default::default() }
+    }
 }
 
 /// A tool's arguments, parsed with the server's own error (`bad_argument`) for what does not
@@ -185,6 +225,10 @@ pub fn input_schema<T: JsonSchema + 'static>() -> std::sync::Arc<JsonObject> {
         schema_for_input::<T>().unwrap_or_else(|e| panic!("the input schema of a tool: {e}"));
     let mut schema = Value::Object(schema.as_ref().clone());
     drop_null(&mut schema);
+    let schema = super::schema::flatten(schema);
+    if let Some(path) = super::schema::not_flat(&schema, "") {
+        panic!("the input schema of a tool is not flat at {path}: {schema}");
+    }
     match schema {
         Value::Object(object) => std::sync::Arc::new(object),
         _ => unreachable!("a schema object stays an object"),
@@ -234,13 +278,8 @@ pub fn bad_argument(message: impl Into<String>) -> ErrorData {
     )
 }
 
-/// A job id argument: an `ExecId`, or the `invalid_id` error (with its Go-era hint).
-pub fn exec_id(text: &str) -> std::result::Result<ExecId, ErrorData> {
-    ExecId::parse(text).map_err(argument_error)
-}
-
 /// An argument error as a protocol error carrying the CLI's error code and hint.
-fn argument_error(e: crate::error::Error) -> ErrorData {
+pub fn argument_error(e: crate::error::Error) -> ErrorData {
     ErrorData::invalid_params(e.message, Some(json!({ "code": e.code, "hint": e.hint })))
 }
 
@@ -298,7 +337,11 @@ pub fn start_request(input: &StartInput) -> std::result::Result<ExecStartRequest
     })
 }
 
-pub fn logs_request(input: &LogsInput) -> std::result::Result<LogsRequest, ErrorData> {
+/// The `exec_logs` request for job `exec_id` (the input's id, resolved).
+pub fn logs_request(
+    input: &LogsInput,
+    exec_id: ExecId,
+) -> std::result::Result<LogsRequest, ErrorData> {
     let stream = input.stream.unwrap_or(StreamSel::Both);
     let max = input.max_bytes.unwrap_or(DEFAULT_LOG_BYTES);
     if !(1..=MAX_LOG_BYTES).contains(&max) {
@@ -321,7 +364,7 @@ pub fn logs_request(input: &LogsInput) -> std::result::Result<LogsRequest, Error
     }
     // Each stream may fill the whole budget; the page is cut to `max` over both (`logs_page`).
     Ok(LogsRequest {
-        exec_id: exec_id(&input.exec_id)?,
+        exec_id,
         stream,
         tail: None,
         tail_lines: input.tail_lines,
@@ -344,21 +387,20 @@ mod tests {
     fn logs_pages_start_at_zero_and_give_each_stream_the_budget() {
         let input: LogsInput =
             serde_json::from_value(json!({"exec_id": ID, "since_stderr": 7})).unwrap();
-        let req = logs_request(&input).unwrap();
+        let id = ExecId::parse(ID).unwrap();
+        let req = logs_request(&input, id.clone()).unwrap();
         assert_eq!(req.since, Some(StreamOffsets { stdout: Some(0), stderr: Some(7) }));
         assert_eq!(req.max_bytes, Some(DEFAULT_LOG_BYTES));
         let tail: LogsInput =
             serde_json::from_value(json!({"exec_id": ID, "stream": "stdout", "tail_lines": 3}))
                 .unwrap();
-        let req = logs_request(&tail).unwrap();
+        let req = logs_request(&tail, id.clone()).unwrap();
         assert_eq!((req.since, req.max_bytes), (None, Some(DEFAULT_LOG_BYTES)));
         let bad: LogsInput =
             serde_json::from_value(json!({"exec_id": ID, "stream": "stdout", "since_stderr": 1}))
                 .unwrap();
-        assert!(logs_request(&bad).is_err());
-        let bad_id: LogsInput = serde_json::from_value(json!({"exec_id": "../x"})).unwrap();
-        let e = argument_failure(&logs_request(&bad_id).unwrap_err()).unwrap();
-        assert_eq!(e.code, crate::error::ErrorCode::InvalidId, "{e}");
+        let e = argument_failure(&logs_request(&bad, id).unwrap_err()).unwrap();
+        assert_eq!(e.code, crate::error::ErrorCode::Usage, "{e}");
     }
 
     #[test]
@@ -372,6 +414,11 @@ mod tests {
         assert!(!start.to_string().contains("null"), "{start}");
         let list = Value::Object(input_schema::<ListInput>().as_ref().clone());
         assert!(!list.to_string().contains("null"), "{list}");
+        assert!(list["properties"]["state"]["enum"].to_string().contains("finished"), "{list}");
+        for schema in [&schema, &start, &list] {
+            assert_eq!(super::super::schema::not_flat(schema, ""), None, "{schema}");
+        }
+        assert_eq!(start["properties"]["resources"]["type"], "object", "{start}");
         assert!(!schema.to_string().contains("null"), "{schema}");
     }
 }

@@ -5,6 +5,9 @@
 //! the size cap gets `-32600 Invalid Request` (both with `id: null`), so a client learns its
 //! message was lost instead of waiting for an answer that never comes. A batch (a JSON array,
 //! which MCP dropped in 2025-06-18) gets `-32600` with `id: null` too. Both kinds of answer
+//! A line that is not JSON only because of a lone surrogate (`"\ud800"`) is answered with its
+//! `id` when it can be read. A `tools/call` whose `arguments` is not an object gets `-32602`
+//! with its `id` (rmcp alone would answer "method not found"). Both kinds of answer
 //! reach stdout through one writer, a whole line at a time; an error answer of rmcp's without
 //! an `id` gets `"id": null` there, as JSON-RPC asks.
 
@@ -82,16 +85,22 @@ fn read_stdin(tx: mpsc::Sender<Incoming>) {
                 if text.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
-                    Ok(_) if text.trim_ascii_start().starts_with(b"[") => {
-                        Incoming::Refused(error_line(
-                            -32600,
-                            "Invalid Request: batches are not part of MCP \
-                                            2025-11-25; send one message per line",
-                        ))
-                    }
-                    Ok(_) => Incoming::Message(bytes),
-                    Err(e) => Incoming::Refused(error_line(-32700, &format!("Parse error: {e}"))),
+                // Parsed whole (strings included, so a lone surrogate is found here, not
+                // dropped by rmcp without an answer).
+                match serde_json::from_slice::<serde_json::Value>(text) {
+                    Ok(serde_json::Value::Array(_)) => Incoming::Refused(error_line(
+                        -32600,
+                        "Invalid Request: batches are not part of MCP; send one message per line",
+                    )),
+                    Ok(message) => match bad_arguments(&message) {
+                        Some(refusal) => Incoming::Refused(refusal),
+                        None => Incoming::Message(bytes),
+                    },
+                    Err(e) => Incoming::Refused(error_line_for(
+                        lossy_id(text),
+                        -32700,
+                        &format!("Parse error: {e}"),
+                    )),
                 }
             }
             Ok(Some(Line::TooLong(n))) => Incoming::Refused(error_line(
@@ -127,8 +136,45 @@ fn with_null_id(line: Vec<u8>) -> Vec<u8> {
     fixed
 }
 
+/// `-32602 Invalid params` for a `tools/call` whose `arguments` is there but not an object
+/// (rmcp would call it an unknown method).
+fn bad_arguments(message: &serde_json::Value) -> Option<Vec<u8>> {
+    let arguments = message.get("params")?.get("arguments")?;
+    if message["method"] != "tools/call" || arguments.is_object() || arguments.is_null() {
+        return None;
+    }
+    let id = message.get("id").cloned().unwrap_or_default();
+    Some(error_line_for(id, -32602, "Invalid params: `arguments` must be a JSON object"))
+}
+
+/// The `id` of a line that is not valid JSON only because of a lone surrogate escape
+/// (`"\ud800"`), so its answer reaches the caller waiting on that id; `null` otherwise.
+fn lossy_id(text: &[u8]) -> serde_json::Value {
+    let Ok(text) = std::str::from_utf8(text) else { return serde_json::Value::Null };
+    let mut fixed = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("\\u") {
+        fixed.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 6).unwrap_or(&rest[at..]);
+        let surrogate = escape.len() == 6
+            && u16::from_str_radix(&escape[2..], 16).is_ok_and(|c| (0xD800..0xE000).contains(&c));
+        fixed.push_str(if surrogate { "\\ufffd" } else { escape });
+        rest = &rest[at + escape.len()..];
+    }
+    fixed.push_str(rest);
+    serde_json::from_str::<serde_json::Value>(&fixed)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .filter(|id| id.is_number() || id.as_str().is_some_and(|s| !s.contains('\u{fffd}')))
+        .unwrap_or_default()
+}
+
 fn error_line(code: i64, message: &str) -> Vec<u8> {
-    let answer = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    error_line_for(serde_json::Value::Null, code, message)
+}
+
+fn error_line_for(id: serde_json::Value, code: i64, message: &str) -> Vec<u8> {
+    let answer = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
     let mut line = answer.to_string().into_bytes();
     line.push(b'\n');
     line
@@ -168,4 +214,18 @@ async fn write_stdout(
         let _ = out.write_all(&answer).await;
     }
     let _ = out.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_surrogate_line_is_answered_with_its_id() {
+        let line = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"\ud800"}}"#;
+        assert!(serde_json::from_slice::<serde_json::Value>(line).is_err());
+        assert_eq!(lossy_id(line), json!(7));
+        assert_eq!(lossy_id(br#"{"id":"\ud800"}"#), serde_json::Value::Null);
+        assert_eq!(lossy_id(b"{not json"), serde_json::Value::Null);
+    }
 }

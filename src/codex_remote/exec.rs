@@ -10,7 +10,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use clap_complete::engine::ArgValueCompleter;
 use serde::Serialize;
 
-use super::{Ctx, emit, emit_on, emit_raw, output, parse_duration, parse_key_value, usage};
+use super::{
+    Ctx, emit, emit_on, emit_raw, original_fields, output, parse_duration, parse_key_value, usage,
+};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
     CancelRequest, CommandSpec, DoctorCheck, DoctorReport, DoctorRequest, ExecId, ExecStartRequest,
@@ -67,7 +69,7 @@ pub enum ExecCommand {
     #[command(after_help = "Examples:
   codex-remote exec run --machine gpu1 --cmd nvidia-smi
   codex-remote --format text exec run -m gpu1 --cwd proj -- python train.py")]
-    Run(StartArgs),
+    Run(RunArgs),
     /// Check what jobs on the machine will find: ssh, codexd and its version, the data dir,
     /// python, conda/pixi, nvidia-smi, git, rsync, rg (exit 1 when a required check fails).
     #[command(after_help = "Examples:
@@ -127,6 +129,17 @@ pub struct IdArgs {
     machine: MachineArg,
     #[command(flatten)]
     job: JobArg,
+}
+
+/// `exec run`: a start, and what Ctrl-C does.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    start: StartArgs,
+    /// On Ctrl-C leave the job running and exit 130 (default: cancel it as `exec cancel` does,
+    /// print its end and exit with its code; a second Ctrl-C leaves at once).
+    #[arg(long)]
+    detach_on_interrupt: bool,
 }
 
 #[derive(Debug, Args)]
@@ -409,7 +422,7 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
             let exec_id = args.job.resolve(&m)?;
             let req = Request::ExecCancel(CancelRequest { exec_id, grace_ms });
             let answer = client::status(&m, req)?;
-            emit_on(&m, &answer)?;
+            original_fields::emit_on_with(&m, &answer, original_fields::canceled)?;
             Ok(exit::OK)
         }
         ExecCommand::Wait(args) => {
@@ -552,7 +565,7 @@ fn start(ctx: &Ctx, args: StartArgs) -> Result<u8> {
     let m = start_machine(ctx, &args)?;
     let req = start_request(&args)?;
     let answer = client::start(&m, req)?;
-    emit_on(&m, &answer)?;
+    original_fields::emit_on_with(&m, &answer, original_fields::base_url(&m))?;
     if answer.job.state == JobState::StartFailed {
         let message = answer.job.error.clone().unwrap_or_else(|| "the job could not start".into());
         eprintln!("codex-remote: start_failed: {message}");
@@ -658,14 +671,17 @@ fn read_logs(
     client::logs(m, req, &mut on_line)
 }
 
-/// `exec run`: start, follow both streams as NDJSON, exit with the job's code. Ctrl-C detaches.
-fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
+/// `exec run`: start, follow both streams as NDJSON, exit with the job's code. Ctrl-C cancels
+/// the job (as `srun` and `docker run` do), or detaches with `--detach-on-interrupt`.
+fn run_job(ctx: &Ctx, run: RunArgs) -> Result<u8> {
+    let args = run.start;
     // The start and the follow share one session (one ssh session, not two).
     crate::remote::mux::enable();
     let m = start_machine(ctx, &args)?;
     let req = start_request(&args)?;
     let started = client::start(&m, req)?;
-    // From here on Ctrl-C detaches; before, it simply stops us (the start completes remotely).
+    // From here on Ctrl-C cancels (or detaches); before, it simply stops us (the start
+    // completes remotely).
     let detached = Arc::new(AtomicBool::new(false));
     watch_interrupts(&detached)?;
     // Text is the job's own bytes: no events on stdout.
@@ -685,16 +701,17 @@ fn run_job(ctx: &Ctx, args: StartArgs) -> Result<u8> {
             started.job.exec_id, m.name
         ));
         let from = StreamOffsets::default().or_start(StreamSel::Both);
-        match follow_to_end(
-            &m,
-            &ExecId::parse(&started.job.exec_id)?,
-            StreamSel::Both,
-            Start::At(from),
-            &detached,
-            None,
-        )? {
+        let id = ExecId::parse(&started.job.exec_id)?;
+        match follow_to_end(&m, &id, StreamSel::Both, Start::At(from), &detached, None)? {
             Some(job) => job,
-            None => return Ok(exit::DETACHED),
+            None if run.detach_on_interrupt => {
+                report_detached(&m, &id)?;
+                return Ok(exit::DETACHED);
+            }
+            None => match cancel_interrupted(&m, &id)? {
+                Some(job) => job,
+                None => return Ok(exit::DETACHED),
+            },
         }
     };
     if events {
@@ -714,6 +731,7 @@ fn watch(ctx: &Ctx, args: WatchArgs) -> Result<u8> {
     let stream = args.stream.selection();
     let id = args.job.resolve(&m)?;
     let Some(job) = follow_to_end(&m, &id, stream, start, &detached, Some(args.poll))? else {
+        report_detached(&m, &id)?;
         return Ok(exit::DETACHED);
     };
     if !output::text() {
@@ -778,7 +796,7 @@ fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<u8> {
     if output::table(args.json) {
         print_doctor(&m.name, &report);
     } else {
-        emit_on(&m, &report)?;
+        original_fields::emit_on_with(&m, &report, original_fields::doctor(&report))?;
     }
     Ok(if report.ok { exit::OK } else { exit::JOB_FAILED })
 }
@@ -809,7 +827,7 @@ enum Start {
 }
 
 /// Prints the job's output as `log` lines until it has ended and returns its final status;
-/// `None` when Ctrl-C detached (a `detached` line is printed). A dropped connection (laptop
+/// `None` on Ctrl-C (the caller cancels or reports the detach). A dropped connection (laptop
 /// asleep, network gone) follows again from the last line seen, without repeating it.
 fn follow_to_end(
     m: &Machine,
@@ -843,14 +861,6 @@ fn follow_to_end(
         };
         let result = read_logs(m, &req, Some(&mut seen));
         if detached.load(Ordering::SeqCst) {
-            let hint = format!(
-                "codex-remote exec logs --machine {} --id {id} --stream both --follow",
-                m.name
-            );
-            if !output::text() {
-                emit(&RunEvent::Detached { exec_id: id, machine: &m.name, hint: &hint })?;
-            }
-            eprintln!("codex-remote: detached; the job goes on. Reattach with:\n  {hint}");
             return Ok(None);
         }
         match result {
@@ -899,4 +909,52 @@ fn watch_interrupts(flag: &Arc<AtomicBool>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints the `detached` line and how to reattach: the job goes on.
+fn report_detached(m: &Machine, id: &ExecId) -> Result<()> {
+    let hint =
+        format!("codex-remote exec logs --machine {} --id {id} --stream both --follow", m.name);
+    if !output::text() {
+        emit(&RunEvent::Detached { exec_id: id, machine: &m.name, hint: &hint })?;
+    }
+    eprintln!("codex-remote: detached; the job goes on. Reattach with:\n  {hint}");
+    Ok(())
+}
+
+/// Ctrl-C on `exec run`: the normal cancel request (TERM, the grace, KILL) and the job's final
+/// status once it has ended; `None` when a second Ctrl-C left before that (the job is left to
+/// the cancel, a `detached` line says so).
+fn cancel_interrupted(m: &Machine, id: &ExecId) -> Result<Option<JobStatus>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    eprintln!("codex-remote: interrupted: cancelling {id} (Ctrl-C again to leave at once)");
+    let again = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, again.clone())
+            .map_err(|e| Error::internal("installing signal handlers", e))?;
+    }
+    // The first Ctrl-C ended the follow's session and marked in-process calls interrupted.
+    crate::remote::pipe::INTERRUPTED.store(false, Ordering::SeqCst);
+    crate::remote::mux::close(&m.name);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (machine, exec_id) = (m.clone(), id.clone());
+    std::thread::spawn(move || {
+        let req = Request::ExecCancel(CancelRequest { exec_id, grace_ms: None });
+        let _ = tx.send(client::status(&machine, req));
+    });
+    loop {
+        let answer = rx.recv_timeout(std::time::Duration::from_millis(50));
+        // A second Ctrl-C also cuts the cancel call short: whatever it answered, we leave.
+        if again.load(Ordering::SeqCst) {
+            report_detached(m, id)?;
+            return Ok(None);
+        }
+        match answer {
+            Ok(answer) => return answer.map(|a| Some(a.job)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::internal("cancel", "the cancel call ended without an answer"));
+            }
+        }
+    }
 }

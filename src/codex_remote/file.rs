@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::exec::MachineArg;
-use super::{Ctx, emit_on, emit_raw, usage};
+use super::{Ctx, emit_on, emit_raw, original_fields, usage};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::files::octal;
 use crate::protocol::{
@@ -103,7 +103,7 @@ pub fn run(ctx: &Ctx, cmd: FileCommand) -> Result<u8> {
         FileCommand::Write(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
             let answer = write(&m, &args)?;
-            emit_on(&m, &answer)?;
+            original_fields::emit_on_with(&m, &answer, original_fields::file_written)?;
         }
         FileCommand::Read(args) => read(ctx, args)?,
         FileCommand::Stat(args) => {
@@ -300,5 +300,5 @@ fn read(ctx: &Ctx, args: ReadArgs) -> Result<()> {
     session.close()?;
     last.offset = args.offset;
     last.data_b64 = base64::engine::general_purpose::STANDARD.encode(&all);
-    emit_on(&m, &Response::FileData(last))
+    original_fields::emit_on_with(&m, &Response::FileData(last), original_fields::file_content)
 }

@@ -8,7 +8,10 @@ pub mod exec;
 pub mod file;
 pub mod machine;
 pub mod mcp;
+pub mod original_fields;
 pub mod output;
+pub mod single_dash;
+pub mod skills;
 pub mod sync;
 
 use std::io::Write;
@@ -92,6 +95,12 @@ enum Command {
   codex-remote dashboard --open
   codex-remote dashboard --listen 127.0.0.1:9000")]
     Dashboard(dashboard::DashboardArgs),
+    /// Install the Agent Skills for Codex and Claude Code (`SKILL.md` folders with scripts).
+    #[command(subcommand)]
+    #[command(after_help = "Examples:
+  codex-remote skills install
+  codex-remote skills install --dir .claude/skills")]
+    Skills(skills::SkillsCommand),
     /// Print the version (`--json`: with the git commit, protocol and target).
     #[command(after_help = "Examples:
   codex-remote version
@@ -124,7 +133,8 @@ impl Ctx {
 pub fn main() -> ExitCode {
     // `COMPLETE=bash codex-remote ...`: the shell asks for candidates (see `completions`).
     clap_complete::CompleteEnv::with_factory(Cli::command).complete();
-    let cli = match Cli::try_parse() {
+    let args = single_dash::rewrite(std::env::args_os(), &Cli::command());
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
@@ -144,6 +154,7 @@ pub fn main() -> ExitCode {
         // The MCP server reads the config at each call and keeps stdout for MCP messages.
         Command::Mcp(args) => return ExitCode::from(mcp::run(cli.config, args)),
         Command::Completions(args) => completions::run(args),
+        Command::Skills(cmd) => skills::run(cmd),
         Command::Dashboard(args) => RemoteConfig::load(cli.config.as_deref())
             .and_then(|config| dashboard::run(&Ctx { config }, args)),
         Command::Version { json } => {

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use super::exec::MachineArg;
-use super::{Ctx, emit, emit_on, output, usage};
+use super::{Ctx, emit, output, usage};
 use crate::error::{Error, Result, exit};
 use crate::protocol::{
     Direction, Entry, FileKind, Frame, Request, Response, Skipped, SyncApplyRequest, SyncDiff,
@@ -136,7 +136,7 @@ pub fn run(ctx: &Ctx, cmd: SyncCommand) -> Result<u8> {
     let mut progress = Progress::new(&m.name);
     let summary = sync(&m, &plan, &mut progress)?;
     progress.done();
-    emit_on(&m, &summary)?;
+    super::original_fields::emit_on_with(&m, &summary, super::original_fields::sync)?;
     Ok(if summary.changed.is_empty() { exit::OK } else { exit::JOB_FAILED })
 }
 

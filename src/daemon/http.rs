@@ -35,6 +35,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 mod accept;
+mod original_files;
 mod sync_tar;
 
 pub use accept::Listener;
@@ -138,7 +139,7 @@ async fn json_errors(resp: HttpResponse) -> HttpResponse {
             ErrorCode::RequestTooLarge,
             format!(
                 "the request body is over this route's limit ({MAX_REQUEST_LINE} bytes for the \
-                 JSON routes, {FILE_BODY_LIMIT} for /v1/file/write)"
+                 JSON routes, {FILE_BODY_LIMIT} for the file write routes)"
             ),
         )
         .with_hint("send large scripts and files through `POST /v1/rpc` (codex-remote does)"),
@@ -628,6 +629,9 @@ struct LogsQuery {
     #[serde(default)]
     raw: bool,
     format: Option<String>,
+    /// The original tool's: the whole log (no tail).
+    #[serde(default)]
+    full: bool,
 }
 
 async fn exec_logs(
@@ -647,12 +651,17 @@ async fn exec_logs(
         },
         None => (None, None),
     };
+    // `full` reads from the start, as an offset 0 does.
+    let offset = offset.or(q.full.then_some(0));
     let since = StreamOffsets::from_since(stream, offset, q.since_stderr);
+    // As the original's daemon: `full` wins, then a positive `tail_lines` (its client sends
+    // `tail=2000` beside it), then `tail`.
+    let tail_lines = q.tail_lines.filter(|&n| n > 0 && !q.full);
     let req = LogsRequest {
         exec_id: id,
         stream,
-        tail: q.tail,
-        tail_lines: q.tail_lines,
+        tail: q.tail.filter(|_| tail_lines.is_none() && !q.full),
+        tail_lines,
         since,
         follow: q.follow,
         raw: q.raw,
@@ -660,18 +669,43 @@ async fn exec_logs(
         since_time,
         until_time: q.until,
     };
-    if q.follow || q.format.as_deref() == Some("jsonl") {
-        return state.stream(None, Request::ExecLogs(req));
+    if q.follow {
+        // A refusal is a status, not a 200 with an error line: the same request without
+        // follow (one byte a stream) meets every check first.
+        let check = if req.until_time.is_some() {
+            Err(Error::invalid("until reads what was written before a time: not with follow"))
+        } else {
+            let probe = LogsRequest { follow: false, max_bytes: Some(1), ..req.clone() };
+            match state.call(Request::ExecLogs(probe)).await.1 {
+                Ok(Response::Error(body)) => Err(body.into()),
+                other => other.map(|_| ()),
+            }
+        };
+        return match check {
+            Ok(()) => state.stream(None, Request::ExecLogs(req)),
+            Err(e) => error_response(e),
+        };
+    }
+    let (lines, end) = match state.call(Request::ExecLogs(req)).await {
+        (lines, Ok(Response::LogsEnd(end))) => (lines, end),
+        (_, other) => return answer_response(other),
+    };
+    if q.format.as_deref() == Some("jsonl") {
+        // NDJSON: the lines, then `logs_end`.
+        let mut text = Vec::new();
+        for response in lines.into_iter().chain([Response::LogsEnd(end)]) {
+            let line = ResponseLine { id: None, response };
+            if serde_json::to_writer(&mut text, &line).is_err() {
+                return error_response(Error::internal("encoding", "a log line"));
+            }
+            text.push(b'\n');
+        }
+        return ([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response();
     }
     // One JSON object: the `logs_end` fields plus the lines.
-    match state.call(Request::ExecLogs(req)).await {
-        (lines, Ok(Response::LogsEnd(end))) => {
-            let mut v = serde_json::to_value(&end).unwrap_or_default();
-            v["lines"] = serde_json::to_value(&lines).unwrap_or_default();
-            Json(v).into_response()
-        }
-        (_, other) => answer_response(other),
-    }
+    let mut v = serde_json::to_value(&end).unwrap_or_default();
+    v["lines"] = serde_json::to_value(&lines).unwrap_or_default();
+    Json(v).into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -715,11 +749,15 @@ async fn exec_prune(
 // handler, and the original tool's `/v1/file/write` and `/v1/file/read`. Same token, Host and
 // `allowed_cwd_roots` rules as jobs (the guard, and `checked_handle`).
 
-/// The routes of the original tool's file API.
+/// The file routes: the original tool's (`POST /v1/file/write|read`, its shapes, see
+/// [`original_files`]) and ours (`POST /v1/files/write`, `GET /v1/files/read`; the `GET` of
+/// `/v1/file/read` is ours too, the method tells them apart).
 fn file_routes() -> Router<Arc<HttpState>> {
     Router::new()
-        .route("/v1/file/write", post(file_write))
-        .route("/v1/file/read", get(file_read))
+        .route("/v1/file/write", post(original_files::file_write))
+        .route("/v1/file/read", post(original_files::file_read).get(file_read))
+        .route("/v1/files/write", post(file_write))
+        .route("/v1/files/read", get(file_read))
         .layer(axum::extract::DefaultBodyLimit::max(FILE_BODY_LIMIT))
 }
 
@@ -843,7 +881,7 @@ fn rpc_with_bytes(state: Arc<HttpState>, signed: Option<String>, body: Body) -> 
     ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(body)).into_response()
 }
 
-/// `POST /v1/file/write`: `{"path", "content" | "content_b64", "mode", "mkdir"}`.
+/// `POST /v1/files/write` (ours): `{"path", "content" | "content_b64", "mode": "0644", "mkdir"}`.
 #[derive(Debug, Default, Deserialize)]
 struct FileWriteBody {
     path: String,
@@ -897,7 +935,8 @@ struct FileReadQuery {
     limit: Option<u64>,
 }
 
-/// `GET /v1/file/read?path=P&offset=N&limit=N`: the `file_data` object.
+/// `GET /v1/files/read?path=P&offset=N&limit=N` (also `GET /v1/file/read`): the `file_data`
+/// object.
 async fn file_read(
     State(state): State<Arc<HttpState>>,
     q: std::result::Result<Query<FileReadQuery>, QueryRejection>,

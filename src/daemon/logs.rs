@@ -182,12 +182,36 @@ fn start_offset(
     let timed = req.since_time.is_some() || req.until_time.is_some();
     let base = since.unwrap_or(0).max(from).min(size);
     let tail = match (req.tail, req.tail_lines, since.is_some() || timed) {
-        (Some(bytes), _, _) => Some(size.saturating_sub(bytes)),
+        (Some(bytes), _, _) => Some(line_start_from(path, size.saturating_sub(bytes), size)?),
         (None, Some(lines), _) => Some(tail_lines_start(path, size, lines)?),
-        (None, None, false) => Some(size.saturating_sub(DEFAULT_TAIL_BYTES)),
+        (None, None, false) => {
+            Some(line_start_from(path, size.saturating_sub(DEFAULT_TAIL_BYTES), size)?)
+        }
         (None, None, true) => None,
     };
     Ok(tail.map_or(base, |t| t.max(base)))
+}
+
+/// The first line start at or after `from` (`size` if none): a byte tail that lands inside a
+/// line drops that line's end, as the original tool did, rather than print a fragment.
+fn line_start_from(path: &PathBuf, from: u64, size: u64) -> Result<u64> {
+    if from == 0 || from >= size {
+        return Ok(from);
+    }
+    let mut file = File::open(path).context(|| format!("opening {}", path.display()))?;
+    let mut buf = vec![0u8; BLOCK];
+    // The byte before `from` says whether a line starts there.
+    let mut pos = from - 1;
+    while pos < size {
+        let n = (BLOCK as u64).min(size - pos) as usize;
+        file.seek(SeekFrom::Start(pos)).context(|| "seeking".into())?;
+        file.read_exact(&mut buf[..n]).context(|| format!("reading {}", path.display()))?;
+        if let Some(i) = buf[..n].iter().position(|&b| b == b'\n') {
+            return Ok(pos + i as u64 + 1);
+        }
+        pos += n as u64;
+    }
+    Ok(size)
 }
 
 /// The offset where the last `lines` lines of the first `size` bytes begin (a last line without
@@ -304,6 +328,17 @@ mod tests {
         let path = dir.path().join("log");
         std::fs::write(&path, content).unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn a_byte_tail_starts_at_a_line_start() {
+        let (_dir, path) = tmp_log(b"alpha\nbeta\ngamma\n");
+        // Inside "beta": its end is dropped; at a line start: kept; no newline after: nothing.
+        assert_eq!(line_start_from(&path, 8, 17).unwrap(), 11);
+        assert_eq!(line_start_from(&path, 6, 17).unwrap(), 6);
+        assert_eq!(line_start_from(&path, 0, 17).unwrap(), 0);
+        let (_dir, path) = tmp_log(b"alpha\nbeta");
+        assert_eq!(line_start_from(&path, 8, 10).unwrap(), 10);
     }
 
     #[test]

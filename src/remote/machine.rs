@@ -260,9 +260,22 @@ fn up_stages(
     let local_version = env!("CARGO_PKG_VERSION");
 
     enter(report, "install");
-    let current = remote_version
+    let mut current = remote_version
         .as_deref()
         .is_some_and(|v| crate::version::compare(v, local_version).is_ge());
+    // Not at the install location, but the machine's own route already reaches a current
+    // codexd (on its PATH, say): nothing to install.
+    let mut remote_version = remote_version;
+    if !current
+        && matches!(machine.route, Route::Ssh(_))
+        && let Ok(Response::Hello(hello)) =
+            machine.call(&Request::Hello(HelloRequest::default()), &mut |_| Ok(()))
+        && crate::version::compare(&hello.version, local_version).is_ge()
+    {
+        current = true;
+        remote_version = Some(hello.version);
+        report.codexd_path = Some(config.codexd.clone().unwrap_or_else(|| "codexd".into()));
+    }
     if !current {
         // The static dist/ build when there is one (old servers), else this build's own.
         let binary = crate::remote::install::codexd_for(os, arch, &LocalBuilds::current())?;

@@ -108,7 +108,8 @@ impl SshTarget {
             cmd.arg("-A");
         }
         if tty {
-            cmd.arg("-t");
+            // `-tt`: a pty even when our own stdin is not a terminal (a script, an agent).
+            cmd.arg("-tt");
         }
         match self.control_path() {
             Some(path) => master_options(&mut cmd, &path),

@@ -186,7 +186,7 @@ fn a_src_that_is_a_socket_or_a_device_is_refused() {
 }
 
 /// A raw HTTP/1.1 POST with a body; the status and the body text.
-fn post(addr: &str, path: &str, token: &str, body: &[u8]) -> (u16, String) {
+pub fn post(addr: &str, path: &str, token: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     let head = format!(
@@ -221,13 +221,13 @@ fn over_http_paths_outside_the_home_and_allowed_roots_are_forbidden() {
     let serve = Serve::start(&env);
     let token = std::fs::read_to_string(env.data_dir().join("token")).unwrap().trim().to_string();
 
-    // The original routes: inside the home and an allowed root work.
+    // Our own file routes: inside the home and an allowed root work.
     let body = br#"{"path":"w/a.txt","content":"hi","mode":"0600","mkdir":true}"#;
-    let (status, text) = post(&serve.addr, "/v1/file/write", &token, body);
+    let (status, text) = post(&serve.addr, "/v1/files/write", &token, body);
     assert_eq!(status, 200, "{text}");
     assert_eq!(std::fs::read_to_string(env.home.join("w/a.txt")).unwrap(), "hi");
     let body = format!(r#"{{"path":"{}","content_b64":"AAEC"}}"#, allowed.join("b.bin").display());
-    assert_eq!(post(&serve.addr, "/v1/file/write", &token, body.as_bytes()).0, 200);
+    assert_eq!(post(&serve.addr, "/v1/files/write", &token, body.as_bytes()).0, 200);
     assert_eq!(std::fs::read(allowed.join("b.bin")).unwrap(), [0, 1, 2]);
     let get = |path: &str| {
         http(
@@ -248,7 +248,7 @@ fn over_http_paths_outside_the_home_and_allowed_roots_are_forbidden() {
         "link-out/x".to_string(),
     ] {
         let body = format!(r#"{{"path":"{path}","content":"no"}}"#);
-        let (status, text) = post(&serve.addr, "/v1/file/write", &token, body.as_bytes());
+        let (status, text) = post(&serve.addr, "/v1/files/write", &token, body.as_bytes());
         assert_eq!(status, 403, "{path}: {text}");
         assert!(text.contains("forbidden"), "{text}");
         assert_eq!(get(&path).0, 403, "{path}");

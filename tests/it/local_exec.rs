@@ -323,12 +323,12 @@ fn idempotency_key_runs_the_command_once() {
 }
 
 #[test]
-fn ctrl_c_detaches_exec_run_and_the_job_goes_on() {
+fn ctrl_c_with_detach_on_interrupt_detaches_exec_run_and_the_job_goes_on() {
     let env = TestEnv::new();
     let marker = env.path("finished");
     let cmd = format!("echo started; sleep 1; touch {}", marker.display());
     let mut child = env
-        .remote(&["exec", "run", "--cmd", &cmd])
+        .remote(&["exec", "run", "--detach-on-interrupt", "--cmd", &cmd])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

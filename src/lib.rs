@@ -20,6 +20,7 @@ pub mod config_file;
 pub mod daemon;
 pub mod error;
 pub mod fuzzing;
+pub mod http_accept;
 pub mod http_guard;
 #[cfg(target_os = "linux")]
 pub mod jobs;

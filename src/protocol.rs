@@ -156,7 +156,14 @@ pub mod capability {
     /// `exec_start` with `resources.gpus` / `gpu_ids` on a machine without a scheduler (the job
     /// waits `queued` for free GPUs); the `gpus` request; statuses with `gpu_ids`.
     pub const GPUS: &str = "gpus";
+    /// Long answers (`exec_wait`, a follow of `exec_logs`) carry a `heartbeat` line at least
+    /// every [`HEARTBEAT_EVERY`](super::HEARTBEAT_EVERY) of silence, so a client can tell a
+    /// quiet job from a codexd that went silent.
+    pub const HEARTBEAT: &str = "heartbeat";
 }
+
+/// How often a long answer says it is alive when it has nothing else to send.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What this codexd can do, reported by `hello`.
 pub const CAPABILITIES: &[&str] = &[
@@ -176,6 +183,7 @@ pub const CAPABILITIES: &[&str] = &[
     capability::CONCURRENT,
     capability::RESOURCES,
     capability::GPUS,
+    capability::HEARTBEAT,
 ];
 
 /// The request `type`s this version knows.
@@ -971,7 +979,14 @@ pub enum Response {
     SyncApplied(TransferStats),
     SyncSent(TransferStats),
     Gpus(GpuReport),
+    /// Proof of life in a long answer, never final ([`capability::HEARTBEAT`]). A client that
+    /// does not know the type skips the line, as any line it cannot read.
+    Heartbeat(Heartbeat),
 }
+
+/// `{"type":"heartbeat"}`: nothing but the fact that codexd is still there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {}
 
 impl Response {
     /// The `type` of this answer on the wire.
@@ -996,12 +1011,14 @@ impl Response {
             Response::SyncApplied(_) => "sync_applied",
             Response::SyncSent(_) => "sync_sent",
             Response::Gpus(_) => "gpus",
+            Response::Heartbeat(_) => "heartbeat",
         }
     }
 
-    /// Whether this line ends the answer to its request (all but `log` and `chunk`).
+    /// Whether this line ends the answer to its request (all but `log`, `chunk` and
+    /// `heartbeat`).
     pub fn is_final(&self) -> bool {
-        !matches!(self, Response::Log(_) | Response::Chunk(_))
+        !matches!(self, Response::Log(_) | Response::Chunk(_) | Response::Heartbeat(_))
     }
 }
 

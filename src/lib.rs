@@ -40,6 +40,7 @@ pub mod error;
 // this crate's unit tests, never into the binaries.
 #[cfg(all(target_os = "linux", any(test, feature = "fuzzing")))]
 pub mod fuzzing;
+pub mod http_accept;
 pub mod http_guard;
 #[cfg(target_os = "linux")]
 pub mod jobs;

@@ -160,7 +160,14 @@ pub mod capability {
     /// `codexd serve` answers `/health?challenge=` with a `nonce` and `nonce_proof`, and takes
     /// requests signed with the token (`Authorization: Codexd-HMAC-SHA256 ...`, see `auth`).
     pub const SIGNED_REQUESTS: &str = "signed_requests";
+    /// Long answers (`exec_wait`, a follow of `exec_logs`) carry a `heartbeat` line at least
+    /// every [`HEARTBEAT_EVERY`](super::HEARTBEAT_EVERY) of silence, so a client can tell a
+    /// quiet job from a codexd that went silent.
+    pub const HEARTBEAT: &str = "heartbeat";
 }
+
+/// How often a long answer says it is alive when it has nothing else to send.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What this codexd can do, reported by `hello`.
 pub const CAPABILITIES: &[&str] = &[
@@ -181,6 +188,7 @@ pub const CAPABILITIES: &[&str] = &[
     capability::RESOURCES,
     capability::GPUS,
     capability::SIGNED_REQUESTS,
+    capability::HEARTBEAT,
 ];
 
 /// The request `type`s this version knows.
@@ -985,7 +993,14 @@ pub enum Response {
     SyncApplied(TransferStats),
     SyncSent(TransferStats),
     Gpus(GpuReport),
+    /// Proof of life in a long answer, never final ([`capability::HEARTBEAT`]). A client that
+    /// does not know the type skips the line, as any line it cannot read.
+    Heartbeat(Heartbeat),
 }
+
+/// `{"type":"heartbeat"}`: nothing but the fact that codexd is still there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {}
 
 impl Response {
     /// The `type` of this answer on the wire.
@@ -1010,12 +1025,14 @@ impl Response {
             Response::SyncApplied(_) => "sync_applied",
             Response::SyncSent(_) => "sync_sent",
             Response::Gpus(_) => "gpus",
+            Response::Heartbeat(_) => "heartbeat",
         }
     }
 
-    /// Whether this line ends the answer to its request (all but `log` and `chunk`).
+    /// Whether this line ends the answer to its request (all but `log`, `chunk` and
+    /// `heartbeat`).
     pub fn is_final(&self) -> bool {
-        !matches!(self, Response::Log(_) | Response::Chunk(_))
+        !matches!(self, Response::Log(_) | Response::Chunk(_) | Response::Heartbeat(_))
     }
 }
 

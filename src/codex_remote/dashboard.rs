@@ -142,17 +142,19 @@ pub fn run(ctx: &Ctx, args: DashboardArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// Serves the dashboard on an already bound listener until `shutdown` completes.
+/// Serves the dashboard on an already bound listener until `shutdown` completes, with the
+/// header time-out and connection caps of [`crate::http_accept`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     dashboard: Arc<Dashboard>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let checker = tokio::spawn(check_forever(dashboard.clone()));
-    let served = axum::serve(listener, router(dashboard))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::internal("serving the dashboard", e));
+    let listener = crate::http_accept::Listener::Tcp(listener);
+    let served =
+        crate::http_accept::serve("codex-remote dashboard", listener, router(dashboard), shutdown)
+            .await
+            .map_err(|e| Error::internal("serving the dashboard", e));
     checker.abort();
     served
 }

@@ -9,6 +9,7 @@ use super::exec::MachineArg;
 use super::{Ctx, emit, output, parse_duration, usage};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::remote::config::MachineConfig;
+use crate::remote::deadline;
 use crate::remote::machine::{CheckReport, check, up};
 use crate::remote::transport::{Machine, Route};
 
@@ -142,6 +143,9 @@ fn ls(ctx: &Ctx, args: LsArgs) -> Result<u8> {
     Ok(if args.strict && !all_ok { exit::JOB_FAILED } else { exit::OK })
 }
 
+/// How long past its timeout a check may take to kill its calls and report.
+const CHECK_GRACE: Duration = Duration::from_secs(5);
+
 /// Checks `configs`, `parallel` at a time, each given at most `timeout`; the reports come
 /// back in the order of `configs`.
 fn check_all(configs: Vec<MachineConfig>, parallel: usize, timeout: Duration) -> Vec<CheckReport> {
@@ -153,14 +157,15 @@ fn check_all(configs: Vec<MachineConfig>, parallel: usize, timeout: Duration) ->
             let (queue, tx) = (&queue, tx.clone());
             s.spawn(move || {
                 while let Some((i, config)) = queue.lock().expect("not poisoned").next() {
-                    // The check runs on a thread of its own so that one that hangs past the
-                    // timeout is reported as such (the thread ends with the process).
+                    // Every call of the check ends by the timeout, its ssh child killed and
+                    // reaped. The check runs on a thread of its own all the same, so that one
+                    // stuck elsewhere is reported (the thread ends with the process).
                     let (done_tx, done_rx) = mpsc::channel();
                     let name = config.name.clone();
                     std::thread::spawn(move || {
-                        let _ = done_tx.send(check(&config));
+                        let _ = done_tx.send(deadline::within(timeout, || check(&config)));
                     });
-                    let report = done_rx.recv_timeout(timeout).unwrap_or_else(|_| {
+                    let report = done_rx.recv_timeout(timeout + CHECK_GRACE).unwrap_or_else(|_| {
                         let e = Error::new(
                             ErrorCode::Timeout,
                             format!("no answer within {}", humantime::format_duration(timeout)),

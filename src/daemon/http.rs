@@ -1,6 +1,6 @@
 //! The HTTP door of `codexd serve`: the same handlers as `rpc`, over loopback TCP and a Unix
 //! socket (axum's router on hyper; each listener's accept loop, timeouts and connection limits
-//! are in [`accept`]).
+//! are in [`crate::http_accept`]).
 //!
 //! Paths of the original tool: `GET /health`, `POST /v1/exec`, `POST /v1/exec/run`,
 //! `GET /v1/exec/{id}`, `GET /v1/exec/{id}/logs`, `POST /v1/exec/{id}/cancel`, the file routes
@@ -34,11 +34,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-mod accept;
 mod original_files;
 mod sync_tar;
 
-pub use accept::Listener;
+pub use crate::http_accept::Listener;
 
 use super::{Daemon, Sink, expand_cwd, home_dir};
 use crate::auth;
@@ -152,16 +151,17 @@ async fn json_errors(resp: HttpResponse) -> HttpResponse {
 }
 
 /// Serves `router(state)` on an already bound listener until `shutdown` completes, with the
-/// timeouts and connection limits of [`accept`].
+/// timeouts and connection limits of [`crate::http_accept`].
 pub async fn serve(
     listener: Listener,
     state: Arc<HttpState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    accept::serve(listener, router(state), shutdown).await
+    crate::http_accept::serve("codexd serve", listener, router(state), shutdown).await
 }
 
-/// Origin, Host and token checks, before any handler runs.
+/// Origin, Host and token checks, before any handler runs. A refused request's connection is
+/// closed after the answer, so its unread body (and its sender) cannot hold a connection slot.
 async fn guard(
     State(state): State<Arc<HttpState>>,
     mut req: HttpRequest,
@@ -173,8 +173,11 @@ async fn guard(
     };
     match checked {
         Err(e) => {
-            drain(req.into_body()).await;
-            error_response(e)
+            crate::http_accept::release(&req);
+            drain_briefly(req.into_body()).await;
+            let mut response = error_response(e);
+            response.headers_mut().insert(header::CONNECTION, "close".parse().expect("a header"));
+            response
         }
         Ok(None) => next.run(req).await,
         // `/v1/rpc` streams its body: the handler checks the request line's digest.
@@ -260,13 +263,30 @@ fn refused(state: &HttpState, req: &HttpRequest) -> Option<Error> {
     None
 }
 
-/// How much of a refused request's body is read (and dropped) before the answer: a client
-/// still sending gets the JSON error instead of a connection reset; past it the reset stands.
+/// How much of a refused request's body is read (and dropped) before the answer, and for how
+/// long: a client that sent a small body at once gets the JSON error rather than a reset; a
+/// larger or slower one gets the answer when either runs out, then the connection closes.
+const REFUSED_BODY_READ: usize = 1 << 20;
+const REFUSED_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The cap on a body read to its end after a refusal in a handler ([`sync_tar`]'s uploads,
+/// which are authenticated).
 const REFUSED_BODY_DRAIN: usize = 16 << 20;
 
-/// Reads and drops up to [`REFUSED_BODY_DRAIN`] bytes of a body that will not be used.
-async fn drain(body: Body) {
-    let _ = axum::body::to_bytes(body, REFUSED_BODY_DRAIN).await;
+/// Reads and drops what arrives of `body` within [`REFUSED_BODY_DEADLINE`], up to
+/// [`REFUSED_BODY_READ`] bytes, one frame in memory at a time.
+async fn drain_briefly(body: Body) {
+    let mut stream = body.into_data_stream();
+    let mut left = REFUSED_BODY_READ;
+    let _ = tokio::time::timeout(REFUSED_BODY_DEADLINE, async {
+        while let Some(Ok(chunk)) = tokio_stream::StreamExt::next(&mut stream).await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn token_matches(headers: &HeaderMap, token: &str) -> bool {
@@ -373,6 +393,9 @@ enum Lines {
 impl Sink for ChannelSink {
     fn send(&mut self, response: Response) -> std::io::Result<()> {
         let mut line = match (&self.lines, response) {
+            // The original tool's streams (`logs?follow=true` without an id, `exec/run`) stay
+            // as they were: heartbeats are for `/v1/rpc`'s clients.
+            (Lines::Answers(None) | Lines::Run, Response::Heartbeat(_)) => return Ok(()),
             (Lines::Answers(id), response) => {
                 serde_json::to_vec(&ResponseLine { id: id.clone(), response })?
             }

@@ -100,6 +100,7 @@ fn follow(
     sink: &mut dyn Sink,
     cursors: &mut [Cursor],
 ) -> Result<()> {
+    let mut heartbeat = super::Heartbeats::new();
     loop {
         // Read the status before the logs: once it says finished, one more pass sends all.
         let finished = store.status(&req.exec_id)?.status == RunStatus::Finished;
@@ -116,6 +117,7 @@ fn follow(
         if sink.closed() {
             return Err(Error::internal("follow", "the client went away"));
         }
+        heartbeat.due(sink)?;
         std::thread::sleep(FOLLOW_TICK);
     }
 }

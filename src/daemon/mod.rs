@@ -36,6 +36,35 @@ pub use config::DaemonConfig;
 
 /// Where answer lines go. A streaming handler sends `log` lines through it before its final
 /// answer; `closed` tells it that nobody is listening any more.
+/// A long answer's proof of life: a `heartbeat` line each
+/// [`HEARTBEAT_EVERY`](crate::protocol::HEARTBEAT_EVERY) (the client's
+/// idle deadline counts from the last line it got).
+pub struct Heartbeats {
+    last: std::time::Instant,
+}
+
+impl Heartbeats {
+    pub fn new() -> Self {
+        Heartbeats { last: std::time::Instant::now() }
+    }
+
+    /// Sends a heartbeat when one is due; a client that went away is an error.
+    pub fn due(&mut self, sink: &mut dyn Sink) -> Result<()> {
+        if self.last.elapsed() < crate::protocol::HEARTBEAT_EVERY {
+            return Ok(());
+        }
+        self.last = std::time::Instant::now();
+        sink.send(Response::Heartbeat(crate::protocol::Heartbeat {}))
+            .map_err(|e| Error::internal("heartbeat", format!("the client went away: {e}")))
+    }
+}
+
+impl Default for Heartbeats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 pub trait Sink {
     fn send(&mut self, response: Response) -> io::Result<()>;
     fn closed(&self) -> bool;
@@ -358,11 +387,12 @@ impl Daemon {
 
     fn exec_wait(&self, req: &WaitRequest, sink: &mut dyn Sink) -> Result<StatusResponse> {
         let timeout = req.timeout_ms.map(Duration::from_millis);
+        let mut heartbeat = Heartbeats::new();
         let (last, ended) = wait::wait_finished(&self.store, &req.exec_id, timeout, || {
             if sink.closed() {
                 return Err(Error::internal("wait", "the client went away"));
             }
-            Ok(())
+            heartbeat.due(sink)
         })?;
         let mut answer = StatusResponse::of(last);
         if !ended {

@@ -40,7 +40,7 @@ pub fn wait_finished(
     store: &JobStore,
     id: &str,
     timeout: Option<Duration>,
-    give_up: impl Fn() -> Result<()>,
+    mut give_up: impl FnMut() -> Result<()>,
 ) -> Result<(JobStatus, bool)> {
     let mut last = None;
     let mut asked_slurm: Option<Instant> = None;

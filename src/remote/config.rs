@@ -76,6 +76,10 @@ pub struct MachineConfig {
     /// Seconds an unreachable host may take to fail (ssh's `ConnectTimeout`; default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<u64>,
+    /// Seconds a quick call (status, list, hello ...) may wait for its answer, and a long one
+    /// (wait, follow, transfers) for a sign of life (at least 15); default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_timeout: Option<u64>,
     /// HTTP mode: the user the remote `codexd serve` must run as (checked via `/health`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::answer::{AnswerRead, CallError, new_call_id, read_answer};
 use super::cache::{self, CacheKind, RouteKey};
+use super::deadline::Deadline;
 use super::ssh::SshTarget;
 use super::tunnel::{Forward, OpenForward};
 use crate::error::{Error, ErrorCode, Result};
@@ -38,6 +39,8 @@ pub struct HttpTarget {
     pub forward: Option<Forward>,
     /// The route's identity, for the token cache.
     pub route: RouteKey,
+    /// The machine's `call_timeout` ([`super::deadline`]).
+    pub call_timeout: Duration,
 }
 
 /// Where the token comes from.
@@ -75,19 +78,52 @@ pub struct Health {
     pub nonce_proof: Option<String>,
 }
 
-fn agent() -> ureq::Agent {
+/// An agent whose calls end as `deadline` says: a quick call's whole exchange within its
+/// time, a long call's answer head within `call_timeout` and then no silence past its idle
+/// limit ([`super::deadline`]).
+fn agent(deadline: &Deadline, call_timeout: Duration) -> ureq::Agent {
+    let head = deadline.total().map_or(call_timeout, |t| t.min(call_timeout));
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         // A redirect could point the signed request anywhere: it is an error, never followed.
         .max_redirects(0)
         .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_global(deadline.idle().is_none().then_some(deadline.total()).flatten())
+        .timeout_recv_response(Some(head))
+        .timeout_per_read(deadline.idle())
         .build()
         .into()
 }
 
-fn connect_failed(addr: &str, e: impl std::fmt::Display) -> Error {
+fn connect_failed(addr: &str, e: ureq::Error) -> Error {
+    if let ureq::Error::Timeout(what) = e {
+        return timed_out(addr, what);
+    }
     Error::new(ErrorCode::ConnectFailed, format!("cannot reach {addr}: {e}"))
         .with_hint("is `codexd serve` running there? `codex-remote machine up` starts it")
+}
+
+/// A listener that accepted and did not answer in time.
+fn timed_out(addr: &str, what: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::Timeout, format!("the server at {addr} did not answer in time ({what})"))
+}
+
+/// Reads an answer body, noting whether a read gave up on its deadline.
+struct NotingTimeout<R> {
+    inner: R,
+    timed_out: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for NotingTimeout<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            let ureq_timeout = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+                .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+            self.timed_out |= ureq_timeout || e.kind() == std::io::ErrorKind::TimedOut;
+        })
+    }
 }
 
 impl HttpTarget {
@@ -110,7 +146,9 @@ impl HttpTarget {
             Some(c) => format!("http://{addr}/health?challenge={c}"),
             None => format!("http://{addr}/health"),
         };
-        let mut resp = agent().get(&url).call().map_err(|e| connect_failed(addr, e))?;
+        let quick = Deadline::quick(self.call_timeout);
+        let mut resp = (agent(&quick, self.call_timeout).get(&url).call())
+            .map_err(|e| connect_failed(addr, e))?;
         if resp.status().is_redirection() {
             return Err(redirected(addr, &resp));
         }
@@ -195,11 +233,12 @@ impl HttpTarget {
     pub fn call_once(
         &self,
         request: &Request,
+        deadline: Deadline,
         on_line: &mut dyn FnMut(Response) -> Result<()>,
     ) -> Result<Response, CallError> {
         let Proven { addr, forward, token, nonce, latency } =
             self.prove().map_err(CallError::Final)?;
-        let answer = self.post_rpc(&addr, &token, &nonce, request, on_line);
+        let answer = self.post_rpc(&addr, &token, &nonce, request, deadline, on_line);
         if let Some(open) = forward {
             telemetry(&self.machine, &open, request, answer.as_ref().ok(), latency);
         }
@@ -223,9 +262,10 @@ impl HttpTarget {
     }
 
     /// A session for requests with bytes (files, sync): proven once, then one post each.
-    pub fn session(&self) -> Result<HttpSession> {
+    pub fn session(&self, deadline: Deadline) -> Result<HttpSession> {
         let proven = self.prove()?;
-        Ok(HttpSession { target: self.clone(), proven, spent: false })
+        let agent = agent(&deadline, self.call_timeout);
+        Ok(HttpSession { target: self.clone(), proven, spent: false, agent })
     }
 
     fn post_rpc(
@@ -234,13 +274,14 @@ impl HttpTarget {
         token: &str,
         nonce: &Nonce,
         request: &Request,
+        deadline: Deadline,
         on_line: &mut dyn FnMut(Response) -> Result<()>,
     ) -> Result<Response, CallError> {
         let call_id = new_call_id();
         let line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
         let body = serde_json::to_vec(&line)
             .map_err(|e| CallError::Final(Error::internal("encoding", e)))?;
-        let resp = agent()
+        let resp = agent(&deadline, self.call_timeout)
             .post(&format!("http://{addr}{RPC_PATH}"))
             .header("Authorization", nonce.sign(token, &body))
             .content_type("application/json")
@@ -267,7 +308,13 @@ impl HttpTarget {
             };
             return Err(CallError::Final(err));
         }
-        match read_answer(BufReader::new(body.into_reader()), &call_id, on_line) {
+        let mut reader =
+            BufReader::new(NotingTimeout { inner: body.into_reader(), timed_out: false });
+        let read = read_answer(&mut reader, &call_id, on_line);
+        if reader.get_ref().timed_out {
+            return Err(CallError::Final(timed_out(addr, "the answer stopped")));
+        }
+        match read {
             AnswerRead::Final(answer) => Ok(*answer),
             AnswerRead::Refused(e) => Err(CallError::Final(e)),
             AnswerRead::Ended { answered_any } => {
@@ -335,6 +382,7 @@ pub struct HttpSession {
     proven: Proven,
     /// Whether the nonce of `proven` was used.
     spent: bool,
+    agent: ureq::Agent,
 }
 
 impl HttpSession {
@@ -354,9 +402,10 @@ impl HttpSession {
         let line_bytes = serde_json::to_vec(&line).map_err(|e| Error::internal("encoding", e))?;
         let authorization = nonce.sign(token, &line_bytes);
         let (reader, writer) = std::io::pipe().map_err(|e| Error::internal("a pipe", e))?;
+        let agent = &self.agent;
         let resp = std::thread::scope(|scope| {
             let post = scope.spawn(move || {
-                agent()
+                agent
                     .post(&format!("http://{addr}{RPC_PATH}"))
                     .header("Authorization", authorization)
                     .content_type("application/x-ndjson")

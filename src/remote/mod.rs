@@ -3,7 +3,8 @@
 //! Read in this order: [`config`] (the machine list), [`cache`] (per-machine caches, one rule),
 //! [`ssh`] (every ssh command line), the doors [`pipe`] (`ssh HOST codexd rpc`, or a local
 //! `codexd rpc`), [`http`] (`codexd serve`) and `in_process` (`local` on Linux: the handlers
-//! in this process), [`answer`] (reading an answer, whichever door),
+//! in this process), [`answer`] (reading an answer, whichever door), [`deadline`] (how long a
+//! call may wait),
 //! [`transport`] (picks a door, retries, the version check with [`compat`]), [`mux`] (the shared
 //! sessions of long-lived clients), [`tunnel`] (the
 //! `use_direct_addr` forward), [`install`] and [`machine`] (`machine check`/`up`), and
@@ -14,6 +15,7 @@ pub mod cache;
 pub mod client;
 pub mod compat;
 pub mod config;
+pub mod deadline;
 pub mod http;
 #[cfg(target_os = "linux")]
 pub mod in_process;

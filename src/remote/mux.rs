@@ -344,8 +344,16 @@ impl Session {
         let (id, answers) = self.send(request)?;
         // A Ctrl-C of `exec run` ends the session's child, which ends this call.
         CURRENT_CHILD.store(self.pid, Ordering::SeqCst);
+        let deadline = m.deadline(Some(request), Some(capabilities));
+        let mut last = Instant::now();
         loop {
-            return Some(match answers.recv() {
+            let wait = deadline.left(last).unwrap_or(Duration::MAX);
+            let reply = answers.recv_timeout(wait);
+            if reply.is_ok() {
+                last = Instant::now();
+            }
+            return Some(match reply {
+                Ok(Reply::Line(Response::Heartbeat(_))) => continue,
                 Ok(Reply::Line(line)) => match on_line(line) {
                     Ok(()) => continue,
                     Err(e) => {
@@ -360,7 +368,15 @@ impl Session {
                         format!("the session with codexd ended during the call: {}", e.message);
                     Err(e)
                 }
-                Err(_) => Err(Error::internal("session", "the reader thread ended")),
+                Err(RecvTimeoutError::Timeout) => {
+                    // A codexd that went silent holds every call of the session: it ends.
+                    lock(&self.waiting).by_id.remove(&id);
+                    self.kill();
+                    Err(deadline.expired("codexd on the shared session"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    Err(Error::internal("session", "the reader thread ended"))
+                }
             });
         }
     }

@@ -10,6 +10,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::answer::{AnswerRead, CallError, new_call_id, read_answer};
+use super::deadline::{Deadline, TimedReader};
 use super::ssh::{Connection, classify_failure, read_temp, ssh_program};
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{HelloRequest, HelloResponse, Request, RequestLine, Response};
@@ -37,10 +38,12 @@ pub enum PipeKind {
 pub type HelloCheck<'a> = &'a mut dyn FnMut(&HelloResponse) -> Result<()>;
 
 /// One call through `conn`. With `hello`, a `hello` request goes first on the same session
-/// and its answer is checked before the request is written.
+/// and its answer is checked before the request is written. When `deadline` runs out the child
+/// is killed and reaped, and the call is a `timeout`.
 pub fn call_once(
     mut conn: Connection,
     kind: &PipeKind,
+    deadline: Deadline,
     hello: Option<HelloCheck>,
     request: &Request,
     on_line: &mut dyn FnMut(Response) -> Result<()>,
@@ -50,7 +53,8 @@ pub fn call_once(
 
     let call_id = new_call_id();
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let mut reader = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut reader = BufReader::new(TimedReader::new(stdout, deadline));
     let read = match hello {
         Some(check) => say_hello(&mut stdin, &mut reader, &call_id, check),
         None => None,
@@ -61,7 +65,13 @@ pub fn call_once(
         let _ = wire::write_line(&mut stdin, &line);
     }
     drop(stdin);
-    let read = read.unwrap_or_else(|| read_answer(reader, &call_id, on_line));
+    let read = read.unwrap_or_else(|| read_answer(&mut reader, &call_id, on_line));
+    if reader.get_ref().expired() {
+        let _ = child.kill();
+        let _ = child.wait();
+        CURRENT_CHILD.store(0, Ordering::SeqCst);
+        return Err(CallError::Final(deadline.expired(silent(kind))));
+    }
     if let AnswerRead::Refused(e) = read {
         let _ = child.kill();
         let _ = child.wait();
@@ -82,6 +92,14 @@ pub fn call_once(
         Err(CallError::Retryable(err))
     } else {
         Err(CallError::Final(err))
+    }
+}
+
+/// What did not answer, for a `timeout`'s message.
+fn silent(kind: &PipeKind) -> &'static str {
+    match kind {
+        PipeKind::Ssh => "codexd over ssh",
+        PipeKind::Local { .. } => "the local codexd",
     }
 }
 
@@ -146,22 +164,28 @@ pub type Body<'a> = &'a mut dyn FnMut(&mut dyn BufRead) -> Result<()>;
 pub struct Session {
     child: Child,
     stdin: Option<BufWriter<ChildStdin>>,
-    stdout: BufReader<ChildStdout>,
+    stdout: BufReader<TimedReader<ChildStdout>>,
     stderr: std::fs::File,
     kind: PipeKind,
     _conn: Connection,
 }
 
 impl Session {
-    /// Starts the child; with `hello`, says hello and checks the answer first.
-    pub fn open(mut conn: Connection, kind: &PipeKind, hello: Option<HelloCheck>) -> Result<Self> {
+    /// Starts the child; with `hello`, says hello and checks the answer first. Every read
+    /// gives up when `deadline` runs out (a long call's: after a silence).
+    pub fn open(
+        mut conn: Connection,
+        kind: &PipeKind,
+        deadline: Deadline,
+        hello: Option<HelloCheck>,
+    ) -> Result<Self> {
         let (mut child, stderr) = spawn(&mut conn, kind)?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut session = Session {
             child,
             stdin: Some(BufWriter::with_capacity(256 * 1024, stdin)),
-            stdout: BufReader::with_capacity(256 * 1024, stdout),
+            stdout: BufReader::with_capacity(256 * 1024, TimedReader::new(stdout, deadline)),
             stderr,
             kind: kind.clone(),
             _conn: conn,
@@ -208,7 +232,9 @@ impl Session {
             Err(e) if e.is_broken_pipe() => {}
             Err(e) => return Err(e),
         }
-        body(&mut self.stdout)?;
+        if let Err(e) = body(&mut self.stdout) {
+            return Err(if self.stdout.get_ref().expired() { self.failure() } else { e });
+        }
         match read_answer(&mut self.stdout, &call_id, &mut |_| Ok(())) {
             AnswerRead::Final(answer) => match *answer {
                 Response::Error(e) => Err(e.into()),
@@ -236,9 +262,15 @@ impl Session {
         }
     }
 
-    /// The session ended before an answer: the child's exit status and stderr say why.
+    /// The session ended before an answer: the child's exit status and stderr say why, or it
+    /// ran out of time (then the child is killed).
     fn failure(&mut self) -> Error {
         self.stdin = None;
+        if self.stdout.get_ref().expired() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            return self.stdout.get_ref().deadline().expired(silent(&self.kind));
+        }
         let code = self.child.wait().ok().and_then(|s| s.code());
         let stderr = read_temp(&mut self.stderr);
         classify_failure(code, &stderr, self.kind == PipeKind::Ssh).0

@@ -350,9 +350,14 @@ fn run_connection(mut conn: Connection, stdin: Option<std::fs::File>) -> Result<
     cmd.stdout(clone(&out)?).stderr(clone(&err)?);
     let spawned = cmd.spawn();
     conn.started();
-    let status = spawned
-        .and_then(|mut child| child.wait())
-        .map_err(|e| Error::new(ErrorCode::SshFailed, format!("running {}: {e}", ssh_program())))?;
+    let status = spawned.and_then(|mut child| super::deadline::wait_child(&mut child)).map_err(
+        |e| match e.kind() {
+            std::io::ErrorKind::TimedOut => {
+                Error::new(ErrorCode::Timeout, format!("{} did not end in time", ssh_program()))
+            }
+            _ => Error::new(ErrorCode::SshFailed, format!("running {}: {e}", ssh_program())),
+        },
+    )?;
     Ok(Captured { code: status.code(), stdout: read_temp(&mut out), stderr: read_temp(&mut err) })
 }
 

@@ -12,11 +12,12 @@ use std::time::Duration;
 use super::cache::RouteKey;
 use super::compat;
 use super::config::{LOCAL, MachineConfig};
+use super::deadline::{self, Deadline};
 use super::http::{HttpTarget, TokenSource};
 use super::pipe::{self, PipeKind};
 use super::ssh::{CallKind, Connection, DEFAULT_CONNECT_TIMEOUT_SECS, SshTarget};
 use crate::error::{Error, ErrorCode, Result};
-use crate::protocol::{Request, Response};
+use crate::protocol::{Request, Response, capability};
 
 pub use super::answer::CallError;
 pub use super::pipe::CURRENT_CHILD;
@@ -90,10 +91,15 @@ pub struct Machine {
     pub ssh: Option<SshTarget>,
     /// The route's identity, keying the machine's caches.
     pub key: RouteKey,
+    /// How long a quick call waits for its answer, a long one for a sign of life
+    /// ([`super::deadline`]).
+    pub call_timeout: Duration,
 }
 
 impl Machine {
     pub fn from_config(m: &MachineConfig) -> Result<Self> {
+        let call_timeout =
+            m.call_timeout.map_or(deadline::DEFAULT_CALL_TIMEOUT, Duration::from_secs);
         let ssh = match &m.ssh {
             Some(dest) => {
                 let target = SshTarget {
@@ -134,6 +140,7 @@ impl Machine {
                 user: m.user.clone(),
                 forward,
                 route: key.clone(),
+                call_timeout,
             };
             (Route::Http(Box::new(target)), key)
         };
@@ -168,7 +175,7 @@ impl Machine {
                 ));
             }
         };
-        Ok(Machine { name: m.name.clone(), route, ssh, key })
+        Ok(Machine { name: m.name.clone(), route, ssh, key, call_timeout })
     }
 
     /// This machine with the ssh agent forwarded (`-A`) on its ssh calls (`--forward-agent`).
@@ -189,6 +196,11 @@ impl Machine {
         request: &Request,
         on_line: &mut dyn FnMut(Response) -> Result<()>,
     ) -> Result<Response> {
+        // Heartbeats only keep the call alive (they reset its deadline on arrival).
+        let on_line = &mut |line: Response| match line {
+            Response::Heartbeat(_) => Ok(()),
+            line => on_line(line),
+        };
         #[cfg(target_os = "linux")]
         if let Route::Local { codexd, data_dir, in_process: true } = &self.route
             && let Some(answer) =
@@ -256,6 +268,13 @@ impl Machine {
                     "cancel it first: codex-remote exec cancel --machine {name} --id {id}"
                 ));
             }
+            ErrorCode::Timeout => {
+                e.message = format!("machine {name}: {}", e.message);
+                e.hint = Some(format!(
+                    "check that codexd answers on {name} (`codex-remote machine check --machine \
+                     {name}`), or raise `call_timeout` for machine {name} in the config"
+                ));
+            }
             ErrorCode::CodexdNotFound => {
                 e.message = format!("machine {name}: {}", e.message);
                 e.hint = Some(format!(
@@ -269,6 +288,31 @@ impl Machine {
             _ => {}
         }
         e
+    }
+
+    /// How long `request` may wait for codexd ([`super::deadline`]); `None`: a transfer
+    /// session (files, sync), alive while bytes arrive. Silences count only with a codexd
+    /// known to send heartbeats (`capabilities` of its `hello`; `None`: the cached one); a
+    /// cancel, which waits out the job's grace period without them, is bounded by
+    /// [`deadline::within`] only.
+    pub(super) fn deadline(
+        &self,
+        request: Option<&Request>,
+        capabilities: Option<&[String]>,
+    ) -> Deadline {
+        match request {
+            None | Some(Request::ExecWait(_)) => {}
+            Some(Request::ExecLogs(r)) if r.follow => {}
+            Some(Request::ExecCancel(_)) => return Deadline::long(self.call_timeout, false),
+            Some(_) => return Deadline::quick(self.call_timeout),
+        }
+        let heartbeats = |caps: &[String]| caps.iter().any(|c| c == capability::HEARTBEAT);
+        let known = match capabilities {
+            Some(caps) => heartbeats(caps),
+            None => compat::cached(&self.name, &self.key)
+                .is_some_and(|seen| heartbeats(&seen.capabilities)),
+        };
+        Deadline::long(self.call_timeout, known)
     }
 
     /// The child process of a pipe route (`None`: an HTTP route).
@@ -294,16 +338,12 @@ impl Machine {
         request: &Request,
         on_line: &mut dyn FnMut(Response) -> Result<()>,
     ) -> Result<Response, CallError> {
-        let long = match request {
-            Request::ExecLogs(r) => r.follow,
-            Request::ExecWait(_) | Request::ExecCancel(_) => true,
-            _ => false,
-        };
-        let call_kind = if long { CallKind::Long } else { CallKind::Short };
+        let call_kind = call_kind(request);
+        let deadline = self.deadline(Some(request), None);
         let (conn, kind) = match self.pipe_connection(call_kind).map_err(CallError::Final)? {
             Some(pipe) => pipe,
             None => match &self.route {
-                Route::Http(target) => return target.call_once(request, on_line),
+                Route::Http(target) => return target.call_once(request, deadline, on_line),
                 _ => unreachable!("only HTTP routes have no pipe"),
             },
         };
@@ -311,14 +351,25 @@ impl Machine {
         let needs = request.needs();
         if let Some(seen) = compat::cached(&self.name, &self.key) {
             compat::require(&self.name, &seen.capabilities, needs).map_err(CallError::Final)?;
-            return pipe::call_once(conn, &kind, None, request, on_line);
+            return pipe::call_once(conn, &kind, deadline, None, request, on_line);
         }
         let mut check = |hello: &crate::protocol::HelloResponse| {
             compat::check_hello(&self.name, &self.key, hello)?;
             compat::require(&self.name, &hello.capabilities, needs)
         };
-        pipe::call_once(conn, &kind, Some(&mut check), request, on_line)
+        pipe::call_once(conn, &kind, deadline, Some(&mut check), request, on_line)
     }
+}
+
+/// Long calls (a follow, a wait, a cancel's grace) may hold a session for hours, alive by
+/// codexd's heartbeats; the others are quick.
+fn call_kind(request: &Request) -> CallKind {
+    let long = match request {
+        Request::ExecLogs(r) => r.follow,
+        Request::ExecWait(_) | Request::ExecCancel(_) => true,
+        _ => false,
+    };
+    if long { CallKind::Long } else { CallKind::Short }
 }
 
 /// A session with a machine's codexd for a multi-request exchange with bytes (files, sync):
@@ -344,17 +395,20 @@ impl Machine {
     fn open_door(&self, capability: &'static str) -> Result<Door> {
         let Some((conn, kind)) = self.pipe_connection(CallKind::Long)? else {
             let Route::Http(target) = &self.route else { unreachable!("a pipe route") };
-            return target.session().map(Door::Http);
+            return target.session(self.deadline(None, None)).map(Door::Http);
         };
+        let deadline = self.deadline(None, None);
         if let Some(seen) = compat::cached(&self.name, &self.key) {
             compat::require(&self.name, &seen.capabilities, Some(capability))?;
-            return pipe::Session::open(conn, &kind, None).map(|s| Door::Pipe(Box::new(s)));
+            let session = pipe::Session::open(conn, &kind, deadline, None);
+            return session.map(|s| Door::Pipe(Box::new(s)));
         }
         let mut check = |hello: &crate::protocol::HelloResponse| {
             compat::check_hello(&self.name, &self.key, hello)?;
             compat::require(&self.name, &hello.capabilities, Some(capability))
         };
-        pipe::Session::open(conn, &kind, Some(&mut check)).map(|s| Door::Pipe(Box::new(s)))
+        pipe::Session::open(conn, &kind, deadline, Some(&mut check))
+            .map(|s| Door::Pipe(Box::new(s)))
     }
 
     /// [`Machine::explained`] for errors that are not about one request.

@@ -6,6 +6,7 @@ mod cli_habits;
 mod client_trust;
 mod completions;
 mod dashboard;
+mod deadlines;
 mod faults;
 mod files;
 mod formats;

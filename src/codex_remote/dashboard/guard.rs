@@ -11,6 +11,9 @@
 //!   per-process secret in the `x-dashboard-secret` header. Only the served page holds it, and no
 //!   CORS header is ever sent, so another origin can neither read it nor send that header. An
 //!   `Origin` or `Sec-Fetch-Site` that names another site is refused as well.
+//! - A refused request lets go of its connection's busy mark, and the connections themselves have
+//!   `codexd serve`'s limits ([`crate::http_accept`]: a head within 10 s, at most 512 open, 64 per
+//!   peer address), so half-open connections cannot fill the process's files.
 //! - Every answer forbids caching, framing and sniffing, and its CSP allows scripts from here only.
 
 use std::net::SocketAddr;
@@ -68,6 +71,7 @@ pub async fn check(State(d): State<Arc<Dashboard>>, req: Request, next: Next) ->
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     if !crate::http_guard::host_allowed(host, &guard.hosts) {
         let message = format!("Host {host:?} is refused: use {} or a loopback name", guard.addr);
+        crate::http_accept::release(&req);
         return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, &message);
     }
     let token = guard.token.as_str();
@@ -88,12 +92,14 @@ pub async fn check(State(d): State<Arc<Dashboard>>, req: Request, next: Next) ->
     let from_bearer = crate::http_guard::bearer(headers).is_some_and(|t| same(t, token));
     if !(from_query || from_cookie || from_bearer) {
         let message = "open the URL that `codex-remote dashboard` printed (it has the token)";
+        crate::http_accept::release(&req);
         return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message);
     }
     if req.method() != Method::GET
         && req.method() != Method::HEAD
         && let Err(message) = same_origin_with_secret(guard, headers, host)
     {
+        crate::http_accept::release(&req);
         return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, &message);
     }
     let response = next.run(req).await;

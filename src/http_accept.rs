@@ -1,5 +1,6 @@
-//! The accept loops of `codexd serve`: one per listener, each with its own connection budget, so
-//! a flood of connections on one (no token is needed to connect) never starves the other.
+//! The accept loops of this crate's HTTP servers (`codexd serve`'s TCP port and Unix socket,
+//! `codex-remote dashboard`): one per listener, each with its own connection budget, so a flood
+//! of connections on one (no token is needed to connect) never starves the other.
 //!
 //! - A request head must arrive within [`HEADER_TIMEOUT`] of the connection (or of the end of
 //!   the previous answer on a kept-alive one): hyper's `header_read_timeout` closes it otherwise.
@@ -11,14 +12,16 @@
 //!   cannot hold the door: the newest connection, which sends its request at once, gets in. On
 //!   loopback every local user is the same peer (127.0.0.1), which is why idle connections give
 //!   way instead of new ones being refused.
-//! - Busy connections (an `exec wait`, a `logs --follow` stream) have no time limit.
+//! - Busy connections (an `exec wait`, a `logs --follow` stream) have no time limit. A request
+//!   its server refuses stops counting as busy at once ([`release`]), so a refused request whose
+//!   body trickles in gives way to a new connection as an idle one does.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -52,6 +55,7 @@ pub struct Limits {
 /// A bound listener of either kind.
 pub enum Listener {
     Tcp(tokio::net::TcpListener),
+    #[cfg(unix)]
     Unix(tokio::net::UnixListener),
 }
 
@@ -59,14 +63,17 @@ impl Listener {
     fn limits(&self) -> Limits {
         match self {
             Listener::Tcp(_) => TCP_LIMITS,
+            #[cfg(unix)]
             Listener::Unix(_) => UNIX_LIMITS,
         }
     }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets open requests end
-/// (hyper's graceful shutdown) and returns when every connection is closed.
+/// (hyper's graceful shutdown) and returns when every connection is closed. `server` names it
+/// in the messages on stderr.
 pub async fn serve(
+    server: &str,
     listener: Listener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -85,7 +92,7 @@ pub async fn serve(
             Ok(Some(pair)) => pair,
             Ok(None) => continue,
             Err(e) => {
-                eprintln!("codexd serve: accept: {e}");
+                eprintln!("{server}: accept: {e}");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
@@ -94,6 +101,7 @@ pub async fn serve(
         let Some(admitted) = table.admit(peer) else { continue };
         match io {
             Stream::Tcp(s) => conns.spawn(connection(s, router.clone(), admitted, stop_rx.clone())),
+            #[cfg(unix)]
             Stream::Unix(s) => {
                 conns.spawn(connection(s, router.clone(), admitted, stop_rx.clone()))
             }
@@ -106,6 +114,7 @@ pub async fn serve(
 
 enum Stream {
     Tcp(tokio::net::TcpStream),
+    #[cfg(unix)]
     Unix(tokio::net::UnixStream),
 }
 
@@ -114,6 +123,7 @@ enum Stream {
 async fn accept(listener: &Listener) -> std::io::Result<Option<(Stream, Option<IpAddr>)>> {
     let accepted = match listener {
         Listener::Tcp(l) => l.accept().await.map(|(s, a)| (Stream::Tcp(s), Some(a.ip()))),
+        #[cfg(unix)]
         Listener::Unix(l) => l.accept().await.map(|(s, _)| (Stream::Unix(s), None)),
     };
     match accepted {
@@ -136,8 +146,9 @@ where
 {
     let tower = TowerToHyperService::new(router);
     let in_flight = admitted.in_flight.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let busy = Busy::enter(&in_flight);
+        req.extensions_mut().insert(Release(busy.0.clone()));
         let answer = hyper::service::Service::call(&tower, req);
         async move {
             let response = answer.await?;
@@ -247,19 +258,46 @@ impl Conns {
     }
 }
 
-/// One request in flight on a connection, from its head until its answer is sent or dropped.
-struct Busy(Arc<AtomicUsize>);
+/// One request in flight on a connection, from its head until its answer is sent or dropped
+/// (or until [`release`]).
+struct Busy(Arc<Slot>);
+
+/// The in-flight count of a connection, and whether one request still counts in it.
+struct Slot {
+    in_flight: Arc<AtomicUsize>,
+    counted: AtomicBool,
+}
+
+impl Slot {
+    fn leave(&self) {
+        if self.counted.swap(false, Ordering::SeqCst) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
 
 impl Busy {
     fn enter(in_flight: &Arc<AtomicUsize>) -> Self {
         in_flight.fetch_add(1, Ordering::SeqCst);
-        Busy(in_flight.clone())
+        Busy(Arc::new(Slot { in_flight: in_flight.clone(), counted: AtomicBool::new(true) }))
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.leave();
+    }
+}
+
+/// The request extension through which a server lets go of a request's busy mark.
+#[derive(Clone)]
+struct Release(Arc<Slot>);
+
+/// Marks the connection of a request the server refuses as idle: while its answer waits for
+/// the body to be read (briefly) and sent, a new connection may take its place.
+pub fn release<B>(req: &axum::http::Request<B>) {
+    if let Some(Release(slot)) = req.extensions().get::<Release>() {
+        slot.leave();
     }
 }
 
@@ -308,8 +346,15 @@ mod tests {
         drop(a1);
         // Both busy: a new one from that peer is refused.
         let _b2 = Busy::enter(&a2.in_flight);
-        let _b3 = Busy::enter(&a3.in_flight);
+        let b3 = Busy::enter(&a3.in_flight);
         assert!(table.admit(ip("127.0.0.1")).is_none());
+        // A refused request lets go of its mark: its connection gives way (once).
+        b3.0.leave();
+        b3.0.leave();
+        assert_eq!(a2.in_flight.load(Ordering::SeqCst), 1);
+        let a4 = table.admit(ip("127.0.0.1")).unwrap();
+        assert!(!table.lock().open.contains_key(&a3.id));
+        drop((b3, a4));
         // Other peers have their own share, up to the total.
         let c1 = table.admit(ip("10.0.0.2")).unwrap();
         let _c2 = table.admit(ip("10.0.0.2")).unwrap();

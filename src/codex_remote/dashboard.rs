@@ -127,7 +127,7 @@ pub fn run(ctx: &Ctx, args: DashboardArgs) -> Result<u8> {
         let addr = listener.local_addr().map_err(|e| Error::internal("reading the address", e))?;
         let dashboard = Dashboard::new(ctx.config.clone(), addr)?;
         let url = dashboard.url();
-        eprintln!("codex-remote: dashboard at {url} (Ctrl-C stops it)");
+        crate::error::stderr_line(&format!("codex-remote: dashboard at {url} (Ctrl-C stops it)"));
         emit(&serde_json::json!({ "type": "listening", "url": url }))?;
         if args.open {
             open_browser(&url);
@@ -313,6 +313,8 @@ fn open_browser(url: &str) {
         .stderr(std::process::Stdio::null())
         .spawn();
     if let Err(e) = spawned {
-        eprintln!("codex-remote: could not run {opener}: {e}; open {url} yourself");
+        crate::error::stderr_line(&format!(
+            "codex-remote: could not run {opener}: {e}; open {url} yourself"
+        ));
     }
 }

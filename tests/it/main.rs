@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli_habits;
 mod client_trust;
+mod closed_pipes;
 mod completions;
 mod dashboard;
 mod faults;
@@ -30,4 +31,5 @@ mod store_faults;
 mod support;
 mod sync;
 mod sync_tar;
+mod terminal_logs;
 mod update;

@@ -25,7 +25,7 @@ pub fn fields_of<T: DeserializeOwned>() -> Vec<&'static str> {
 pub fn parse_yaml_or_json<T: DeserializeOwned + ConfigKeys>(text: &str, path: &Path) -> Result<T> {
     let value: T = parse(text, path)?;
     for warning in unknown_keys::<T>(text, path) {
-        eprintln!("warning: {}: {warning}", path.display());
+        crate::error::stderr_line(&format!("warning: {}: {warning}", path.display()));
     }
     Ok(value)
 }

@@ -246,3 +246,11 @@ impl<T> Context<T> for std::io::Result<T> {
         self.map_err(|e| Error::io(what(), e))
     }
 }
+
+/// Writes `text` and a newline to stderr, ignoring a failure: a closed stderr (`2>&1 | head`)
+/// must not turn a command into a panic (what `eprintln!` does) or change its exit code.
+pub fn stderr_line(text: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.write_all(b"\n"));
+}

@@ -32,6 +32,8 @@
 //! {"type":"exec_logs","exec_id":ID,"stream":"both","tail":2000,"since":{"stdout":10,"stderr":0},
 //!   "follow":true,"raw":true,"max_bytes":100}
 //! {"type":"exec_logs","exec_id":ID,"stream":"stdout","tail_lines":5}
+//! {"type":"exec_logs","exec_id":ID,"stream":"stderr","tail_lines":20,"view":"terminal"}
+//!                                                            needs capability "logs_view"
 //! {"type":"exec_cancel","exec_id":ID,"grace_ms":5000}
 //! {"type":"exec_wait","exec_id":ID,"timeout_ms":30000}
 //! {"type":"exec_list","state":"running","limit":50}
@@ -70,6 +72,9 @@
 //! {"type":"list","jobs":[{STATUS}]}                          exec_list, newest first
 //! {"type":"log","stream":"stdout","offset":0,"line":"hi"}    exec_logs, before logs_end
 //! {"type":"log","stream":"stderr","offset":3,"line":"par","partial":true}
+//! {"type":"log","stream":"stdout","offset":9,"line":"epoch 1","repeated":3}   view terminal
+//! {"type":"status",STATUS,"last_stdout":"step 1","last_stderr":"ValueError: boom",
+//!   "traceback":"Traceback (most recent call last):\n..."}   exec_status, exec_wait
 //! {"type":"chunk","stream":"stdout","offset":0,"data_b64":"aGkK"}   exec_logs with raw
 //! {"type":"logs_end","exec_id":ID,"next_offset":{"stdout":3,"stderr":0},
 //!   "size":{"stdout":3,"stderr":0},"more":true,"status":"finished","state":"failed",
@@ -164,6 +169,9 @@ pub mod capability {
     /// every [`HEARTBEAT_EVERY`](super::HEARTBEAT_EVERY) of silence, so a client can tell a
     /// quiet job from a codexd that went silent.
     pub const HEARTBEAT: &str = "heartbeat";
+    /// `exec_logs` with `view: "terminal"` (`\r` applied, ANSI escapes dropped, repeats
+    /// collapsed); statuses with `last_stdout`, `last_stderr` and `traceback`.
+    pub const LOGS_VIEW: &str = "logs_view";
 }
 
 /// How often a long answer says it is alive when it has nothing else to send.
@@ -189,6 +197,7 @@ pub const CAPABILITIES: &[&str] = &[
     capability::GPUS,
     capability::SIGNED_REQUESTS,
     capability::HEARTBEAT,
+    capability::LOGS_VIEW,
 ];
 
 /// The request `type`s this version knows.
@@ -256,6 +265,7 @@ impl Request {
             Request::ExecLogs(r) if r.since_time.is_some() || r.until_time.is_some() => {
                 Some(capability::LOGS_TIME)
             }
+            Request::ExecLogs(r) if r.view == LogView::Terminal => Some(capability::LOGS_VIEW),
             Request::ExecLogs(r) if r.raw => Some(capability::LOGS_RAW),
             Request::ExecLogs(r) if r.follow => Some(capability::LOGS_FOLLOW),
             Request::ExecPrune(_) => Some(capability::PRUNE),
@@ -584,6 +594,30 @@ pub struct LogsRequest {
     /// Only output written before this time (same forms); not with `follow`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_time: Option<String>,
+    /// `raw`: the lines as written. `terminal`: as a terminal shows them (see [`LogView`]).
+    #[serde(default, skip_serializing_if = "LogView::is_raw")]
+    pub view: LogView,
+}
+
+/// How `exec_logs` shows lines.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum LogView {
+    /// The bytes as the job wrote them, one `log` line per newline.
+    #[default]
+    Raw,
+    /// What a terminal would show: each line at its last `\r` state (a progress bar's latest),
+    /// ANSI escapes dropped, a run of equal lines sent once with `repeated`. `offset` is where
+    /// the shown text starts; `tail_lines` counts these lines.
+    Terminal,
+}
+
+impl LogView {
+    pub fn is_raw(&self) -> bool {
+        *self == LogView::Raw
+    }
 }
 
 /// Reads a `--since`/`--until` time: a duration before now (`10m`, `1h30m`, `90s`) or an
@@ -883,11 +917,34 @@ pub struct StatusResponse {
     /// A note for humans, e.g. "already finished; nothing to cancel".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `exec_status` / `exec_wait`: where the job stands (the last lines and traceback).
+    #[serde(flatten)]
+    pub tails: LogTails,
+}
+
+/// The end of a job's logs in the terminal view, read from a bounded tail of each log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogTails {
+    /// The last non-empty line of stdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stdout: Option<String>,
+    /// The last non-empty line of stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stderr: Option<String>,
+    /// A failed job: the last Python traceback of stderr, whole (at most 4 KiB: its end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
 }
 
 impl StatusResponse {
     pub fn of(job: JobStatus) -> Self {
-        StatusResponse { job, timed_out: None, replayed: None, message: None }
+        StatusResponse {
+            job,
+            timed_out: None,
+            replayed: None,
+            message: None,
+            tails: LogTails::default(),
+        }
     }
 }
 
@@ -907,6 +964,9 @@ pub struct LogLine {
     /// The piece has no newline yet (the job is still writing it, or it was cut at `max_bytes`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
+    /// Terminal view: the line came this many times in a row (sent once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<u64>,
 }
 
 /// Raw log bytes (`raw: true`).

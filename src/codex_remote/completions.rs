@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 
 use clap::{Args, ValueEnum};
-use clap_complete::engine::CompletionCandidate;
+use clap_complete::engine::{CompletionCandidate, PathCompleter, ValueCompleter};
 
 use crate::error::{Error, Result, exit};
 use crate::protocol::{JobState, ListRequest};
@@ -53,11 +53,13 @@ pub fn machines(current: &OsStr) -> Vec<CompletionCandidate> {
     matching(current, names)
 }
 
-/// A job: the ids on the default machine (or `CODEX_REMOTE_MACHINE`), newest first, with their
-/// state and command as help; and `last`.
+/// A job: the ids on the machine the line names (`-m`/`--machine`), else `CODEX_REMOTE_MACHINE`,
+/// else the default one, newest first, with their state and command as help; and `last`.
 pub fn jobs(current: &OsStr) -> Vec<CompletionCandidate> {
     let listed = RemoteConfig::load(None).and_then(|config| {
-        let name = std::env::var("CODEX_REMOTE_MACHINE").ok().filter(|n| !n.is_empty());
+        let on_line = machine_on_line(std::env::args());
+        let name = on_line.or_else(|| std::env::var("CODEX_REMOTE_MACHINE").ok());
+        let name = name.filter(|n| !n.is_empty());
         let m = Machine::from_config(&config.machine(name.as_deref())?)?;
         crate::remote::client::list(&m, ListRequest { limit: Some(50), ..Default::default() })
     });
@@ -89,4 +91,54 @@ pub fn states(current: &OsStr) -> Vec<CompletionCandidate> {
     ];
     let names = states.iter().map(|s| s.as_str().to_string()).chain(["finished".to_string()]);
     matching(current, names)
+}
+
+/// The machine the words being completed name (`-m NAME`, `-mNAME`, `--machine NAME`,
+/// `--machine=NAME`; the last one wins), if any.
+fn machine_on_line(words: impl IntoIterator<Item = String>) -> Option<String> {
+    let mut words = words.into_iter();
+    let mut found = None;
+    while let Some(word) = words.next() {
+        if word == "-m" || word == "--machine" {
+            found = words.next().or(found);
+        } else if let Some(name) = word.strip_prefix("--machine=") {
+            found = Some(name.to_string());
+        } else if let Some(name) = word.strip_prefix("-m").filter(|n| !n.is_empty()) {
+            found = Some(name.to_string());
+        }
+    }
+    found
+}
+
+/// `sync --src`: local paths for `push` (for `pull` it is a path on the machine: nothing).
+pub fn sync_src(current: &OsStr) -> Vec<CompletionCandidate> {
+    local_paths_unless(current, "pull")
+}
+
+/// `sync --dst`: local paths for `pull`.
+pub fn sync_dst(current: &OsStr) -> Vec<CompletionCandidate> {
+    local_paths_unless(current, "push")
+}
+
+fn local_paths_unless(current: &OsStr, remote_for: &str) -> Vec<CompletionCandidate> {
+    if std::env::args().any(|w| w == remote_for) {
+        return Vec::new();
+    }
+    PathCompleter::any().complete(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::machine_on_line;
+
+    #[test]
+    fn the_machine_on_the_line_is_the_last_one_named() {
+        let words = |line: &str| line.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(machine_on_line(words("codex-remote exec result")), None);
+        assert_eq!(machine_on_line(words("x -m gpu1 exec result")).as_deref(), Some("gpu1"));
+        let line = words("x exec result --machine=a -mb");
+        assert_eq!(machine_on_line(line).as_deref(), Some("b"));
+        let line = words("x exec result --machine c ");
+        assert_eq!(machine_on_line(line).as_deref(), Some("c"));
+    }
 }

@@ -127,7 +127,7 @@ pub fn run(ctx: &Ctx, args: DashboardArgs) -> Result<u8> {
         let addr = listener.local_addr().map_err(|e| Error::internal("reading the address", e))?;
         let dashboard = Dashboard::new(ctx.config.clone(), addr)?;
         let url = dashboard.url();
-        eprintln!("codex-remote: dashboard at {url} (Ctrl-C stops it)");
+        crate::error::stderr_line(&format!("codex-remote: dashboard at {url} (Ctrl-C stops it)"));
         emit(&serde_json::json!({ "type": "listening", "url": url }))?;
         let opened = if args.open { open_browser(&url, addr.port()) } else { None };
         let shutdown = async {
@@ -310,7 +310,10 @@ fn open_browser(url: &str, port: u16) -> Option<std::path::PathBuf> {
     let written = crate::platform::create_private_dir(&dir)
         .and_then(|()| crate::platform::write_bytes_atomic(&page, html.as_bytes()));
     if let Err(e) = written {
-        eprintln!("codex-remote: could not write {}: {e}; open the URL yourself", page.display());
+        crate::error::stderr_line(&format!(
+            "codex-remote: could not write {}: {e}; open the URL yourself",
+            page.display()
+        ));
         return None;
     }
     let target = if cfg!(windows) { page.display().to_string() } else { file_url(&page) };
@@ -331,7 +334,9 @@ fn open_browser(url: &str, port: u16) -> Option<std::path::PathBuf> {
         Ok(mut child) => {
             std::thread::spawn(move || child.wait());
         }
-        Err(e) => eprintln!("codex-remote: could not run {opener}: {e}; open the URL yourself"),
+        Err(e) => crate::error::stderr_line(&format!(
+            "codex-remote: could not run {opener}: {e}; open the URL yourself"
+        )),
     }
     Some(page)
 }

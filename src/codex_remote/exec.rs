@@ -16,9 +16,9 @@ use super::{
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
     CancelRequest, CommandSpec, DoctorCheck, DoctorReport, DoctorRequest, ExecId, ExecStartRequest,
-    JobRef, JobState, JobStatus, ListRequest, LogsEnd, LogsRequest, OnMachine, PruneRequest,
-    Request, ResolveRequest, Resources, Response, RunEvent, RunStatus, Stream, StreamOffsets,
-    StreamSel, Summary, WaitRequest, parse_log_time,
+    JobRef, JobState, JobStatus, ListRequest, LogView, LogsEnd, LogsRequest, OnMachine,
+    PruneRequest, Request, ResolveRequest, Resources, Response, RunEvent, RunStatus, Stream,
+    StreamOffsets, StreamSel, Summary, WaitRequest, parse_log_time,
 };
 use crate::remote::client;
 use crate::remote::transport::Machine;
@@ -296,6 +296,18 @@ pub struct LogsArgs {
     /// Read at most this many bytes per stream, then stop (`more: true` says there is more).
     #[arg(long, value_name = "BYTES")]
     max_bytes: Option<u64>,
+    /// `raw`: lines as written. `terminal`: as a terminal shows them (a `\r` progress bar at
+    /// its last state, no ANSI colours, repeats once with `repeated`); --tail-lines counts
+    /// these lines.
+    #[arg(long, value_enum, default_value = "raw", conflicts_with = "raw")]
+    view: ViewArg,
+}
+
+/// `--view`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ViewArg {
+    Raw,
+    Terminal,
 }
 
 #[derive(Debug, Args)]
@@ -406,6 +418,12 @@ fn parse_state_filter(s: &str) -> std::result::Result<StateFilter, String> {
 }
 
 pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
+    // These exit with the job's code: a reader that stops early must not turn it into 0.
+    match &cmd {
+        ExecCommand::Run(_) | ExecCommand::Watch(_) => output::outlive_closed_stdout(),
+        ExecCommand::Wait(args) if args.exit_status => output::outlive_closed_stdout(),
+        _ => {}
+    }
     match cmd {
         ExecCommand::Start(args) => start(ctx, args),
         ExecCommand::Result(args) => {
@@ -568,7 +586,7 @@ fn start(ctx: &Ctx, args: StartArgs) -> Result<u8> {
     original_fields::emit_on_with(&m, &answer, original_fields::base_url(&m))?;
     if answer.job.state == JobState::StartFailed {
         let message = answer.job.error.clone().unwrap_or_else(|| "the job could not start".into());
-        eprintln!("codex-remote: start_failed: {message}");
+        crate::error::stderr_line(&format!("codex-remote: start_failed: {message}"));
         return Ok(exit::REMOTE);
     }
     Ok(exit::OK)
@@ -601,8 +619,12 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
     };
     let until_time = args.until.map(|t| checked_time(t, "--until")).transpose()?;
     let since = StreamOffsets::from_since(stream, offset, args.since_stderr);
-    // Text is the job's own bytes, as --raw.
-    let raw = args.raw || output::text();
+    let view = match args.view {
+        ViewArg::Raw => LogView::Raw,
+        ViewArg::Terminal => LogView::Terminal,
+    };
+    // Text is the job's own bytes, as --raw (the terminal view's lines as text).
+    let raw = args.raw || (output::text() && view == LogView::Raw);
     let mut req = LogsRequest {
         exec_id: args.job.resolve(&m)?,
         stream,
@@ -614,6 +636,7 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
         max_bytes: args.max_bytes,
         since_time,
         until_time,
+        view,
     };
     loop {
         let end = read_logs(&m, &req, None)?;
@@ -624,7 +647,7 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
             req.tail_lines = None;
             continue;
         }
-        if !raw {
+        if !raw && !output::text() {
             emit_on(&m, &Response::LogsEnd(end))?;
         }
         return Ok(exit::OK);
@@ -649,7 +672,13 @@ fn read_logs(
                     }
                     seen.set(line.stream, line.offset);
                 }
-                emit(&RunEvent::Log(&line))?;
+                if output::text() {
+                    // The terminal view as text: the lines themselves.
+                    let text = format!("{}\n", line.line);
+                    emit_raw(line.stream == Stream::Stderr, text.as_bytes())?;
+                } else {
+                    emit(&RunEvent::Log(&line))?;
+                }
             }
             Response::Chunk(chunk) => {
                 let bytes = base64::engine::general_purpose::STANDARD
@@ -692,7 +721,7 @@ fn run_job(ctx: &Ctx, run: RunArgs) -> Result<u8> {
     let job = if started.job.state == JobState::StartFailed {
         if !events {
             let message = started.job.error.as_deref().unwrap_or("the job could not start");
-            eprintln!("codex-remote: start_failed: {message}");
+            crate::error::stderr_line(&format!("codex-remote: start_failed: {message}"));
         }
         started.job
     } else {
@@ -858,6 +887,7 @@ fn follow_to_end(
             max_bytes: None,
             since_time: None,
             until_time: None,
+            view: LogView::Raw,
         };
         let result = read_logs(m, &req, Some(&mut seen));
         if detached.load(Ordering::SeqCst) {
@@ -872,7 +902,9 @@ fn follow_to_end(
                 ) && failures < 5 =>
             {
                 failures += 1;
-                eprintln!("codex-remote: {e}; following again ({failures}/5)");
+                crate::error::stderr_line(&format!(
+                    "codex-remote: {e}; following again ({failures}/5)"
+                ));
                 std::thread::sleep(pause.unwrap_or(std::time::Duration::from_secs(failures)));
             }
             Err(e) => return Err(e),
@@ -918,7 +950,9 @@ fn report_detached(m: &Machine, id: &ExecId) -> Result<()> {
     if !output::text() {
         emit(&RunEvent::Detached { exec_id: id, machine: &m.name, hint: &hint })?;
     }
-    eprintln!("codex-remote: detached; the job goes on. Reattach with:\n  {hint}");
+    crate::error::stderr_line(&format!(
+        "codex-remote: detached; the job goes on. Reattach with:\n  {hint}"
+    ));
     Ok(())
 }
 
@@ -927,7 +961,9 @@ fn report_detached(m: &Machine, id: &ExecId) -> Result<()> {
 /// the cancel, a `detached` line says so).
 fn cancel_interrupted(m: &Machine, id: &ExecId) -> Result<Option<JobStatus>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    eprintln!("codex-remote: interrupted: cancelling {id} (Ctrl-C again to leave at once)");
+    crate::error::stderr_line(&format!(
+        "codex-remote: interrupted: cancelling {id} (Ctrl-C again to leave at once)"
+    ));
     let again = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
         signal_hook::flag::register(signal, again.clone())

@@ -18,7 +18,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorCode, Result, exit};
@@ -47,6 +48,9 @@ struct Cli {
     /// a job's own bytes for `exec run`/`logs`/`watch`, `key: value` lines for the rest.
     #[arg(long, global = true, value_enum, env = "CODEX_REMOTE_FORMAT")]
     format: Option<output::Format>,
+    /// The machine of the command (as `--machine` after it, which wins).
+    #[arg(long, short = 'm', value_name = "NAME", add = clap_complete::engine::ArgValueCompleter::new(completions::machines))]
+    machine: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -132,36 +136,52 @@ impl Ctx {
 /// Runs `codex-remote` with the process's arguments.
 pub fn main() -> ExitCode {
     // `COMPLETE=bash codex-remote ...`: the shell asks for candidates (see `completions`).
-    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
-    let args = single_dash::rewrite(std::env::args_os(), &Cli::command());
-    let cli = match Cli::try_parse_from(args) {
+    clap_complete::CompleteEnv::with_factory(command).complete();
+    let args = single_dash::rewrite(std::env::args_os(), &command());
+    let parsed = command().try_get_matches_from(args).and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
     output::choose(cli.format);
+    let global_machine = cli.machine.clone();
+    // `--machine` before the subcommand names the machine of the call (as after it).
+    let load = |path: Option<&std::path::Path>| {
+        RemoteConfig::load(path).map(|mut config| {
+            if let Some(name) = &global_machine {
+                config.default_machine = Some(name.clone());
+            }
+            config
+        })
+    };
     let Some(command) = cli.command else {
         return crate::version::print_or_usage::<Cli>("codex-remote", &cli.version);
     };
     let result = match command {
-        Command::Exec(cmd) => RemoteConfig::load(cli.config.as_deref())
-            .and_then(|config| exec::run(&Ctx { config }, cmd)),
-        Command::File(cmd) => RemoteConfig::load(cli.config.as_deref())
-            .and_then(|config| file::run(&Ctx { config }, cmd)),
-        Command::Sync(cmd) => RemoteConfig::load(cli.config.as_deref())
-            .and_then(|config| sync::run(&Ctx { config }, cmd)),
-        Command::Machine(cmd) => RemoteConfig::load(cli.config.as_deref())
-            .and_then(|config| machine::run(&Ctx { config }, cmd)),
+        Command::Exec(cmd) => {
+            load(cli.config.as_deref()).and_then(|config| exec::run(&Ctx { config }, cmd))
+        }
+        Command::File(cmd) => {
+            load(cli.config.as_deref()).and_then(|config| file::run(&Ctx { config }, cmd))
+        }
+        Command::Sync(cmd) => {
+            load(cli.config.as_deref()).and_then(|config| sync::run(&Ctx { config }, cmd))
+        }
+        Command::Machine(cmd) => {
+            load(cli.config.as_deref()).and_then(|config| machine::run(&Ctx { config }, cmd))
+        }
         // The MCP server reads the config at each call and keeps stdout for MCP messages.
         Command::Mcp(args) => return ExitCode::from(mcp::run(cli.config, args)),
         Command::Completions(args) => completions::run(args),
         Command::Skills(cmd) => skills::run(cmd),
-        Command::Dashboard(args) => RemoteConfig::load(cli.config.as_deref())
-            .and_then(|config| dashboard::run(&Ctx { config }, args)),
+        Command::Dashboard(args) => {
+            load(cli.config.as_deref()).and_then(|config| dashboard::run(&Ctx { config }, args))
+        }
         Command::Version { json } => {
             crate::update::print_version("codex-remote", json);
             Ok(exit::OK)
         }
-        Command::Update(args) => RemoteConfig::load(cli.config.as_deref()).and_then(|config| {
+        Command::Update(args) => load(cli.config.as_deref()).and_then(|config| {
             let report = crate::update::run("codex-remote", &args, config.update_url.as_deref())?;
             emit(&report)?;
             Ok(exit::OK)
@@ -178,11 +198,32 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The command line's definition, with an environment variable that is set but empty taken as
+/// unset (`CODEX_REMOTE_FORMAT=` is no format, not a wrong one).
+fn command() -> clap::Command {
+    without_empty_env(Cli::command())
+}
+
+fn without_empty_env(mut cmd: clap::Command) -> clap::Command {
+    let empty = |a: &clap::Arg| {
+        a.get_env().is_some_and(|name| std::env::var_os(name).is_some_and(|v| v.is_empty()))
+    };
+    let ids: Vec<clap::Id> =
+        cmd.get_arguments().filter(|a| empty(a)).map(|a| a.get_id().clone()).collect();
+    for id in ids {
+        cmd = cmd.mut_arg(id, |a| a.env(None));
+    }
+    let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(name, without_empty_env);
+    }
+    cmd
+}
+
 /// clap's own errors: help and version as clap prints them; a wrong command line also as the
 /// JSON error object every other failure prints (code `usage`, exit 2), so scripts that read
 /// stdout see why.
 fn usage_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
     if matches!(
         e.kind(),
         ErrorKind::DisplayHelp
@@ -194,19 +235,36 @@ fn usage_error(e: clap::Error) -> ExitCode {
     let text = e.render().to_string();
     let args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
     if output::text_in_args(args) {
-        eprint!("{text}");
+        crate::error::stderr_line(text.trim_end());
         return ExitCode::from(exit::USAGE);
     }
     let first = text.lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
+    // What is missing is on the next lines of clap's text: the JSON names it too.
+    let missing = match e.get(clap::error::ContextKind::InvalidArg) {
+        Some(clap::error::ContextValue::Strings(names))
+            if e.kind() == ErrorKind::MissingRequiredArgument =>
+        {
+            names.clone()
+        }
+        _ => Vec::new(),
+    };
+    let message = match missing.is_empty() {
+        true => first,
+        false => format!("{} {}", first.trim_end_matches(':'), missing.join(", ")),
+    };
     #[derive(Serialize)]
     struct UsageLine<'a> {
         #[serde(rename = "type")]
         kind: &'static str,
         code: ErrorCode,
         message: &'a str,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        missing: &'a [String],
     }
-    let _ = emit(&UsageLine { kind: "error", code: ErrorCode::Usage, message: &first });
-    eprint!("{text}");
+    let line =
+        UsageLine { kind: "error", code: ErrorCode::Usage, message: &message, missing: &missing };
+    let _ = emit(&line);
+    crate::error::stderr_line(text.trim_end());
     ExitCode::from(exit::USAGE)
 }
 
@@ -224,7 +282,7 @@ pub fn report_error(e: &Error) {
         let _ = emit(&ErrorLine { kind: "error", body: &body });
     }
     let hint = e.hint.as_deref().map(|h| format!("\n  hint: {h}")).unwrap_or_default();
-    eprintln!("codex-remote: {}: {}{hint}", e.code, e.message);
+    crate::error::stderr_line(&format!("codex-remote: {}: {}{hint}", e.code, e.message));
 }
 
 /// Writes one JSON line to stdout (`key: value` lines with `--format text`). A closed stdout
@@ -236,7 +294,8 @@ pub fn emit(value: &impl Serialize) -> Result<()> {
         return emit_raw(false, output::key_values(&value).as_bytes());
     }
     let mut out = std::io::stdout().lock();
-    crate::wire::write_line(&mut out, value).map_err(|e| Error::io("writing to stdout", e))
+    let written = crate::wire::write_line(&mut out, value);
+    outlived(false, written).map_err(|e| Error::io("writing to stdout", e))
 }
 
 /// [`emit`] of a value with the machine it came from.
@@ -253,7 +312,21 @@ pub fn emit_raw(to_stderr: bool, bytes: &[u8]) -> Result<()> {
         let mut o = std::io::stdout().lock();
         o.write_all(bytes).and_then(|()| o.flush())
     };
-    written.map_err(|e| Error::io("writing the output", e))
+    outlived(to_stderr, written).map_err(|e| Error::io("writing the output", e))
+}
+
+/// A closed stderr is never an error (the command's own code says how it went), nor a closed
+/// stdout for a command whose exit code is the job's ([`output::outlive_closed_stdout`]).
+fn outlived(to_stderr: bool, written: std::io::Result<()>) -> std::io::Result<()> {
+    match written {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::BrokenPipe
+                && (to_stderr || output::outlives_closed_stdout()) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Parses `KEY=VALUE`.

@@ -5,6 +5,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::ValueEnum;
 use serde_json::Value;
@@ -30,6 +31,19 @@ pub fn choose(format: Option<Format>) {
 /// The format chosen with `--format` or `CODEX_REMOTE_FORMAT`, if any.
 pub fn chosen() -> Option<Format> {
     CHOSEN.get().copied().flatten()
+}
+
+/// Set by a command whose exit code is a job's (`exec run`, `watch`, `wait --exit-status`).
+static OUTLIVE_CLOSED_STDOUT: AtomicBool = AtomicBool::new(false);
+
+/// A closed stdout (`| head -1`) no longer ends the command: it goes on quietly, so its exit
+/// code is still the job's.
+pub fn outlive_closed_stdout() {
+    OUTLIVE_CLOSED_STDOUT.store(true, Ordering::SeqCst);
+}
+
+pub fn outlives_closed_stdout() -> bool {
+    OUTLIVE_CLOSED_STDOUT.load(Ordering::SeqCst)
 }
 
 /// Whether output is for people (`--format text`).

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+use clap_complete::engine::ArgValueCompleter;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -45,10 +46,10 @@ pub struct SyncArgs {
     #[command(flatten)]
     machine: MachineArg,
     /// The source directory (local for push; on the machine for pull, `~` is the remote home).
-    #[arg(long)]
+    #[arg(long, add = ArgValueCompleter::new(super::completions::sync_src))]
     src: String,
     /// The destination directory (on the machine for push; local for pull). Created if missing.
-    #[arg(long)]
+    #[arg(long, add = ArgValueCompleter::new(super::completions::sync_dst))]
     dst: String,
     /// Leave out paths matching this glob (gitignore syntax; repeatable). Excluded paths on
     /// the destination are never deleted.

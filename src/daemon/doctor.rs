@@ -18,11 +18,14 @@ const MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The tools: (name, probe command, hint when missing).
 const TOOLS: &[(&str, &str, &str)] = &[
+    // Checked as jobs call them: a job running `python` where only `python3` exists exits 127.
     (
         "python",
-        "python3 --version 2>&1 || python --version 2>&1",
-        "install python3, or activate it in ~/.bash_profile",
+        "python --version 2>&1",
+        "jobs that run `python` exit 127 here: call python3, or install python-is-python3 / \
+         activate an environment in ~/.bash_profile",
     ),
+    ("python3", "python3 --version 2>&1", "install python3, or activate it in ~/.bash_profile"),
     ("conda", "conda --version 2>&1", "optional: install miniforge, or use pixi"),
     ("pixi", "pixi --version 2>&1", "optional: curl -fsSL https://pixi.sh/install.sh | bash"),
     (

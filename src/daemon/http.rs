@@ -46,7 +46,7 @@ use crate::http_guard;
 use crate::jobs::sys;
 use crate::protocol::{
     CancelRequest, ErrorBody, ExecId, ExecStartRequest, HealthResponse, JobRef, JobState,
-    ListRequest, LogsRequest, OnMachine, PruneRequest, Request, RequestLine, Response,
+    ListRequest, LogView, LogsRequest, OnMachine, PruneRequest, Request, RequestLine, Response,
     ResponseLine, RunEvent, StreamOffsets, StreamSel, WaitRequest,
 };
 use crate::wire::MAX_REQUEST_LINE;
@@ -591,6 +591,7 @@ async fn exec_run(State(state): State<Arc<HttpState>>, body: Bytes) -> HttpRespo
         max_bytes: None,
         since_time: None,
         until_time: None,
+        view: LogView::Raw,
     };
     state.stream_lines(Lines::Run, Bytes::from(first), Request::ExecLogs(follow))
 }
@@ -651,6 +652,7 @@ struct LogsQuery {
     follow: bool,
     #[serde(default)]
     raw: bool,
+    view: Option<LogView>,
     format: Option<String>,
     /// The original tool's: the whole log (no tail).
     #[serde(default)]
@@ -691,6 +693,7 @@ async fn exec_logs(
         max_bytes: q.max_bytes,
         since_time,
         until_time: q.until,
+        view: q.view.unwrap_or_default(),
     };
     if q.follow {
         // A refusal is a status, not a 200 with an error line: the same request without

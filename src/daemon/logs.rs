@@ -2,7 +2,9 @@
 //!
 //! Every `log` line carries the byte offset of its first byte and the answer ends with the next
 //! offset per stream, so a poller that passes it back as `since` never loses or repeats a byte.
-//! Memory stays O(chunk): files are read in blocks, never whole.
+//! Memory stays O(chunk): files are read in blocks, never whole. The terminal view
+//! ([`terminal_view`]) renders the same bytes as a terminal shows them; its `tail_lines` and the
+//! status's last lines are read backwards from the end.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -12,12 +14,13 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 
 use super::Sink;
+use super::terminal_view::{self, Renderer, ViewLine};
 use crate::error::{Context, Error, Result};
 use crate::jobs::store::JobStore;
 use crate::jobs::timeline;
 use crate::protocol::{
-    LogChunk, LogLine, LogsEnd, LogsRequest, Response, RunStatus, Stream, StreamOffsets,
-    parse_log_time,
+    JobState, JobStatus, LogChunk, LogLine, LogTails, LogView, LogsEnd, LogsRequest, Response,
+    RunStatus, Stream, StreamOffsets, parse_log_time,
 };
 
 /// `tail` when the request gives no `since`, `tail` or `tail_lines` (as the original tool).
@@ -47,6 +50,9 @@ pub fn exec_logs(store: &JobStore, req: &LogsRequest, sink: &mut dyn Sink) -> Re
             "until_time reads what was written before a time: not with follow",
         ));
     }
+    if req.raw && req.view == LogView::Terminal {
+        return Err(Error::invalid("raw sends the bytes themselves: not with view terminal"));
+    }
     let dir = store.existing_job_dir(&req.exec_id)?;
     let window = TimeWindow::of(req, &dir)?;
     let max = req.max_bytes.unwrap_or(DEFAULT_PAGE_BYTES).max(1);
@@ -56,7 +62,13 @@ pub fn exec_logs(store: &JobStore, req: &LogsRequest, sink: &mut dyn Sink) -> Re
         let path = store.log_path(&req.exec_id, stream)?;
         let size = file_len(&path)?;
         sizes.set(stream, size);
-        let pos = start_offset(req, stream, &path, window.bounds(stream, size))?;
+        let bounds = window.bounds(stream, size);
+        let pos = match req.tail_lines {
+            Some(lines) if req.view == LogView::Terminal => {
+                send_view_tail(stream, &path, req, bounds, lines, sink)?
+            }
+            _ => start_offset(req, stream, &path, bounds)?,
+        };
         cursors.push(Cursor { stream, path, pos, last_size: size });
     }
 
@@ -69,7 +81,7 @@ pub fn exec_logs(store: &JobStore, req: &LogsRequest, sink: &mut dyn Sink) -> Re
             let (_, size) = window.bounds(c.stream, sizes.get(c.stream).unwrap_or(0));
             let end = size.min(c.pos.saturating_add(max));
             more |= end < size;
-            send_range(c, end, true, req.raw, sink)?;
+            send_range(c, end, true, req, sink)?;
         }
     }
 
@@ -109,7 +121,7 @@ fn follow(
             // A partial last line is held back while it grows, and sent once it stops.
             let flush = finished || size == c.last_size;
             c.last_size = size;
-            send_range(c, size, flush, req.raw, sink)?;
+            send_range(c, size, flush, req, sink)?;
         }
         if finished {
             return Ok(());
@@ -257,9 +269,92 @@ pub fn tail_lines_start(path: &PathBuf, size: u64, lines: u64) -> Result<u64> {
     Ok(0)
 }
 
+/// Terminal view with `tail_lines`: sends the last `lines` lines of `from..end` (after `since`)
+/// and answers where reading goes on (`end`).
+fn send_view_tail(
+    stream: Stream,
+    path: &Path,
+    req: &LogsRequest,
+    (from, end): (u64, u64),
+    lines: u64,
+    sink: &mut dyn Sink,
+) -> Result<u64> {
+    let since = req.since.and_then(|s| s.get(stream)).unwrap_or(0);
+    for line in terminal_view::tail(path, since.max(from).min(end), end, lines)? {
+        send_view_line(stream, line, sink)?;
+    }
+    Ok(end)
+}
+
+fn send_view_line(stream: Stream, l: ViewLine, sink: &mut dyn Sink) -> Result<()> {
+    let repeated = (l.repeated > 1).then_some(l.repeated);
+    let line = LogLine { stream, offset: l.offset, line: l.text, partial: l.partial, repeated };
+    sink.send(Response::Log(line)).map_err(client_gone)
+}
+
+/// Where a job stands, for its status: the last line of each stream and, for a failed job, the
+/// last Python traceback, all from the last [`STATUS_TAIL_BYTES`] of each log. A log that cannot
+/// be read gives nothing.
+pub fn status_tails(store: &JobStore, job: &JobStatus) -> LogTails {
+    let lines = |stream: Stream| -> Vec<ViewLine> {
+        let read = || -> Result<Vec<ViewLine>> {
+            let path = store.log_path(&job.exec_id, stream)?;
+            let size = file_len(&path)?;
+            terminal_view::tail_within(&path, 0, size, u64::MAX, STATUS_TAIL_BYTES)
+        };
+        read().unwrap_or_default()
+    };
+    let last = |lines: &[ViewLine]| {
+        lines.iter().rev().find(|l| !l.text.trim().is_empty()).map(|l| l.text.clone())
+    };
+    let stderr = lines(Stream::Stderr);
+    let failed = matches!(job.state, JobState::Failed | JobState::Lost)
+        || job.exit_code.is_some_and(|c| c != 0);
+    LogTails {
+        last_stdout: last(&lines(Stream::Stdout)),
+        last_stderr: last(&stderr),
+        traceback: failed.then(|| last_traceback(&stderr)).flatten(),
+    }
+}
+
+/// How much of each log the status reads from the end.
+pub const STATUS_TAIL_BYTES: u64 = 16 * 1024;
+/// The longest traceback a status carries (its end, where the error is).
+pub const TRACEBACK_CAP: usize = 4 * 1024;
+
+/// The last `Traceback (most recent call last):` and its lines up to the exception line (the
+/// first line after it that is not indented), cut to its last [`TRACEBACK_CAP`] bytes.
+fn last_traceback(lines: &[ViewLine]) -> Option<String> {
+    let start =
+        lines.iter().rposition(|l| l.text.starts_with("Traceback (most recent call last)"))?;
+    let mut text = String::new();
+    for (i, l) in lines[start..].iter().enumerate() {
+        text.push_str(&l.text);
+        text.push('\n');
+        if i > 0 && !l.text.starts_with([' ', '\t']) {
+            break;
+        }
+    }
+    if text.len() > TRACEBACK_CAP {
+        let mut cut = text.len() - TRACEBACK_CAP;
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let from = text[cut..].find('\n').map_or(cut, |i| cut + i + 1);
+        text = format!("{}\n  ...\n{}", lines[start].text, &text[from..]);
+    }
+    Some(text.trim_end().to_string())
+}
+
 /// Sends the bytes of `c` from `c.pos` up to `end` and advances `c.pos`. Without `flush`, a
 /// last piece with no newline is held back (not sent, `pos` stays before it).
-fn send_range(c: &mut Cursor, end: u64, flush: bool, raw: bool, sink: &mut dyn Sink) -> Result<()> {
+fn send_range(
+    c: &mut Cursor,
+    end: u64,
+    flush: bool,
+    req: &LogsRequest,
+    sink: &mut dyn Sink,
+) -> Result<()> {
     if c.pos >= end {
         return Ok(());
     }
@@ -267,7 +362,26 @@ fn send_range(c: &mut Cursor, end: u64, flush: bool, raw: bool, sink: &mut dyn S
     file.seek(SeekFrom::Start(c.pos)).context(|| "seeking".into())?;
     let mut reader = file.take(end - c.pos);
     let mut buf = vec![0u8; BLOCK];
-    if raw {
+    if req.view == LogView::Terminal {
+        let mut renderer = Renderer::new(c.pos);
+        let stream = c.stream;
+        let mut out = |l: ViewLine| send_view_line(stream, l, sink);
+        loop {
+            let n = reader.read(&mut buf).context(|| "reading log".into())?;
+            if n == 0 {
+                break;
+            }
+            renderer.feed(&buf[..n], &mut out)?;
+        }
+        // Without `flush`, the line being written is read again, whole, at the next pass.
+        c.pos = if flush { end } else { renderer.line_start() };
+        return if flush {
+            renderer.finish(&mut out)
+        } else {
+            renderer.finish_whole_lines(&mut out)
+        };
+    }
+    if req.raw {
         loop {
             let n = reader.read(&mut buf).context(|| "reading log".into())?;
             if n == 0 {
@@ -310,7 +424,8 @@ fn send_range(c: &mut Cursor, end: u64, flush: bool, raw: bool, sink: &mut dyn S
 /// Sends one line (or piece) starting at `c.pos` and advances `c.pos` past its bytes.
 fn send_line(c: &mut Cursor, bytes: &[u8], partial: bool, sink: &mut dyn Sink) -> Result<()> {
     let line = String::from_utf8_lossy(bytes).into_owned();
-    sink.send(Response::Log(LogLine { stream: c.stream, offset: c.pos, line, partial }))
+    let (stream, offset) = (c.stream, c.pos);
+    sink.send(Response::Log(LogLine { stream, offset, line, partial, repeated: None }))
         .map_err(client_gone)?;
     c.pos += bytes.len() as u64;
     Ok(())

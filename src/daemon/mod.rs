@@ -14,6 +14,7 @@ pub mod scheduler;
 pub mod serve;
 mod shared_store;
 pub mod sync;
+pub mod terminal_view;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
@@ -134,7 +135,7 @@ impl Daemon {
             Request::Hello(_) => Ok(Response::Hello(self.hello())),
             Request::ExecStart(req) => self.exec_start(req).map(Response::Status),
             Request::ExecStatus(JobRef { exec_id }) => {
-                self.store.status(exec_id).map(|s| Response::Status(StatusResponse::of(s)))
+                self.store.status(exec_id).map(|s| Response::Status(self.with_tails(s)))
             }
             Request::ExecLogs(req) => {
                 logs::exec_logs(&self.store, req, sink).map(Response::LogsEnd)
@@ -165,6 +166,12 @@ impl Daemon {
             Request::SyncSend(req) => sync::sync_send(req, sink).map(Response::SyncSent),
             Request::Gpus(_) => self.gpus().map(Response::Gpus),
         }
+    }
+
+    /// A status answer with where the job stands: its last lines (and traceback).
+    fn with_tails(&self, job: JobStatus) -> StatusResponse {
+        let tails = logs::status_tails(&self.store, &job);
+        StatusResponse { tails, ..StatusResponse::of(job) }
     }
 
     pub fn hello(&self) -> HelloResponse {
@@ -394,7 +401,7 @@ impl Daemon {
             }
             heartbeat.due(sink)
         })?;
-        let mut answer = StatusResponse::of(last);
+        let mut answer = self.with_tails(last);
         if !ended {
             answer.timed_out = Some(true);
         }

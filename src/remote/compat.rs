@@ -130,7 +130,7 @@ pub fn forget(machine: &str) {
 fn warn_once(text: &str) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::SeqCst) {
-        eprintln!("codex-remote: warning: {text}");
+        crate::error::stderr_line(&format!("codex-remote: warning: {text}"));
     }
 }
 

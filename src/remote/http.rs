@@ -477,7 +477,7 @@ fn telemetry(
         "health_latency": latency.as_secs_f64() * 1000.0,
         "retry_count": open.retry_count,
     });
-    eprintln!("{line}");
+    crate::error::stderr_line(&line.to_string());
 }
 
 /// `ssh HOST codexd token [--data-dir D]`.

@@ -256,7 +256,11 @@ fn up_stages(
         [os, arch, .., last] => (*os, *arch, *last),
         _ => return Err(Error::new(ErrorCode::ProtocolError, format!("unexpected probe: {out}"))),
     };
-    let remote_version = version_line.strip_prefix("codexd ").map(str::to_string);
+    // `codexd 0.1.0 (commit …, protocol 1, …)`: the version is the word after the name, as
+    // `machine up` reports it after installing (one format either way).
+    let remote_version = (version_line.strip_prefix("codexd "))
+        .and_then(|v| v.split_whitespace().next())
+        .map(str::to_string);
     let local_version = env!("CARGO_PKG_VERSION");
 
     enter(report, "install");

@@ -398,9 +398,9 @@ pub fn classify_failure(exit: Option<i32>, stderr: &str, via_ssh: bool) -> (Erro
             format!("the remote codexd command is missing: {short}"),
         )
         .with_hint(
-            "install it with `codex-remote machine up --machine NAME`, or set `codexd: \
-             /path/to/codexd` for the machine in the config (a directory not on the PATH of \
-             `ssh HOST cmd`)",
+            "set `codexd: ~/.local/bin/codexd` (where `machine up` installs it) for the machine \
+             in the config: that directory is often not on the PATH of `ssh HOST cmd`; if it \
+             was never installed, run `codex-remote machine up --machine NAME` first",
         );
         return (err, false);
     }

@@ -67,3 +67,32 @@ fn registration_scripts_for_zsh_and_fish_and_refusals() {
     let (code, _) = env.run(&["completions", "tcsh"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn completion_follows_the_machine_on_the_line_and_completes_local_paths() {
+    // The default machine cannot be reached: ids must come from the machine the line names.
+    let env = TestEnv::with_config(
+        "machines:\n  - name: far\n    ssh: far.invalid\ndefault_machine: far\n",
+    );
+    let id = env.start("local", "true");
+    for flag in [["-m", "local"], ["--machine", "local"]] {
+        let words = ["codex-remote", "exec", "result", flag[0], flag[1], ""];
+        let ids = bash_complete(&env, &words);
+        assert!(ids.contains(&id), "{flag:?}: {ids:?}");
+    }
+    let ids = bash_complete(&env, &["codex-remote", "-m", "local", "exec", "result", ""]);
+    assert!(ids.contains(&id), "-m before the subcommand: {ids:?}");
+
+    // `sync push --src` and `sync pull --dst` are local paths; the other ends are remote.
+    let dir = env.path("tree");
+    std::fs::create_dir_all(dir.join("alpha")).unwrap();
+    std::fs::write(dir.join("alpine.txt"), "x").unwrap();
+    let prefix = format!("{}/al", dir.display());
+    let push = bash_complete(&env, &["codex-remote", "sync", "push", "--src", &prefix]);
+    assert!(push.iter().any(|p| p.ends_with("alpha/")), "{push:?}");
+    assert!(push.iter().any(|p| p.ends_with("alpine.txt")), "{push:?}");
+    let pull = bash_complete(&env, &["codex-remote", "sync", "pull", "--dst", &prefix]);
+    assert_eq!(pull.len(), 2, "{pull:?}");
+    let remote = bash_complete(&env, &["codex-remote", "sync", "pull", "--src", &prefix]);
+    assert!(remote.iter().all(|p| !p.ends_with("alpine.txt")), "{remote:?}");
+}

@@ -307,9 +307,19 @@ fn exec_doctor_reports_every_check_with_a_hint_for_what_failed() {
     assert_eq!(report["machine"], "gpu");
     let names: Vec<&str> =
         report["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    for name in
-        ["ssh", "codexd", "data_dir", "python", "conda", "pixi", "nvidia-smi", "git", "rsync", "rg"]
-    {
+    for name in [
+        "ssh",
+        "codexd",
+        "data_dir",
+        "python",
+        "python3",
+        "conda",
+        "pixi",
+        "nvidia-smi",
+        "git",
+        "rsync",
+        "rg",
+    ] {
         assert!(names.contains(&name), "{name} missing: {names:?}");
     }
     for c in report["checks"].as_array().unwrap() {

@@ -43,6 +43,7 @@ fn requests() -> Vec<String> {
         r#"{"type":"exec_status","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096"}"#.into(),
         r#"{"type":"exec_logs","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096","stream":"both","tail":2000,"since":{"stdout":10,"stderr":0},"follow":true,"raw":true,"max_bytes":100}"#.into(),
         r#"{"type":"exec_logs","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096","stream":"stdout","tail_lines":5}"#.into(),
+        r#"{"type":"exec_logs","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096","stream":"stderr","tail_lines":20,"view":"terminal"}"#.into(),
         r#"{"type":"exec_cancel","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096","grace_ms":5000}"#.into(),
         r#"{"type":"exec_wait","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096","timeout_ms":30000}"#.into(),
         r#"{"type":"exec_list","state":"running","limit":50}"#.into(),
@@ -78,6 +79,10 @@ fn responses() -> Vec<String> {
         ),
         r#"{"type":"log","stream":"stdout","offset":0,"line":"hi"}"#.into(),
         r#"{"type":"log","stream":"stderr","offset":3,"line":"par","partial":true}"#.into(),
+        r#"{"type":"log","stream":"stdout","offset":9,"line":"epoch 1","repeated":3}"#.into(),
+        format!(
+            r#"{{"type":"status",{STATUS},"last_stdout":"step 1","last_stderr":"ValueError: boom","traceback":"Traceback (most recent call last):\nValueError: boom"}}"#
+        ),
         r#"{"type":"chunk","stream":"stdout","offset":0,"data_b64":"aGkK"}"#.into(),
         format!(r#"{{"type":"logs_end","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096","next_offset":{{"stdout":3,"stderr":0}},"size":{{"stdout":3,"stderr":0}},"more":true,"status":"finished","state":"failed","exit_code":3,"job":{{{STATUS}}}}}"#),
         r#"{"type":"removed","exec_id":"01a20e39-2841-766b-a16c-ac422b0e3096"}"#.into(),

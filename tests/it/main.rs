@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli_habits;
 mod client_trust;
+mod closed_pipes;
 mod completions;
 mod dashboard;
 mod deadlines;
@@ -35,4 +36,5 @@ mod support;
 mod sync;
 mod sync_escape;
 mod sync_tar;
+mod terminal_logs;
 mod update;

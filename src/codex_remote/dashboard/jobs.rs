@@ -25,8 +25,8 @@ use super::{Dashboard, blocking, error_response};
 use crate::error::{Error, Result};
 use crate::protocol::OnMachine;
 use crate::protocol::{
-    CancelRequest, CommandSpec, ExecId, ExecStartRequest, JobRef, ListRequest, LogsRequest,
-    Request, Response as Answer, RunStatus, StreamOffsets, StreamSel,
+    CancelRequest, CommandSpec, ExecId, ExecStartRequest, JobRef, ListRequest, LogView,
+    LogsRequest, Request, Response as Answer, RunStatus, StreamOffsets, StreamSel,
 };
 use crate::remote::client;
 use crate::remote::transport::Machine;
@@ -191,6 +191,7 @@ fn follow(m: &Machine, id: &ExecId, resume: Option<StreamOffsets>, tx: &mpsc::Se
         max_bytes: Some(READ_BYTES),
         since_time: None,
         until_time: None,
+        view: LogView::Raw,
     };
     let mut first_read = resume.is_none();
     let mut failures = 0;

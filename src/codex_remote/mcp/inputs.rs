@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::protocol::{
-    CommandSpec, ExecId, ExecStartRequest, JobState, LogsRequest, Stream, StreamOffsets, StreamSel,
+    CommandSpec, ExecId, ExecStartRequest, JobState, LogView, LogsRequest, Stream, StreamOffsets,
+    StreamSel,
 };
 
 /// `exec_wait` gives up after this long unless told otherwise: under the tool time-outs of
@@ -374,6 +375,7 @@ pub fn logs_request(
         max_bytes: Some(max),
         since_time: None,
         until_time: None,
+        view: LogView::Raw,
     })
 }
 

@@ -42,6 +42,6 @@ impl GpuAsk {
     }
 }
 
-fn join(ids: &[u32]) -> String {
+pub(crate) fn join(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }

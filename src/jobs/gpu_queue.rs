@@ -26,6 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use super::gpu_ask::GpuAsk;
+use super::gpu_ask::join;
 use super::gpus::{self, Smi};
 use super::store::JobStore;
 use super::sys;

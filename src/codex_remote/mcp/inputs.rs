@@ -125,6 +125,9 @@ pub struct LogsInput {
     pub since_stderr: Option<u64>,
     /// Only the last N lines (of what follows `since_*`): to look at the end of a long log.
     pub tail_lines: Option<u64>,
+    /// `terminal` (default): lines as a terminal shows them (a progress bar at its last `\r`
+    /// state, ANSI colours dropped, repeats collapsed); `raw`: the exact bytes.
+    pub view: Option<LogView>,
     /// At most this many bytes of log in this whole answer, both streams together (default
     /// 16384, at most 1048576; also at most 2000 lines). `more: true` says there is more: call
     /// again with the returned `next_offset`.
@@ -375,7 +378,7 @@ pub fn logs_request(
         max_bytes: Some(max),
         since_time: None,
         until_time: None,
-        view: LogView::Raw,
+        view: input.view.unwrap_or(LogView::Terminal),
     })
 }
 

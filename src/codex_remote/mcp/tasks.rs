@@ -198,6 +198,7 @@ fn tail(m: &Machine, answer: &StatusResponse, lines: u64) -> Result<String> {
         max_bytes: Some(inputs::DEFAULT_LOG_BYTES),
         since_time: None,
         until_time: None,
+        view: crate::protocol::LogView::Terminal,
     };
     let mut text = String::new();
     again(|| {

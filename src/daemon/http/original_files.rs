@@ -115,6 +115,7 @@ pub async fn file_write(State(state): State<Arc<HttpState>>, body: Bytes) -> Htt
             mode: Some(mode),
             mkdir: req.mkdir_p,
             follow_symlinks: false,
+            keep_special_bits: false,
         };
         let written =
             crate::daemon::files::file_write(&write, &mut &data[..], &state.daemon.config)?;

@@ -55,10 +55,6 @@ impl DashboardProcess {
         DashboardProcess { child, url, host }
     }
 
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
     pub fn port(&self) -> u16 {
         self.host.rsplit_once(':').unwrap().1.parse().unwrap()
     }

@@ -358,8 +358,9 @@ mod tests {
         // Other peers have their own share, up to the total.
         let c1 = table.admit(ip("10.0.0.2")).unwrap();
         let _c2 = table.admit(ip("10.0.0.2")).unwrap();
+        let _e = table.admit(ip("10.0.0.3")).unwrap();
         // The total is reached: the busiest peer's idle one (c1) gives way.
-        let d = table.admit(ip("10.0.0.3")).unwrap();
+        let d = table.admit(ip("10.0.0.4")).unwrap();
         let open: Vec<u64> = table.lock().open.keys().copied().collect();
         assert!(!open.contains(&c1.id) && open.contains(&d.id), "{open:?}");
         assert_eq!(open.len(), 4);

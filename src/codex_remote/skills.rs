@@ -45,6 +45,8 @@ pub enum SkillsCommand {
   codex-remote skills install --dir ./.claude/skills")]
     Install(InstallArgs),
     /// List the skills this binary carries.
+    #[command(after_help = "Examples:
+  codex-remote skills list")]
     List,
 }
 

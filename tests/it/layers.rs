@@ -5,7 +5,7 @@
 //!
 //! Layers, lowest first (README "Layout" and src/lib.rs say the same):
 //! the leaves (`error`, `wire`, `platform`, `lockfile`, `shell`, `config_file`, `http_guard`,
-//! `auth`, `version`, `update`) → `protocol` → `jobs`, `tree` → `daemon`, `remote` →
+//! `http_accept`, `auth`, `version`, `update`) → `protocol` → `jobs`, `tree` → `daemon`, `remote` →
 //! `codex_remote` → `src/bin` (not scanned: the binaries see only the library's public items).
 //! Inside a layer a module group may import a sideways one, as long as no circle forms.
 //!
@@ -26,6 +26,7 @@ const LAYERS: &[&[&str]] = &[
         "shell",
         "config_file",
         "http_guard",
+        "http_accept",
         "auth",
         "version",
         "update",

@@ -381,7 +381,7 @@ pub struct Session<'m> {
 
 enum Door {
     Pipe(Box<pipe::Session>),
-    Http(super::http::HttpSession),
+    Http(Box<super::http::HttpSession>),
 }
 
 impl Machine {
@@ -395,7 +395,7 @@ impl Machine {
     fn open_door(&self, capability: &'static str) -> Result<Door> {
         let Some((conn, kind)) = self.pipe_connection(CallKind::Long)? else {
             let Route::Http(target) = &self.route else { unreachable!("a pipe route") };
-            return target.session(self.deadline(None, None)).map(Door::Http);
+            return target.session(self.deadline(None, None)).map(|s| Door::Http(Box::new(s)));
         };
         let deadline = self.deadline(None, None);
         if let Some(seen) = compat::cached(&self.name, &self.key) {

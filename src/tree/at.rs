@@ -115,7 +115,7 @@ mod unix {
 
         /// Sets the mode of this directory itself.
         pub fn set_mode(&self, mode: u32) -> io::Result<()> {
-            Ok(rustix::fs::fchmod(self.0.as_fd(), Mode::from_raw_mode(mode))?)
+            Ok(rustix::fs::fchmod(self.0.as_fd(), Mode::from_raw_mode((mode & 0o7777) as _))?)
         }
     }
 }

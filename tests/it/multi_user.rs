@@ -44,7 +44,12 @@ impl OtherUser {
             eprintln!("skipped: the multi-user tests need root and useradd: {why}");
             return None;
         }
-        let name = format!("crtest{}", std::process::id());
+        // Tests of one process run side by side: each gets its own user, and `useradd` and
+        // `userdel` take turns (they lock /etc/passwd and fail rather than wait).
+        static USERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = USERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("crtest{}x{n}", std::process::id());
+        let _turn = USER_DB.lock().unwrap_or_else(|e| e.into_inner());
         let out = Command::new("useradd")
             .args(["--create-home", "--shell", "/bin/sh", &name])
             .output()
@@ -81,8 +86,12 @@ impl OtherUser {
     }
 }
 
+/// `useradd` and `userdel` one at a time within this process.
+static USER_DB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Drop for OtherUser {
     fn drop(&mut self) {
+        let _turn = USER_DB.lock().unwrap_or_else(|e| e.into_inner());
         let out = Command::new("userdel").args(["-r", &self.name]).output();
         if let Some(out) = out.ok().filter(|o| !o.status.success()) {
             eprintln!("userdel -r {}: {}", self.name, String::from_utf8_lossy(&out.stderr));

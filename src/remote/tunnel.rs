@@ -251,6 +251,7 @@ impl LocalEnd {
         match self {
             #[cfg(not(unix))]
             LocalEnd::Port(port) => {
+                use std::net::{SocketAddr, TcpStream};
                 let addr = SocketAddr::from(([127, 0, 0, 1], *port));
                 TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
             }

@@ -81,9 +81,10 @@ pub struct Health {
 /// An agent whose calls end as `deadline` says: a quick call's whole exchange within its
 /// time, a long call's answer head within `call_timeout` and then no silence past its idle
 /// limit ([`super::deadline`]).
-fn agent(deadline: &Deadline, call_timeout: Duration) -> ureq::Agent {
+/// `addr` is `host:port`, or `unix:PATH` for the socket of a forward ([`super::tunnel`]).
+fn agent(addr: &str, deadline: &Deadline, call_timeout: Duration) -> ureq::Agent {
     let head = deadline.total().map_or(call_timeout, |t| t.min(call_timeout));
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         // A redirect could point the signed request anywhere: it is an error, never followed.
         .max_redirects(0)
@@ -91,8 +92,23 @@ fn agent(deadline: &Deadline, call_timeout: Duration) -> ureq::Agent {
         .timeout_global(deadline.idle().is_none().then_some(deadline.total()).flatten())
         .timeout_recv_response(Some(head))
         .timeout_per_read(deadline.idle())
-        .build()
-        .into()
+        .build();
+    #[cfg(unix)]
+    if let Some(path) = addr.strip_prefix("unix:") {
+        let connector = super::unix_http::UnixConnector(path.into());
+        let resolver = ureq::unversioned::resolver::DefaultResolver::default();
+        return ureq::Agent::with_parts(config, connector, resolver);
+    }
+    let _ = addr;
+    config.into()
+}
+
+/// The URL of `path` at `addr`: a socket's host is a placeholder the connector ignores.
+fn url(addr: &str, path: &str) -> String {
+    match addr.strip_prefix("unix:") {
+        Some(_) => format!("http://localhost{path}"),
+        None => format!("http://{addr}{path}"),
+    }
 }
 
 fn connect_failed(addr: &str, e: ureq::Error) -> Error {
@@ -132,7 +148,10 @@ impl HttpTarget {
         match &self.forward {
             Some(f) => {
                 let open = f.open()?;
-                Ok((format!("127.0.0.1:{}", open.local_port), Some(open)))
+                let end = open.local().ok_or_else(|| {
+                    Error::new(ErrorCode::SshFailed, "the forward has no local end")
+                })?;
+                Ok((end.addr(), Some(open)))
             }
             None => Ok((self.addr.clone(), None)),
         }
@@ -143,11 +162,11 @@ impl HttpTarget {
     pub fn health(&self, addr: &str, challenge: Option<&str>) -> Result<(Health, Duration)> {
         let started = Instant::now();
         let url = match challenge {
-            Some(c) => format!("http://{addr}/health?challenge={c}"),
-            None => format!("http://{addr}/health"),
+            Some(c) => url(addr, &format!("/health?challenge={c}")),
+            None => url(addr, "/health"),
         };
         let quick = Deadline::quick(self.call_timeout);
-        let mut resp = (agent(&quick, self.call_timeout).get(&url).call())
+        let mut resp = (agent(addr, &quick, self.call_timeout).get(&url).call())
             .map_err(|e| connect_failed(addr, e))?;
         if resp.status().is_redirection() {
             return Err(redirected(addr, &resp));
@@ -264,7 +283,7 @@ impl HttpTarget {
     /// A session for requests with bytes (files, sync): proven once, then one post each.
     pub fn session(&self, deadline: Deadline) -> Result<HttpSession> {
         let proven = self.prove()?;
-        let agent = agent(&deadline, self.call_timeout);
+        let agent = agent(&proven.addr, &deadline, self.call_timeout);
         Ok(HttpSession { target: self.clone(), proven, spent: false, agent })
     }
 
@@ -281,8 +300,8 @@ impl HttpTarget {
         let line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
         let body = serde_json::to_vec(&line)
             .map_err(|e| CallError::Final(Error::internal("encoding", e)))?;
-        let resp = agent(&deadline, self.call_timeout)
-            .post(&format!("http://{addr}{RPC_PATH}"))
+        let resp = agent(addr, &deadline, self.call_timeout)
+            .post(&url(addr, RPC_PATH))
             .header("Authorization", nonce.sign(token, &body))
             .content_type("application/json")
             .send(&body[..])
@@ -406,7 +425,7 @@ impl HttpSession {
         let resp = std::thread::scope(|scope| {
             let post = scope.spawn(move || {
                 agent
-                    .post(&format!("http://{addr}{RPC_PATH}"))
+                    .post(&url(addr, RPC_PATH))
                     .header("Authorization", authorization)
                     .content_type("application/x-ndjson")
                     .send(ureq::SendBody::from_owned_reader(reader))
@@ -471,6 +490,7 @@ fn telemetry(
         "event": "tunnel",
         "machine": machine,
         "local_port": open.local_port,
+        "local_socket": open.local_socket,
         "exec_id": exec_id,
         "tunnel_pid": open.tunnel_pid,
         "reused": open.reused,

@@ -26,3 +26,5 @@ pub mod pipe;
 pub mod ssh;
 pub mod transport;
 pub mod tunnel;
+#[cfg(unix)]
+pub mod unix_http;

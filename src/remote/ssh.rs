@@ -125,7 +125,8 @@ impl SshTarget {
         let path = self.control_path()?;
         let mut cmd = self.base_command();
         cmd.arg("-o").arg(format!("ControlPath={}", path.display()));
-        cmd.args(["-o", "ExitOnForwardFailure=yes", "-O", "forward", "-L", spec]);
+        cmd.args(["-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes"]);
+        cmd.args(["-O", "forward", "-L", spec]);
         cmd.arg("--").arg(&self.destination);
         Some(cmd)
     }
@@ -145,7 +146,8 @@ impl SshTarget {
         self.validate()?;
         let mut cmd = self.base_command();
         no_master(&mut cmd);
-        cmd.args(["-o", "ExitOnForwardFailure=yes", "-N", "-L", spec]);
+        cmd.args(["-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes"]);
+        cmd.args(["-N", "-L", spec]);
         cmd.arg("--").arg(&self.destination);
         Ok(cmd)
     }

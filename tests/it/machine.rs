@@ -16,7 +16,7 @@ fn free_port() -> u16 {
 
 /// Machine `gpu` whose codexd is to be installed into `<tmp>/rbin` by `machine up`; the serve
 /// that `up` starts in its data dir is stopped when the guard goes.
-fn up_env(extra: &str) -> (TestEnv, Sshd, StopServe) {
+pub(crate) fn up_env(extra: &str) -> (TestEnv, Sshd, StopServe) {
     let env = TestEnv::new();
     let sshd = Sshd::start(env.dir.path());
     let remote = env.path("remote-data");
@@ -46,7 +46,7 @@ fn stop_serve(data_dir: &Path) {
     assert!(wait_until(Duration::from_secs(15), || !alive(pid)), "serve stops on SIGTERM");
 }
 
-struct StopServe(PathBuf);
+pub(crate) struct StopServe(PathBuf);
 
 impl Drop for StopServe {
     fn drop(&mut self) {
@@ -108,7 +108,7 @@ fn machine_up_installs_codexd_starts_serve_and_exec_start_works_right_after() {
     assert_eq!(check["protocol"], 1);
 }
 
-fn mode(path: &Path) -> u32 {
+pub(crate) fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -158,7 +158,7 @@ fn machine_up_without_a_codexd_key_ends_ready_or_not_ok_and_names_the_path() {
 }
 
 /// Runs `codex-remote ARGS` through a forward: its JSON answer and its `tunnel` line.
-fn tunnel_telemetry(env: &TestEnv, args: &[&str]) -> (Value, Value) {
+pub(crate) fn tunnel_telemetry(env: &TestEnv, args: &[&str]) -> (Value, Value) {
     let out = env.remote(args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -184,7 +184,8 @@ fn two_configs_with_the_same_machine_name_never_share_a_forward() {
     let up = env.ok(&["machine", "up", "--machine", "gpu", "--config", other]);
     assert_eq!(up["started"], true, "its own serve: {up}");
     let (list, second) = tunnel_telemetry(&env, &["exec", "list", "-m", "gpu", "--config", other]);
-    assert_ne!(second["local_port"], first["local_port"], "{first} {second}");
+    assert!(first["local_socket"].is_string(), "{first}");
+    assert_ne!(second["local_socket"], first["local_socket"], "{first} {second}");
     assert_eq!(list["jobs"], serde_json::json!([]), "not the first config's serve: {job}");
     assert!(remote.join("token").is_file());
 }
@@ -200,16 +201,21 @@ fn forward_is_reused(extra: &str) -> i64 {
 
     let telemetry = |args: &[&str]| tunnel_telemetry(&env, args).1;
     let first = telemetry(&["exec", "start", "--machine", "gpu", "--cmd", "echo via-forward"]);
-    for key in ["machine", "local_port", "exec_id", "tunnel_pid", "health_latency", "retry_count"] {
+    let keys = ["machine", "local_port", "local_socket", "exec_id", "tunnel_pid"];
+    for key in keys.into_iter().chain(["health_latency", "retry_count"]) {
         assert!(first.get(key).is_some(), "{key} missing: {first}");
     }
     assert_eq!(first["machine"], "gpu");
-    assert_ne!(first["local_port"], port, "a local port of its own");
+    // On Unix the local end is a socket in the private tunnels dir, no TCP port.
+    let socket = Path::new(first["local_socket"].as_str().expect("a socket forward"));
+    assert_eq!(first["local_port"], Value::Null, "{first}");
+    assert!(socket.starts_with(env.home.join(".cache/codex-remote/tunnels")), "{first}");
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
     let id = first["exec_id"].as_str().unwrap().to_string();
     let second = telemetry(&["exec", "wait", "--machine", "gpu", "--id", &id]);
     assert_eq!(
-        (second["local_port"].clone(), second["reused"].as_bool()),
-        (first["local_port"].clone(), Some(true))
+        (second["local_socket"].clone(), second["reused"].as_bool()),
+        (first["local_socket"].clone(), Some(true))
     );
     assert_eq!(second["exec_id"], id.as_str());
     // `exec run` makes many calls through the forward, and says so once.

@@ -278,6 +278,40 @@ fn other_user_side() {
             .unwrap();
             report("planted");
         }
+        // After the victim's forward died: binds every loopback port the victim's forwards
+        // held, tries to put a file and a socket into the victim's tunnels dir and to connect
+        // to the victim's forward socket; counts the connections its listeners get.
+        "squat" => {
+            let ports = var("VICTIM_PORTS");
+            let listeners: Vec<std::net::TcpListener> =
+                (ports.split(',').filter(|p| !p.is_empty()))
+                    .map(|p| std::net::TcpListener::bind(format!("127.0.0.1:{p}")).unwrap())
+                    .collect();
+            let dir = PathBuf::from(var("VICTIM_TUNNELS"));
+            let outcome = |r: std::io::Result<()>| match r {
+                Ok(()) => "placed".to_string(),
+                Err(e) => format!("refused {:?}", e.kind()),
+            };
+            let file = std::fs::write(dir.join("planted.json"), b"{}");
+            report(&format!("file {}", outcome(file)));
+            let socket = std::os::unix::net::UnixListener::bind(dir.join("planted.sock"));
+            report(&format!("socket {}", outcome(socket.map(drop))));
+            report("ready");
+            for l in &listeners {
+                l.set_nonblocking(true).unwrap();
+            }
+            let mut stdin = std::io::stdin();
+            let done = std::thread::spawn(move || stdin.read_to_end(&mut Vec::new()));
+            let mut accepted = 0;
+            while !done.is_finished() {
+                accepted += listeners.iter().filter(|l| l.accept().is_ok()).count();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            accepted += listeners.iter().filter(|l| l.accept().is_ok()).count();
+            let connect = std::os::unix::net::UnixStream::connect(var("VICTIM_SOCKET"));
+            report(&format!("connect {}", outcome(connect.map(drop))));
+            report(&format!("accepted {accepted}"));
+        }
         other => panic!("unknown attack {other:?}"),
     }
 }
@@ -654,4 +688,91 @@ fn a_fifo_planted_in_a_shared_cwd_never_holds_a_job_hostage() {
     for id in [&ended, &running] {
         assert_eq!(env.ok(&["exec", "rm", "--id", id])["exec_id"], id.as_str());
     }
+}
+
+/// The loopback TCP ports an `ssh` client process listens on (`ss -ltnp`; sshd is `sshd`).
+fn ssh_client_ports() -> Vec<u16> {
+    let out = Command::new("ss").args(["-Hltnp"]).output().expect("ss (Debian package iproute2)");
+    assert!(out.status.success(), "ss: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("((\"ssh\","))
+        .filter_map(|l| l.split_whitespace().nth(3)?.rsplit_once(':')?.1.parse().ok())
+        .collect()
+}
+
+/// Issue 26, point 1: a `use_direct_addr` forward binds no TCP port another user can take.
+/// Its local end is a socket in the private tunnels dir; when the forward's ssh dies, another
+/// user can bind no port of it, put nothing into that dir nor connect to the socket, and the
+/// next call makes a new forward of its own.
+#[test]
+fn a_dead_forward_leaves_no_port_or_socket_another_user_can_take() {
+    use crate::machine::{mode, tunnel_telemetry, up_env};
+    let Some(other) = OtherUser::create() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (env, _sshd, _stop) =
+        up_env(&format!("    use_direct_addr: true\n    daemon_port: {port}\n"));
+    assert_eq!(env.ok(&["machine", "up", "--machine", "gpu"])["ok"], true);
+    let mut used = ssh_client_ports();
+    let start = ["exec", "start", "--machine", "gpu", "--cmd", "echo through-the-socket"];
+    let (job, first) = tunnel_telemetry(&env, &start);
+    let id = job["exec_id"].as_str().expect("an exec id").to_string();
+    let wait = ["exec", "wait", "--machine", "gpu", "--id", id.as_str()];
+    let (_, second) = tunnel_telemetry(&env, &wait);
+    assert_eq!(second["reused"], true, "{second}");
+    used.extend(ssh_client_ports());
+
+    let socket = PathBuf::from(first["local_socket"].as_str().expect("a socket forward"));
+    assert_eq!(first["local_port"], serde_json::Value::Null, "{first}");
+    let tunnels = socket.parent().unwrap().to_path_buf();
+    assert_eq!(mode(&tunnels), 0o700);
+    assert!(std::fs::symlink_metadata(&socket).unwrap().file_type().is_socket());
+    // Every dir above the tunnels dir is opened to others, so only its own 0700 keeps them out.
+    for dir in tunnels.ancestors().skip(1).take_while(|d| d.starts_with(env.dir.path())) {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+
+    // The forward's ssh dies.
+    let pid = first["tunnel_pid"].as_i64().expect("the pid holding the forward") as i32;
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::TERM,
+    );
+    assert!(crate::support::wait_until(std::time::Duration::from_secs(10), || {
+        !crate::support::alive(pid)
+    }));
+    used.sort_unstable();
+    used.dedup();
+    // None of the sshd's own ports: they are taken, and not the client's.
+    let ports = used.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+    assert!(used.is_empty(), "the client's ssh listened on TCP ports {ports}");
+
+    let mut b = other.attack(
+        "squat",
+        &[
+            ("VICTIM_PORTS", &ports),
+            ("VICTIM_TUNNELS", tunnels.to_str().unwrap()),
+            ("VICTIM_SOCKET", socket.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(b.next_report(), "file refused PermissionDenied");
+    assert_eq!(b.next_report(), "socket refused PermissionDenied");
+    assert_eq!(b.next_report(), "ready");
+    let result = ["exec", "result", "--machine", "gpu", "--id", id.as_str()];
+    let (answer, third) = tunnel_telemetry(&env, &result);
+    assert_eq!(
+        (third["reused"].as_bool(), &third["local_socket"]),
+        (Some(false), &first["local_socket"])
+    );
+    assert_eq!(third["local_port"], serde_json::Value::Null, "{third}");
+    assert_eq!(answer["last_stdout"], "through-the-socket", "{answer}");
+    let owner = std::fs::symlink_metadata(&socket).unwrap().uid();
+    assert_eq!(owner, rustix::process::getuid().as_raw(), "the new socket is ours");
+    let reports = b.finish();
+    assert_eq!(reports, ["connect refused PermissionDenied", "accepted 0"]);
+    let planted = std::fs::read_dir(&tunnels).unwrap().flatten();
+    let names: Vec<String> =
+        planted.map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.starts_with("planted")), "{names:?}");
 }

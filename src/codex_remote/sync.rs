@@ -37,7 +37,7 @@ pub enum SyncCommand {
     Push(SyncArgs),
     /// Make the local --dst directory the same as --src on the machine.
     #[command(after_help = "Examples:
-  codex-remote sync pull -m gpu1 --src '~/proj/results' --dst results")]
+  codex-remote sync pull -m gpu1 --src '~/proj/results/' --dst results")]
     Pull(SyncArgs),
 }
 
@@ -46,6 +46,8 @@ pub struct SyncArgs {
     #[command(flatten)]
     machine: MachineArg,
     /// The source directory (local for push; on the machine for pull, `~` is the remote home).
+    /// rsync's rule: `dir/` (a trailing slash) or `.` syncs its contents into --dst; `dir`
+    /// syncs the directory itself into `--dst/dir`.
     #[arg(long, add = ArgValueCompleter::new(super::completions::sync_src))]
     src: String,
     /// The destination directory (on the machine for push; local for pull). Created if missing.
@@ -144,12 +146,13 @@ pub fn run(ctx: &Ctx, cmd: SyncCommand) -> Result<u8> {
 /// Runs a sync, telling `progress` about each file sent.
 pub fn sync(m: &Machine, plan: &SyncPlan, progress: &mut dyn Tick) -> Result<SyncSummary> {
     let started = Instant::now();
+    let dst = landing(&plan.src, &plan.dst);
     let local_root = PathBuf::from(match plan.direction {
         Direction::Push => &plan.src,
-        Direction::Pull => &plan.dst,
+        Direction::Pull => &dst,
     });
     let remote_root = match plan.direction {
-        Direction::Push => plan.dst.clone(),
+        Direction::Push => dst,
         Direction::Pull => plan.src.clone(),
     };
     if plan.direction == Direction::Push {
@@ -248,6 +251,22 @@ pub fn sync(m: &Machine, plan: &SyncPlan, progress: &mut dyn Tick) -> Result<Syn
     summary.skipped.extend(stats.skipped);
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
+}
+
+/// rsync's path rule: the directory that becomes the same as `src`. A `src` ending in `/` (or
+/// naming `.`, `..` or `~`) means its contents, which go into `dst` itself; any other `src` is
+/// the directory itself, which goes into `dst/<its name>`.
+pub fn landing(src: &str, dst: &str) -> String {
+    let separator = |c: char| c == '/' || (cfg!(windows) && c == '\\');
+    let name = src.rsplit(separator).next().unwrap_or_default();
+    if matches!(name, "" | "." | ".." | "~") {
+        return dst.to_string();
+    }
+    let parent = dst.trim_end_matches(separator);
+    if parent.is_empty() && dst.is_empty() {
+        return name.to_string();
+    }
+    format!("{parent}/{name}")
 }
 
 /// What a diff leaves to do once the `check` files are hashed on this side.
@@ -479,5 +498,24 @@ impl Tick for Progress<'_> {
                 machine: self.machine,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::landing;
+
+    #[test]
+    fn a_trailing_slash_means_the_contents_as_rsync_has_it() {
+        assert_eq!(landing("tree/", "out"), "out");
+        assert_eq!(landing("tree", "out"), "out/tree");
+        assert_eq!(landing("a/tree", "out/"), "out/tree");
+        assert_eq!(landing(".", "out"), "out");
+        assert_eq!(landing("./", "out"), "out");
+        assert_eq!(landing("a/.", "out"), "out");
+        assert_eq!(landing("~", "out"), "out");
+        assert_eq!(landing("~/proj", "~/x"), "~/x/proj");
+        assert_eq!(landing("tree", "/"), "/tree");
+        assert_eq!(landing("tree", ""), "tree");
     }
 }

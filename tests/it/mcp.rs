@@ -442,16 +442,24 @@ async fn exercise_files(env: &TestEnv, machine: &str, dir: &std::path::Path) {
     std::fs::create_dir_all(src.join("d")).unwrap();
     std::fs::write(src.join("d/a.txt"), "a").unwrap();
     let remote = dir.join("tree").display().to_string();
-    let pushed =
-        call(&client, "sync_push", json!({"machine": machine, "src": src, "dst": remote})).await;
+    let pushed = call(
+        &client,
+        "sync_push",
+        json!({"machine": machine, "src": format!("{}/", src.display()), "dst": remote}),
+    )
+    .await;
     assert_eq!(
         (pushed["files_sent"].as_u64(), pushed["machine"].as_str()),
         (Some(1), Some(machine)),
         "{pushed}"
     );
     let back = env.path("mcp-back");
-    let pulled =
-        call(&client, "sync_pull", json!({"machine": machine, "src": remote, "dst": back})).await;
+    let pulled = call(
+        &client,
+        "sync_pull",
+        json!({"machine": machine, "src": format!("{remote}/"), "dst": back}),
+    )
+    .await;
     assert_eq!(pulled["files_sent"], 1, "{pulled}");
     assert_eq!(std::fs::read_to_string(back.join("d/a.txt")).unwrap(), "a");
     call_err(

@@ -635,7 +635,7 @@ fn a_subdirectory_swapped_for_a_symlink_mid_sync_never_redirects_the_write() {
             "-m",
             "local",
             "--src",
-            src.to_str().unwrap(),
+            &format!("{}/", src.display()),
             "--dst",
             dst.to_str().unwrap(),
         ]);

@@ -248,8 +248,14 @@ fn json_output_carries_the_original_fields_beside_ours() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a"), "a").unwrap();
     let to = env.home.join("tree");
-    let s =
-        env.ok(&["sync", "push", "--src", src.to_str().unwrap(), "--dst", to.to_str().unwrap()]);
+    let s = env.ok(&[
+        "sync",
+        "push",
+        "--src",
+        &format!("{}/", src.display()),
+        "--dst",
+        to.to_str().unwrap(),
+    ]);
     assert_eq!(
         (&s["ok"], &s["mode"], &s["direction"]),
         (&json!(true), &json!("push"), &json!("push"))

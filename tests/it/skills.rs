@@ -98,7 +98,7 @@ fn every_skill_script_runs_over_ssh_and_exits_as_its_skill_says() {
     let dst = env.home.join("pushed");
     let (code, out) = s(
         "codex-remote-files/scripts/push_tree.sh",
-        &["gpu", tree.to_str().unwrap(), dst.to_str().unwrap()],
+        &["gpu", &format!("{}/", tree.display()), dst.to_str().unwrap()],
     );
     assert_eq!(code, 0, "{out}");
     assert_eq!(last_json(&out)["ok"], true);

@@ -52,7 +52,9 @@ pub fn listing(root: &Path) -> Vec<(String, String, u32)> {
 }
 
 fn push(env: &TestEnv, machine: &str, src: &Path, dst: &Path, extra: &[&str]) -> Value {
-    let mut args = vec!["sync", "push", "-m", machine, "--src", s(src), "--dst", s(dst)];
+    // A trailing slash: the contents of `src` land in `dst` (rsync's rule).
+    let src = format!("{}/", s(src));
+    let mut args = vec!["sync", "push", "-m", machine, "--src", &src, "--dst", s(dst)];
     args.extend_from_slice(extra);
     summary(env, &args)
 }
@@ -143,14 +145,27 @@ fn push_then_pull_a_tree_with_a_symlink_an_ignored_file_an_exec_bit_and_a_deleti
 
     // Pull it back into a fresh directory, and incrementally into an edited one.
     let back = env.path("back");
-    let pulled = summary(&env, &["sync", "pull", "-m", "gpu", "--src", s(&dst), "--dst", s(&back)]);
+    let pulled = summary(
+        &env,
+        &["sync", "pull", "-m", "gpu", "--src", &format!("{}/", s(&dst)), "--dst", s(&back)],
+    );
     assert_eq!(pulled["direction"], "pull");
     assert_eq!(listing(&back), listing(&dst));
     write(back.join("extra.txt"), "local only\n");
     write(dst.join("dir/new.txt"), "made on the machine\n");
     let pulled = summary(
         &env,
-        &["sync", "pull", "-m", "gpu", "--src", s(&dst), "--dst", s(&back), "--delete"],
+        &[
+            "sync",
+            "pull",
+            "-m",
+            "gpu",
+            "--src",
+            &format!("{}/", s(&dst)),
+            "--dst",
+            s(&back),
+            "--delete",
+        ],
     );
     assert_eq!(
         (pulled["files_sent"].as_u64(), pulled["deleted"].as_u64()),
@@ -267,7 +282,10 @@ fn a_file_changing_while_it_is_sent_is_sent_again_or_reported() {
         })
     };
     let dst = env.path("dst");
-    let out = env.remote(&["sync", "push", "--src", s(&src), "--dst", s(&dst)]).output().unwrap();
+    let out = env
+        .remote(&["sync", "push", "--src", &format!("{}/", s(&src)), "--dst", s(&dst)])
+        .output()
+        .unwrap();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     writer.join().unwrap();
     let summary = crate::support::json_lines(&out).pop().unwrap();
@@ -326,7 +344,11 @@ fn a_full_disk_on_the_receiving_side_is_a_clear_error_and_old_files_stay() {
     let src = env.path("src");
     write(src.join("big.bin"), &"z".repeat(2 << 20));
     write(src.join("keep.txt"), "new content\n");
-    let e = env.err(&["sync", "push", "--src", s(&src), "--dst", s(&dst)], "no_space", 4);
+    let e = env.err(
+        &["sync", "push", "--src", &format!("{}/", s(&src)), "--dst", s(&dst)],
+        "no_space",
+        4,
+    );
     assert!(e["message"].as_str().unwrap().contains("No space left"), "{e}");
     assert_eq!(std::fs::read_to_string(dst.join("keep.txt")).unwrap(), "old\n");
     let left: Vec<_> = std::fs::read_dir(&dst).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -336,4 +358,28 @@ fn a_full_disk_on_the_receiving_side_is_a_clear_error_and_old_files_stay() {
     std::fs::write(&big, vec![0u8; 2 << 20]).unwrap();
     env.err(&["file", "write", "--dst", s(&dst.join("keep.txt")), "--src", s(&big)], "no_space", 4);
     assert_eq!(std::fs::read_to_string(dst.join("keep.txt")).unwrap(), "old\n");
+}
+
+/// Issue 29 point 4: rsync's path rule, both ways. `--src tree/` syncs the contents into
+/// `--dst`; `--src tree` syncs the directory itself into `--dst/tree`.
+#[test]
+fn src_with_and_without_a_trailing_slash_land_as_rsync_has_it() {
+    let (env, _sshd) = ssh_env();
+    let tree = env.path("tree");
+    write(tree.join("a.txt"), "a");
+    let remote = env.path("remote");
+    let src = s(&tree);
+    summary(&env, &["sync", "push", "-m", "gpu", "--src", src, "--dst", s(&remote)]);
+    assert_eq!(std::fs::read_to_string(remote.join("tree/a.txt")).unwrap(), "a");
+    assert!(!remote.join("a.txt").exists());
+    summary(&env, &["sync", "push", "-m", "gpu", "--src", &format!("{src}/"), "--dst", s(&remote)]);
+    assert_eq!(std::fs::read_to_string(remote.join("a.txt")).unwrap(), "a");
+
+    let back = env.path("back");
+    let rsrc = s(&remote.join("tree")).to_string();
+    summary(&env, &["sync", "pull", "-m", "gpu", "--src", &rsrc, "--dst", s(&back)]);
+    assert_eq!(std::fs::read_to_string(back.join("tree/a.txt")).unwrap(), "a");
+    assert!(!back.join("a.txt").exists());
+    summary(&env, &["sync", "pull", "-m", "gpu", "--src", &format!("{rsrc}/"), "--dst", s(&back)]);
+    assert_eq!(std::fs::read_to_string(back.join("a.txt")).unwrap(), "a");
 }

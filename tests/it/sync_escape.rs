@@ -130,20 +130,43 @@ fn sync_pull_and_push_of_a_setuid_file_leave_it_plain_unless_kept() {
     std::fs::write(src.join("python3"), "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(src.join("python3"), PermissionsExt::from_mode(0o4755)).unwrap();
     let pulled = env.path("pulled");
-    env.ok(&["sync", "pull", "-m", "local", "--src", s(&src), "--dst", s(&pulled)]);
+    env.ok(&[
+        "sync",
+        "pull",
+        "-m",
+        "local",
+        "--src",
+        &format!("{}/", s(&src)),
+        "--dst",
+        s(&pulled),
+    ]);
     assert_eq!(mode(&pulled.join("python3")), 0o755);
     let kept = env.path("kept");
-    let args = ["sync", "pull", "-m", "local", "--src", s(&src), "--dst", s(&kept)];
+    let contents = format!("{}/", s(&src));
+    let args = ["sync", "pull", "-m", "local", "--src", &contents, "--dst", s(&kept)];
     env.ok(&[&args[..], &["--keep-special-bits"]].concat());
     assert_eq!(mode(&kept.join("python3")), 0o4755);
     let pushed = env.home.join("pushed");
-    env.ok(&["sync", "push", "-m", "local", "--src", s(&src), "--dst", s(&pushed)]);
+    env.ok(&[
+        "sync",
+        "push",
+        "-m",
+        "local",
+        "--src",
+        &format!("{}/", s(&src)),
+        "--dst",
+        s(&pushed),
+    ]);
     assert_eq!(mode(&pushed.join("python3")), 0o755);
 
     // A --dst that is a file is a usage error, not an internal one.
     let file = env.path("a-file");
     std::fs::write(&file, "x").unwrap();
-    env.err(&["sync", "pull", "-m", "local", "--src", s(&src), "--dst", s(&file)], "usage", 2);
+    env.err(
+        &["sync", "pull", "-m", "local", "--src", &format!("{}/", s(&src)), "--dst", s(&file)],
+        "usage",
+        2,
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
 }
 
@@ -155,7 +178,11 @@ fn sync_pull_into_a_path_under_a_file_is_a_usage_error() {
     let file = env.path("a-file");
     std::fs::write(&file, "x").unwrap();
     let dst = file.join("sub");
-    env.err(&["sync", "pull", "-m", "local", "--src", s(&src), "--dst", s(&dst)], "usage", 2);
+    env.err(
+        &["sync", "pull", "-m", "local", "--src", &format!("{}/", s(&src)), "--dst", s(&dst)],
+        "usage",
+        2,
+    );
 }
 
 #[test]
@@ -191,7 +218,7 @@ fn the_temp_file_of_a_killed_sync_is_swept_by_the_next_sync() {
     let src = env.path("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(src.join("sub/small"), "s").unwrap();
-    env.ok(&["sync", "push", "-m", "local", "--src", s(&src), "--dst", s(&dst)]);
+    env.ok(&["sync", "push", "-m", "local", "--src", &format!("{}/", s(&src)), "--dst", s(&dst)]);
     assert_eq!(temps(&dst.join("sub")), Vec::<String>::new());
     assert_eq!(std::fs::read_to_string(dst.join("sub/small")).unwrap(), "s");
 }

@@ -164,7 +164,9 @@ impl McpServer {
         input_schema = input_schema::<SyncInput>(),
         output_schema = outputs::sync_summary(),
         description = "Copy a local directory tree (`src`) to a machine (`dst`), incrementally \
-                       like rsync: only changed files travel, each replaced atomically; symlinks \
+                       like rsync, with rsync's path rule: `src/` (a trailing slash) or `.` \
+                       copies its contents into `dst`; `src` without one copies the directory \
+                       itself into `dst/<its name>`. Only changed files travel, each replaced atomically; symlinks \
                        are copied as links; `.gitignore` is honoured and `.git/` left out. Nothing \
                        is deleted unless `delete` is true. Returns {files_sent, bytes_sent, \
                        deleted, unchanged, elapsed_ms, changed, skipped}. Run it before exec_start \
@@ -185,6 +187,8 @@ impl McpServer {
         input_schema = input_schema::<SyncInput>(),
         output_schema = outputs::sync_summary(),
         description = "Copy a directory tree on a machine (`src`) to a local directory (`dst`), \
+                       with rsync's path rule (`src/` copies its contents into `dst`; `src` \
+                       without a trailing slash copies the directory into `dst/<its name>`), \
                        incrementally (only changed files travel, each replaced atomically): e.g. \
                        a job's results. Nothing local is deleted unless `delete` is true. Returns \
                        {files_sent, bytes_sent, deleted, unchanged, elapsed_ms, changed, skipped}.",

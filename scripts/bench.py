@@ -98,6 +98,19 @@ def write_config(path, text):
 # ---------------------------------------------------------------------------------------------
 # A stock OpenSSH server on loopback (defaults: MaxSessions 10, MaxStartups 10:30:100).
 
+def client_options(d):
+    """The ssh client options of a bench host: this user, the key and known_hosts under `d`."""
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    return f"""  User {user}
+  IdentityFile {d}/client_key
+  IdentitiesOnly yes
+  UserKnownHostsFile {d}/known_hosts
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  LogLevel ERROR
+"""
+
+
 def start_sshd():
     d = os.path.join(WORK, "sshd")
     os.makedirs(d)
@@ -127,19 +140,11 @@ LogLevel ERROR
                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "log"), "w"))
     with open(os.path.join(d, "host_key.pub")) as f:
         write_config(os.path.join(d, "known_hosts"), f"[127.0.0.1]:{port} {f.read()}")
-    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
     cfg = os.path.join(d, "ssh_config")
     write_config(cfg, f"""Host benchhost
   HostName 127.0.0.1
   Port {port}
-  User {user}
-  IdentityFile {d}/client_key
-  IdentitiesOnly yes
-  UserKnownHostsFile {d}/known_hosts
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking yes
-  LogLevel ERROR
-""")
+""" + client_options(d))
     deadline = time.time() + 10
     while time.time() < deadline:
         try:
@@ -961,20 +966,11 @@ MaxStartups 200:30:400
     with open(os.path.join(d, "host_key.pub")) as f:
         key = f.read()
     write_config(os.path.join(d, "known_hosts"), "".join(f"[{host}]:{p} {key}" for p in ports))
-    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
     cfg = os.path.join(d, "ssh_config")
     write_config(cfg, "".join(f"""Host lab{i}
   HostName {host}
   Port {p}
-""" for i, p in enumerate(ports)) + f"""Host *
-  User {user}
-  IdentityFile {d}/client_key
-  IdentitiesOnly yes
-  UserKnownHostsFile {d}/known_hosts
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking yes
-  LogLevel ERROR
-""")
+""" for i, p in enumerate(ports)) + "Host *\n" + client_options(d))
     import socket
     deadline = time.time() + 10
     while time.time() < deadline:

@@ -128,20 +128,9 @@ pub enum Content<'a> {
     File(&'a Path),
 }
 
-/// Writes `content` to `dst` on the machine.
+/// Writes `content` to `dst` on the machine; setuid, setgid and sticky bits are cleared unless
+/// `keep_special_bits`.
 pub fn write_content(
-    m: &Machine,
-    dst: &str,
-    content: Content,
-    mode: Option<u32>,
-    mkdir: bool,
-    follow_symlinks: bool,
-) -> Result<Response> {
-    write_content_keeping(m, dst, content, mode, mkdir, follow_symlinks, false)
-}
-
-/// [`write_content`], keeping setuid, setgid and sticky bits when `keep_special_bits`.
-pub fn write_content_keeping(
     m: &Machine,
     dst: &str,
     content: Content,
@@ -206,7 +195,7 @@ fn write(m: &Machine, args: &WriteArgs) -> Result<Response> {
         (None, None) => return Err(usage("give --content TEXT or --src FILE")),
     };
     let (mode, mkdir, follow) = (args.mode, args.mkdir, args.follow_symlinks);
-    write_content_keeping(m, &args.dst, content, mode, mkdir, follow, args.keep_special_bits)
+    write_content(m, &args.dst, content, mode, mkdir, follow, args.keep_special_bits)
 }
 
 /// Reads pages of `path` from `offset` until `limit` bytes or the end, giving each to `page`.

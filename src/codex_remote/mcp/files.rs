@@ -148,7 +148,8 @@ impl McpServer {
         let mkdir = input.mkdir.unwrap_or(false);
         let path = input.path;
         self.on_machine(input.machine, move |m| {
-            let answer = write_content(m, &path, Content::Bytes(&bytes), mode, mkdir, false)?;
+            let answer =
+                write_content(m, &path, Content::Bytes(&bytes), mode, mkdir, false, false)?;
             let line = match &answer {
                 Response::FileWritten(w) => {
                     format!("wrote {} bytes to {} on {}", w.size, w.path, m.name)

@@ -98,6 +98,27 @@ def write_config(path, text):
 # ---------------------------------------------------------------------------------------------
 # A stock OpenSSH server on loopback (defaults: MaxSessions 10, MaxStartups 10:30:100).
 
+def host_keys(d):
+    """A host key and a client key under `d`, the client's public key authorized."""
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, key)], check=True)
+    shutil.copy(os.path.join(d, "client_key.pub"), os.path.join(d, "authorized_keys"))
+
+
+def server_options(d):
+    """The sshd options of a bench server, its keys under `d` (see host_keys)."""
+    return f"""HostKey {d}/host_key
+AuthorizedKeysFile {d}/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin yes
+PrintMotd no
+LogLevel ERROR
+"""
+
+
 def client_options(d):
     """The ssh client options of a bench host: this user, the key and known_hosts under `d`."""
     user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
@@ -115,9 +136,7 @@ def start_sshd():
     d = os.path.join(WORK, "sshd")
     os.makedirs(d)
     os.makedirs("/run/sshd", exist_ok=True)
-    for key in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, key)], check=True)
-    shutil.copy(os.path.join(d, "client_key.pub"), os.path.join(d, "authorized_keys"))
+    host_keys(d)
     import socket
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -125,17 +144,8 @@ def start_sshd():
     s.close()
     write_config(os.path.join(d, "sshd_config"), f"""Port {port}
 ListenAddress 127.0.0.1
-HostKey {d}/host_key
 PidFile {d}/sshd.pid
-AuthorizedKeysFile {d}/authorized_keys
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin yes
-PrintMotd no
-LogLevel ERROR
-""")
+""" + server_options(d))
     sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", os.path.join(d, "sshd_config")],
                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "log"), "w"))
     with open(os.path.join(d, "host_key.pub")) as f:
@@ -940,26 +950,15 @@ def start_lab(rtt_ms):
     host = env["NETLAB_HOST"]
     d = os.path.join(lab, "sshd")
     os.makedirs(d)
-    for key in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, key)], check=True)
-    shutil.copy(os.path.join(d, "client_key.pub"), os.path.join(d, "authorized_keys"))
+    host_keys(d)
     ports = [2200 + i for i in range(NET_MACHINES)]
     # One sshd listens on at most 16 sockets (OpenSSH's MAX_LISTEN_SOCKS): one sshd per 16 ports.
     for g in range(0, len(ports), 16):
         conf = os.path.join(d, f"sshd_config{g}")
         write_config(conf, "".join(f"Port {p}\n" for p in ports[g:g + 16]) + f"""ListenAddress {host}
-HostKey {d}/host_key
 PidFile {d}/sshd{g}.pid
-AuthorizedKeysFile {d}/authorized_keys
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin yes
-PrintMotd no
-LogLevel ERROR
 MaxStartups 200:30:400
-""")
+""" + server_options(d))
         subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "netlab.sh"), "exec", lab, "/usr/sbin/sshd",
                           "-D", "-e", "-f", conf],
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, f"log{g}"), "w"))

@@ -16,16 +16,17 @@ use serde::Serialize;
 
 use super::exec::MachineArg;
 use super::{Ctx, emit, output, usage};
-use crate::error::{Error, Result, exit};
+use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
-    Direction, Entry, FileKind, Frame, Request, Response, Skipped, SyncApplyRequest, SyncDiff,
-    SyncDiffRequest, SyncSendRequest, TransferStats, TreeFilter, capability,
+    Direction, Entry, FileKind, FileStat, Frame, PathRequest, Request, Response, Skipped,
+    SyncApplyRequest, SyncDiff, SyncDiffRequest, SyncSendRequest, TransferStats, TreeFilter,
+    capability,
 };
 use crate::remote::client::unexpected;
 use crate::remote::transport::{Machine, Session};
 use crate::tree::apply::Applier;
 use crate::tree::frames::{Sent, read_frame, send_entry, write_frame};
-use crate::tree::manifest::{hash_file, walk};
+use crate::tree::manifest::{Manifest, entry_of, hash_file, walk, walk_source};
 use crate::tree::rel_path;
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +111,11 @@ pub struct SyncSummary {
     pub changed: Vec<String>,
     /// Paths left out (not UTF-8, sockets, devices, unwritable), with the reason.
     pub skipped: Vec<Skipped>,
+    /// Paths the source's walk left out by the `.git/` and `.gitignore` rules (an ignored
+    /// directory counts once), and the first few of them; `--include-git --no-gitignore` copy
+    /// them too.
+    pub ignored: u64,
+    pub ignored_sample: Vec<String>,
     /// With --dry-run: what would be sent and deleted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would_send: Option<Vec<String>>,
@@ -131,6 +137,7 @@ pub fn run(ctx: &Ctx, cmd: SyncCommand) -> Result<u8> {
             exclude: args.exclude,
             include_git: args.include_git,
             no_gitignore: args.no_gitignore,
+            only: None,
         },
         keep_special_bits: args.keep_special_bits,
         delete: args.delete,
@@ -139,6 +146,9 @@ pub fn run(ctx: &Ctx, cmd: SyncCommand) -> Result<u8> {
     let mut progress = Progress::new(&m.name);
     let summary = sync(&m, &plan, &mut progress)?;
     progress.done();
+    if summary.ignored > 0 && output::text() {
+        eprintln!("{}", ignored_note(&summary, "--include-git --no-gitignore"));
+    }
     super::original_fields::emit_on_with(&m, &summary, super::original_fields::sync)?;
     Ok(if summary.changed.is_empty() { exit::OK } else { exit::JOB_FAILED })
 }
@@ -146,58 +156,67 @@ pub fn run(ctx: &Ctx, cmd: SyncCommand) -> Result<u8> {
 /// Runs a sync, telling `progress` about each file sent.
 pub fn sync(m: &Machine, plan: &SyncPlan, progress: &mut dyn Tick) -> Result<SyncSummary> {
     let started = Instant::now();
-    let dst = landing(&plan.src, &plan.dst);
-    let local_root = PathBuf::from(match plan.direction {
-        Direction::Push => &plan.src,
-        Direction::Pull => &dst,
-    });
-    let remote_root = match plan.direction {
-        Direction::Push => dst,
-        Direction::Pull => plan.src.clone(),
+    let local_file = match plan.direction {
+        Direction::Push => local_source(&plan.src)?,
+        Direction::Pull => None,
     };
-    if plan.direction == Direction::Push {
-        match std::fs::metadata(&local_root) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(usage(format!(
-                    "--src {} is not a directory (a file, socket or device): sync takes a \
-                     directory; `file write --src` takes a file",
-                    plan.src
-                )));
-            }
-            Err(e) => return Err(usage(format!("--src {}: {e}", plan.src))),
-        }
-    } else {
-        match std::fs::metadata(&local_root) {
-            Ok(meta) if !meta.is_dir() => {
-                return Err(usage(format!("--dst {} is not a directory", plan.dst)));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                return Err(usage(format!("--dst {}: a parent is not a directory", plan.dst)));
-            }
-            _ => {}
-        }
-    }
-    // The session (ssh, codexd's start, hello) opens while the local tree is walked.
-    let (local, session) = std::thread::scope(|scope| {
-        let opening = scope.spawn(|| m.session(capability::SYNC));
-        let local = walk(&local_root, &plan.filter);
-        let session = opening.join().unwrap_or_else(|_| Err(Error::internal("ssh", "panicked")));
-        (local, session)
+    let tree = landing(&plan.src, &plan.dst);
+    // The session (ssh, codexd's start, hello, a stat where rsync's rule needs one) opens
+    // while the local tree is walked.
+    let (local, opened) = std::thread::scope(|scope| {
+        let opening = scope.spawn(|| open(m, plan, local_file.is_some()));
+        let local = match (plan.direction, &local_file) {
+            (_, Some(_)) => Ok(Manifest::default()),
+            (Direction::Push, None) => walk_source(Path::new(&plan.src), &plan.filter),
+            (Direction::Pull, None) => walk(Path::new(&tree), &plan.filter),
+        };
+        let opened = opening.join().unwrap_or_else(|_| Err(Error::internal("ssh", "panicked")));
+        (local, opened)
     });
-    let (local, mut session) = (local?, session?);
+    let (mut session, remote_stat) = opened?;
+    let mut local = local?;
+    let remote_file = remote_stat.as_ref().filter(|s| s.kind == Some(FileKind::File));
+    let roots = match (plan.direction, &local_file, remote_file) {
+        (Direction::Push, Some(meta), _) => {
+            let dst_is_dir = remote_stat.is_some_and(|s| s.kind == Some(FileKind::Dir));
+            let roots = Roots::one_file(plan.direction, &plan.src, &plan.dst, dst_is_dir);
+            let (name, abs) = (roots.remote_name(), roots.local_file());
+            local.entries = vec![entry_of(name, &abs, meta).map_err(skipped_source)?];
+            roots
+        }
+        (Direction::Pull, _, Some(_)) => {
+            let dst_is_dir = std::fs::metadata(&plan.dst).is_ok_and(|m| m.is_dir());
+            let roots = Roots::one_file(plan.direction, &plan.src, &plan.dst, dst_is_dir);
+            let (name, abs) = (roots.remote_name(), roots.local_file());
+            local = Manifest::default();
+            if let Ok(meta) = std::fs::symlink_metadata(&abs) {
+                local.entries.extend(entry_of(name, &abs, &meta).ok());
+            }
+            roots
+        }
+        (Direction::Push, _, _) => {
+            Roots { local: PathBuf::from(&plan.src), remote: tree, one: None }
+        }
+        (Direction::Pull, _, _) => {
+            check_local_tree(&tree, &plan.dst)?;
+            Roots { local: PathBuf::from(tree), remote: plan.src.clone(), one: None }
+        }
+    };
     if plan.direction == Direction::Pull && !plan.dry_run {
         // What an interrupted pull into this tree left behind (no live writer holds it).
         crate::tree::at::sweep_temps(&local.temps);
     }
+    let mut filter = plan.filter.clone();
+    filter.only = roots.one.as_ref().map(|one| one.remote.clone());
     let req = SyncDiffRequest {
-        root: remote_root.clone(),
+        root: roots.remote.clone(),
         direction: plan.direction,
-        filter: plan.filter.clone(),
-        delete: plan.delete,
+        filter,
+        // rsync deletes only inside a directory it syncs.
+        delete: plan.delete && roots.one.is_none(),
         entries: local.entries.len() as u64,
     };
-    let diff = match session.exchange(
+    let mut diff = match session.exchange(
         &Request::SyncDiff(req),
         &mut |w| {
             for e in &local.entries {
@@ -211,6 +230,15 @@ pub fn sync(m: &Machine, plan: &SyncPlan, progress: &mut dyn Tick) -> Result<Syn
         Response::SyncDiff(d) => d,
         other => return Err(unexpected(&other)),
     };
+    if let Some(one) = &roots.one {
+        // A codexd older than `only` walked the whole directory: its one file alone counts.
+        let theirs = |e: &Entry| e.path == one.remote;
+        diff.send.retain(theirs);
+        diff.check.retain(theirs);
+        diff.meta.retain(theirs);
+        diff.delete.clear();
+        (diff.ignored, diff.ignored_sample) = (0, Vec::new());
+    }
     let mut summary = SyncSummary {
         kind: "sync",
         direction: match plan.direction {
@@ -222,9 +250,13 @@ pub fn sync(m: &Machine, plan: &SyncPlan, progress: &mut dyn Tick) -> Result<Syn
         dry_run: plan.dry_run,
         ..Default::default()
     };
+    (summary.ignored, summary.ignored_sample) = match plan.direction {
+        Direction::Push => (local.ignored, local.ignored_sample),
+        Direction::Pull => (diff.ignored, std::mem::take(&mut diff.ignored_sample)),
+    };
     summary.skipped = local.skipped;
     summary.skipped.extend(diff.skipped.iter().cloned());
-    let work = Work::of(diff, &local_root);
+    let work = Work::of(diff, &roots);
     summary.unchanged = work.unchanged;
     progress.total(&work.send);
     if plan.dry_run {
@@ -239,8 +271,8 @@ pub fn sync(m: &Machine, plan: &SyncPlan, progress: &mut dyn Tick) -> Result<Syn
         return Ok(summary);
     }
     let stats = match plan.direction {
-        Direction::Push => push(&mut session, plan, &remote_root, &local_root, &work, progress)?,
-        Direction::Pull => pull(&mut session, plan, &remote_root, &local_root, &work, progress)?,
+        Direction::Push => push(&mut session, plan, &roots, &work, progress)?,
+        Direction::Pull => pull(&mut session, plan, &roots, &work, progress)?,
     };
     session.close()?;
     summary.files_sent = stats.files + stats.links;
@@ -253,20 +285,179 @@ pub fn sync(m: &Machine, plan: &SyncPlan, progress: &mut dyn Tick) -> Result<Syn
     Ok(summary)
 }
 
+/// What a push's local `--src` is: `None` for a directory, its metadata for a file (rsync copies
+/// a single file); anything else is refused.
+fn local_source(src: &str) -> Result<Option<std::fs::Metadata>> {
+    match std::fs::metadata(src) {
+        Ok(meta) if meta.is_dir() => Ok(None),
+        Ok(meta) if meta.is_file() => Ok(Some(meta)),
+        Ok(_) => Err(usage(format!(
+            "--src {src} is a socket, fifo or device: sync takes a directory or a file"
+        ))),
+        Err(e) => Err(usage(format!("--src {src}: {e}"))),
+    }
+}
+
+/// A pull's local tree must be a directory (or missing: it is created).
+fn check_local_tree(tree: &str, dst: &str) -> Result<()> {
+    match std::fs::metadata(tree) {
+        Ok(meta) if !meta.is_dir() => Err(usage(format!("--dst {dst} is not a directory"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            Err(usage(format!("--dst {dst}: a parent is not a directory")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn skipped_source(skip: Skipped) -> Error {
+    usage(format!("--src {}: {}", skip.path, skip.reason))
+}
+
+/// Opens the session and stats, in it, the remote path rsync's rule depends on: a pull's
+/// `--src` (a file or a directory; missing is an error, as in rsync, never an empty tree that
+/// `--delete` would mirror), the `--dst` of a single file's push unless a trailing `/` says it
+/// is a directory.
+fn open<'m>(
+    m: &'m Machine,
+    plan: &SyncPlan,
+    local_file: bool,
+) -> Result<(Session<'m>, Option<FileStat>)> {
+    let mut session = m.session(capability::SYNC)?;
+    let path = match plan.direction {
+        Direction::Pull => &plan.src,
+        Direction::Push if local_file && !names_contents(&plan.dst) => &plan.dst,
+        Direction::Push => return Ok((session, None)),
+    };
+    let stat = match session.call(&Request::FileStat(PathRequest { path: path.clone() }))? {
+        Response::FileStat(stat) => stat,
+        other => return Err(unexpected(&other)),
+    };
+    if plan.direction == Direction::Pull && !stat.exists {
+        let message = format!("--src {} does not exist on {}", plan.src, m.name);
+        return Err(Error::new(ErrorCode::FileNotFound, message));
+    }
+    Ok((session, Some(stat)))
+}
+
+/// Whether a path ends in `/` (or names `.`, `..` or `~`): rsync reads it as a directory's
+/// contents.
+fn names_contents(path: &str) -> bool {
+    matches!(last_name(path), "" | "." | ".." | "~")
+}
+
+fn last_name(path: &str) -> &str {
+    let separator = |c: char| c == '/' || (cfg!(windows) && c == '\\');
+    path.rsplit(separator).next().unwrap_or_default()
+}
+
 /// rsync's path rule: the directory that becomes the same as `src`. A `src` ending in `/` (or
 /// naming `.`, `..` or `~`) means its contents, which go into `dst` itself; any other `src` is
 /// the directory itself, which goes into `dst/<its name>`.
 pub fn landing(src: &str, dst: &str) -> String {
-    let separator = |c: char| c == '/' || (cfg!(windows) && c == '\\');
-    let name = src.rsplit(separator).next().unwrap_or_default();
-    if matches!(name, "" | "." | ".." | "~") {
+    if names_contents(src) {
         return dst.to_string();
     }
-    let parent = dst.trim_end_matches(separator);
+    let name = last_name(src);
+    let parent = dst.trim_end_matches(|c: char| c == '/' || (cfg!(windows) && c == '\\'));
     if parent.is_empty() && dst.is_empty() {
         return name.to_string();
     }
     format!("{parent}/{name}")
+}
+
+/// rsync's rule for a single file: into `dst` when it ends in `/` or is a directory, else
+/// `dst` is the file's new name. The directory and the name there; `here` stands for an
+/// empty directory (`~` on the machine, `.` locally).
+fn file_landing(src: &str, dst: &str, dst_is_dir: bool, here: &str) -> (String, String) {
+    if dst_is_dir || names_contents(dst) {
+        let dir = if dst.is_empty() { here } else { dst };
+        return (dir.to_string(), last_name(src).to_string());
+    }
+    split_path(dst, here)
+}
+
+/// A file's path as its directory (`here` if it has none) and its name.
+fn split_path(path: &str, here: &str) -> (String, String) {
+    match path.rsplit_once('/') {
+        Some(("", name)) => ("/".to_string(), name.to_string()),
+        Some((dir, name)) => (dir.to_string(), name.to_string()),
+        None => (here.to_string(), path.to_string()),
+    }
+}
+
+/// Where a sync reads and writes. For a single file, `one` names it in each root (`--dst
+/// d/b.txt` renames it); manifest and frame paths carry its name on the machine.
+struct Roots {
+    local: PathBuf,
+    remote: String,
+    one: Option<OneFile>,
+}
+
+struct OneFile {
+    local: String,
+    remote: String,
+}
+
+impl Roots {
+    /// A single file `src` synced to `dst` by rsync's rule.
+    fn one_file(direction: Direction, src: &str, dst: &str, dst_is_dir: bool) -> Roots {
+        // A path without a directory is under the home on the machine, the current one here.
+        let (src_here, dst_here) = match direction {
+            Direction::Push => (".", "~"),
+            Direction::Pull => ("~", "."),
+        };
+        let (src_dir, src_name) = split_path(src, src_here);
+        let (dst_dir, dst_name) = file_landing(src, dst, dst_is_dir, dst_here);
+        let (local, remote, one) = match direction {
+            Direction::Push => (src_dir, dst_dir, OneFile { local: src_name, remote: dst_name }),
+            Direction::Pull => (dst_dir, src_dir, OneFile { local: dst_name, remote: src_name }),
+        };
+        Roots { local: PathBuf::from(local), remote, one: Some(one) }
+    }
+
+    fn remote_name(&self) -> String {
+        self.one.as_ref().map(|one| one.remote.clone()).unwrap_or_default()
+    }
+
+    fn local_file(&self) -> PathBuf {
+        self.local.join(self.one.as_ref().map(|one| one.local.as_str()).unwrap_or_default())
+    }
+
+    /// The local file of a manifest path.
+    fn local_path(&self, path: &str) -> Result<PathBuf> {
+        match &self.one {
+            Some(one) if one.remote == path => Ok(self.local.join(&one.local)),
+            _ => Ok(self.local.join(rel_path(path)?)),
+        }
+    }
+
+    /// A frame from the machine, named as the local file.
+    fn local_frame(&self, frame: Frame) -> Frame {
+        let Some(one) = &self.one else { return frame };
+        let local = |path: String| if path == one.remote { one.local.clone() } else { path };
+        match frame {
+            Frame::File { path, size, mode, mtime_ns } => {
+                Frame::File { path: local(path), size, mode, mtime_ns }
+            }
+            Frame::Symlink { path, target } => Frame::Symlink { path: local(path), target },
+            Frame::Meta { path, mode, mtime_ns } => {
+                Frame::Meta { path: local(path), mode, mtime_ns }
+            }
+            other => other,
+        }
+    }
+}
+
+/// The one line on stderr that says what the walk left out and how to copy it too.
+pub fn ignored_note(summary: &SyncSummary, flags: &str) -> String {
+    let more = if summary.ignored > summary.ignored_sample.len() as u64 { ", ..." } else { "" };
+    format!(
+        "left out {} ignored path{} ({}{more}: .git/ and .gitignore rules); \
+         {flags} copy everything",
+        summary.ignored,
+        if summary.ignored == 1 { "" } else { "s" },
+        summary.ignored_sample.join(", "),
+    )
 }
 
 /// What a diff leaves to do once the `check` files are hashed on this side.
@@ -278,10 +469,10 @@ struct Work {
 }
 
 impl Work {
-    fn of(diff: SyncDiff, local_root: &Path) -> Work {
+    fn of(diff: SyncDiff, roots: &Roots) -> Work {
         let SyncDiff { mut send, check, mut meta, delete, mut unchanged, .. } = diff;
         for e in check {
-            let ours = rel_path(&e.path).ok().and_then(|rel| hash_file(&local_root.join(rel)).ok());
+            let ours = roots.local_path(&e.path).ok().and_then(|p| hash_file(&p).ok());
             if ours.is_some() && ours == e.hash {
                 unchanged += 1;
                 meta.push(e);
@@ -298,14 +489,13 @@ impl Work {
 fn push(
     session: &mut Session,
     plan: &SyncPlan,
-    remote_root: &str,
-    local_root: &Path,
+    roots: &Roots,
     work: &Work,
     progress: &mut dyn Tick,
 ) -> Result<TransferStats> {
     let mut changed_twice = Vec::new();
     let req = Request::SyncApply(SyncApplyRequest {
-        root: remote_root.to_string(),
+        root: roots.remote.clone(),
         keep_special_bits: plan.keep_special_bits,
     });
     let answer = session.exchange(
@@ -317,14 +507,14 @@ fn push(
             }
             let mut again = Vec::new();
             for e in &work.send {
-                match send_entry(w, e, &local_root.join(rel_path(&e.path)?))? {
+                match send_entry(w, e, &roots.local_path(&e.path)?)? {
                     Sent::Changed => again.push(e),
                     Sent::Done(bytes) => progress.sent(&e.path, bytes),
                     Sent::Vanished(_) => {}
                 }
             }
             for e in again {
-                match send_entry(w, e, &local_root.join(rel_path(&e.path)?))? {
+                match send_entry(w, e, &roots.local_path(&e.path)?)? {
                     Sent::Changed => changed_twice.push(e.path.clone()),
                     Sent::Done(bytes) => progress.sent(&e.path, bytes),
                     Sent::Vanished(_) => {}
@@ -347,12 +537,11 @@ fn push(
 fn pull(
     session: &mut Session,
     plan: &SyncPlan,
-    remote_root: &str,
-    local_root: &Path,
+    roots: &Roots,
     work: &Work,
     progress: &mut dyn Tick,
 ) -> Result<TransferStats> {
-    let mut applier = Applier::new(local_root)?.keep_special_bits(plan.keep_special_bits);
+    let mut applier = Applier::new(&roots.local)?.keep_special_bits(plan.keep_special_bits);
     let none: &mut dyn std::io::BufRead = &mut &[][..];
     for path in &work.delete {
         applier.apply(Frame::Delete { path: path.clone() }, none)?;
@@ -363,7 +552,7 @@ fn pull(
             break;
         }
         let before = applier.stats.changed.len();
-        let req = SyncSendRequest { root: remote_root.to_string(), paths: paths.len() as u64 };
+        let req = SyncSendRequest { root: roots.remote.clone(), paths: paths.len() as u64 };
         let answer = session.exchange(
             &Request::SyncSend(req),
             &mut |w| {
@@ -382,7 +571,7 @@ fn pull(
                             Frame::File { path, size, .. } => (path.clone(), *size),
                             other => (format!("{other:?}"), 0),
                         };
-                        applier.apply(frame, r)?;
+                        applier.apply(roots.local_frame(frame), r)?;
                         progress.sent(&path, size);
                     }
                 }
@@ -403,7 +592,7 @@ fn pull(
     }
     for e in &work.meta {
         let frame = Frame::Meta { path: e.path.clone(), mode: e.mode, mtime_ns: e.mtime_ns };
-        applier.apply(frame, none)?;
+        applier.apply(roots.local_frame(frame), none)?;
     }
     Ok(applier.stats)
 }
@@ -503,7 +692,30 @@ impl Tick for Progress<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::landing;
+    use super::{Direction, Roots, file_landing, landing};
+
+    #[test]
+    fn a_single_file_lands_as_rsync_lands_it() {
+        let at = |dst, is_dir| file_landing("src/a.txt", dst, is_dir, "~");
+        let pair = |d: &str, n: &str| (d.to_string(), n.to_string());
+        assert_eq!(at("d/", false), pair("d/", "a.txt"));
+        assert_eq!(at("d", true), pair("d", "a.txt"));
+        assert_eq!(at("d/b.txt", false), pair("d", "b.txt"));
+        assert_eq!(at("b.txt", false), pair("~", "b.txt"));
+        assert_eq!(at("/b.txt", false), pair("/", "b.txt"));
+        assert_eq!(at("~", false), pair("~", "a.txt"));
+        assert_eq!(at(".", false), pair(".", "a.txt"));
+        assert_eq!(at("", false), pair("~", "a.txt"));
+        // A pull: the file's directory on the machine, its new name here.
+        let roots = Roots::one_file(Direction::Pull, "r.txt", "out/x.txt", false);
+        let one = roots.one.as_ref().unwrap();
+        assert_eq!((roots.local.to_str(), roots.remote.as_str()), (Some("out"), "~"));
+        assert_eq!((one.local.as_str(), one.remote.as_str()), ("x.txt", "r.txt"));
+        let roots = Roots::one_file(Direction::Push, "a.txt", "d/", false);
+        let one = roots.one.as_ref().unwrap();
+        assert_eq!((roots.local.to_str(), roots.remote.as_str()), (Some("."), "d/"));
+        assert_eq!((one.local.as_str(), one.remote.as_str()), ("a.txt", "a.txt"));
+    }
 
     #[test]
     fn a_trailing_slash_means_the_contents_as_rsync_has_it() {

@@ -14,7 +14,7 @@ use crate::protocol::{
 };
 use crate::tree::apply::Applier;
 use crate::tree::frames::{Sent, send_entry, write_frame};
-use crate::tree::manifest::{entry_of, hash_file, walk};
+use crate::tree::manifest::{entry_of, hash_file, walk, walk_source};
 use crate::tree::{diff, read_lines, real_parents, rel_path};
 
 fn no_payload() -> Error {
@@ -25,7 +25,11 @@ pub fn sync_diff(req: &SyncDiffRequest, sink: &mut dyn Sink) -> Result<SyncDiff>
     let root = resolve(&req.root)?;
     // This side's walk runs while the client's manifest arrives.
     let (theirs, ours) = std::thread::scope(|scope| {
-        let walker = scope.spawn(|| walk(&root, &req.filter));
+        // In a pull this tree is the source: what its walk leaves out is counted.
+        let walker = scope.spawn(|| match req.direction {
+            Direction::Pull => walk_source(&root, &req.filter),
+            Direction::Push => walk(&root, &req.filter),
+        });
         let theirs = read_lines::<Entry>(sink.payload().ok_or_else(no_payload)?, req.entries);
         let ours = walker.join().unwrap_or_else(|_| Err(Error::internal("walk", "panicked")));
         Ok::<_, Error>((theirs?, ours?))
@@ -55,6 +59,8 @@ pub fn sync_diff(req: &SyncDiffRequest, sink: &mut dyn Sink) -> Result<SyncDiff>
     answer.check = kept;
     answer.send.extend(gone);
     answer.skipped = ours.skipped;
+    answer.ignored = ours.ignored;
+    answer.ignored_sample = ours.ignored_sample;
     Ok(answer)
 }
 

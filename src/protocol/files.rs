@@ -184,6 +184,11 @@ pub struct TreeFilter {
     pub include_git: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_gitignore: bool,
+    /// A single-file sync: only this name directly under the root takes part, named by the
+    /// user, so no ignore rule applies to it. (A codexd before it walks the whole root; the
+    /// client keeps only this name of its answer.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<String>,
 }
 
 /// One path of a tree in a manifest, relative to the tree's root (`/`-separated, no `..`).
@@ -240,6 +245,16 @@ pub struct SyncDiff {
     /// Paths codexd's walk left out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Skipped>,
+    /// For a pull (codexd's tree is the source): how many paths its walk left out by `.git/`
+    /// and `.gitignore` rules (an ignored directory counts once), and the first few of them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ignored: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_sample: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `sync_apply`: a frame stream for the tree at `root` follows the request line.

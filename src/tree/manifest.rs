@@ -2,20 +2,26 @@
 //! size, mtime and mode, in name order. `.gitignore` files are honoured (ripgrep's `ignore`
 //! crate), `.git/` is left out unless asked for, `--exclude` globs too. Symlinks are entries
 //! of their own and never followed, so a link to `/` or a loop is just a link. Sockets, fifos,
-//! devices and names that are not UTF-8 are left out and reported as skipped.
+//! devices and names that are not UTF-8 are left out and reported as skipped. The walk of a
+//! sync's source also counts what the `.git/` and `.gitignore` rules left out ([`walk_source`]),
+//! so a summary can say so.
 
+use std::collections::HashSet;
 use std::fs::Metadata;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ignore::WalkBuilder;
-use ignore::overrides::OverrideBuilder;
+use ignore::overrides::{Override, OverrideBuilder};
 
 use crate::error::{Error, Result};
 use crate::protocol::{Entry, FileKind, Skipped, TreeFilter};
 
 /// The prefix of the temp files [`super::apply`] writes: never part of a manifest.
 pub const TEMP_PREFIX: &str = ".codex-sync.";
+
+/// How many ignored paths a manifest names ([`Manifest::ignored_sample`]).
+pub const IGNORED_SAMPLE: usize = 5;
 
 /// A tree's entries and what its walk left out.
 #[derive(Debug, Default)]
@@ -24,13 +30,30 @@ pub struct Manifest {
     pub skipped: Vec<Skipped>,
     /// The sync temp files met on the way (a live sync's, or one a killed sync left).
     pub temps: Vec<std::path::PathBuf>,
+    /// With [`walk_source`]: how many paths the `.git/` and `.gitignore` rules left out (an
+    /// ignored directory counts once, its contents not at all), and the first few, in name
+    /// order, a directory with a trailing `/`.
+    pub ignored: u64,
+    pub ignored_sample: Vec<String>,
 }
 
 /// Walks `root` (a directory; a missing one is an empty tree).
 pub fn walk(root: &Path, filter: &TreeFilter) -> Result<Manifest> {
+    walk_counting(root, filter, false)
+}
+
+/// Walks a sync's source: [`walk`], and counts what the ignore rules left out.
+pub fn walk_source(root: &Path, filter: &TreeFilter) -> Result<Manifest> {
+    walk_counting(root, filter, true)
+}
+
+fn walk_counting(root: &Path, filter: &TreeFilter, count_ignored: bool) -> Result<Manifest> {
     let mut manifest = Manifest::default();
     if std::fs::symlink_metadata(root).is_err() {
         return Ok(manifest);
+    }
+    if let Some(name) = &filter.only {
+        return walk_one(root, name);
     }
     let mut overrides = OverrideBuilder::new(root);
     for glob in &filter.exclude {
@@ -39,6 +62,7 @@ pub fn walk(root: &Path, filter: &TreeFilter) -> Result<Manifest> {
             .map_err(|e| Error::invalid(format!("exclude {glob:?}: {e}")))?;
     }
     let overrides = overrides.build().map_err(|e| Error::invalid(format!("exclude: {e}")))?;
+    let excluded = overrides.clone();
     let include_git = filter.include_git;
     let gitignore = !filter.no_gitignore;
     let mut builder = WalkBuilder::new(root);
@@ -88,7 +112,58 @@ pub fn walk(root: &Path, filter: &TreeFilter) -> Result<Manifest> {
             Err(e) => manifest.skipped.push(Skipped { path, reason: e.to_string() }),
         }
     }
+    if count_ignored && !(filter.include_git && filter.no_gitignore) {
+        count_ignored_paths(root, &excluded, &mut manifest);
+    }
     Ok(manifest)
+}
+
+/// The one entry `name` directly under `root` (a single-file sync), or none if it is missing.
+fn walk_one(root: &Path, name: &str) -> Result<Manifest> {
+    let mut manifest = Manifest::default();
+    if name.contains('/') {
+        return Err(Error::invalid(format!("only {}: a name, not a path", super::shown(name))));
+    }
+    let abs = root.join(super::rel_path(name)?);
+    if let Ok(meta) = std::fs::symlink_metadata(&abs) {
+        match entry_of(name.to_string(), &abs, &meta) {
+            Ok(e) => manifest.entries.push(e),
+            Err(skip) => manifest.skipped.push(skip),
+        }
+    }
+    Ok(manifest)
+}
+
+/// Counts the paths the walk did not yield although they are there: the names in the root and
+/// in every directory the walk yielded that are neither an entry, nor skipped, nor a sync temp,
+/// nor excluded by the user's globs, were left out by `.git/` or a `.gitignore` rule. This
+/// reads each yielded directory once more (names only, no stat), which the `ignore` crate
+/// offers no hook to avoid.
+fn count_ignored_paths(root: &Path, excluded: &Override, manifest: &mut Manifest) {
+    let mut known: HashSet<&str> = manifest.entries.iter().map(|e| e.path.as_str()).collect();
+    known.extend(manifest.skipped.iter().map(|s| s.path.as_str()));
+    let dirs = std::iter::once("")
+        .chain(manifest.entries.iter().filter(|e| e.kind == FileKind::Dir).map(|e| &*e.path));
+    let mut ignored = Vec::new();
+    for dir in dirs {
+        let Ok(names) = std::fs::read_dir(root.join(dir)) else { continue };
+        for child in names.flatten() {
+            let Some(name) = child.file_name().to_str().map(str::to_string) else { continue };
+            let path = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
+            if known.contains(path.as_str()) || name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let is_dir = child.file_type().is_ok_and(|t| t.is_dir());
+            if excluded.matched(root.join(&path), is_dir).is_ignore() {
+                continue;
+            }
+            ignored.push(if is_dir { format!("{path}/") } else { path });
+        }
+    }
+    ignored.sort();
+    manifest.ignored = ignored.len() as u64;
+    ignored.truncate(IGNORED_SAMPLE);
+    manifest.ignored_sample = ignored;
 }
 
 /// `a/b/c` for a relative path, or `None` when a name is not UTF-8.

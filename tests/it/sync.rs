@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::support::{Sshd, TestEnv};
 
-fn ssh_env() -> (TestEnv, Sshd) {
+pub fn ssh_env() -> (TestEnv, Sshd) {
     let env = TestEnv::new();
     let sshd = Sshd::start(env.dir.path());
     let remote = env.path("remote-data");
@@ -17,7 +17,7 @@ fn ssh_env() -> (TestEnv, Sshd) {
     (env, sshd)
 }
 
-fn s(p: &Path) -> &str {
+pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 

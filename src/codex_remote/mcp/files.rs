@@ -10,7 +10,7 @@ use serde_json::json;
 use super::inputs::{Arguments, bad_argument, input_schema};
 use super::{McpServer, ToolResult, outputs};
 use crate::codex_remote::file::{Content, write_content};
-use crate::codex_remote::sync::{Quiet, SyncPlan, SyncSummary, sync};
+use crate::codex_remote::sync::{Quiet, SyncPlan, SyncSummary, ignored_note, sync};
 use crate::protocol::files::{MAX_READ_CHUNK, octal};
 use crate::protocol::{Direction, FileReadRequest, OnMachine, Request, Response, TreeFilter};
 use crate::remote::client::unexpected;
@@ -59,10 +59,12 @@ pub struct FileWriteInput {
 pub struct SyncInput {
     #[schemars(description = MACHINE_DOC)]
     pub machine: Option<String>,
-    /// The source directory: local for sync_push, on the machine for sync_pull.
+    /// The source directory (or a single file): local for sync_push, on the machine for
+    /// sync_pull. rsync's rule: `dir/` syncs its contents into dst, `dir` the directory itself
+    /// into dst/dir.
     pub src: String,
     /// The destination directory: on the machine for sync_push, local for sync_pull. Created
-    /// when missing.
+    /// when missing. For a single file: the file's new name unless it is a directory or ends in /.
     pub dst: String,
     /// Globs (gitignore syntax) of paths to leave out, e.g. ["*.ckpt", "data/"]. `.gitignore`
     /// files are honoured and `.git/` is left out anyway.
@@ -73,6 +75,8 @@ pub struct SyncInput {
     pub dry_run: Option<bool>,
     /// Sync `.git/` too (default false).
     pub include_git: Option<bool>,
+    /// Sync what `.gitignore` files leave out too (default false).
+    pub no_gitignore: Option<bool>,
 }
 
 #[tool_router(router = files_tool_router, vis = "pub(super)")]
@@ -167,10 +171,12 @@ impl McpServer {
         description = "Copy a local directory tree (`src`) to a machine (`dst`), incrementally \
                        like rsync, with rsync's path rule: `src/` (a trailing slash) or `.` \
                        copies its contents into `dst`; `src` without one copies the directory \
-                       itself into `dst/<its name>`. Only changed files travel, each replaced atomically; symlinks \
-                       are copied as links; `.gitignore` is honoured and `.git/` left out. Nothing \
+                       itself into `dst/<its name>`; a single file goes into `dst` (a directory \
+                       or ending in /) or becomes `dst`. Only changed files travel, each replaced atomically; symlinks \
+                       are copied as links; `.gitignore` is honoured and `.git/` left out \
+                       (counted in `ignored`). Nothing \
                        is deleted unless `delete` is true. Returns {files_sent, bytes_sent, \
-                       deleted, unchanged, elapsed_ms, changed, skipped}. Run it before exec_start \
+                       deleted, unchanged, elapsed_ms, changed, skipped, ignored}. Run it before exec_start \
                        so the job sees your latest edits.",
         annotations(
             title = "Push a directory to a machine",
@@ -191,8 +197,9 @@ impl McpServer {
                        with rsync's path rule (`src/` copies its contents into `dst`; `src` \
                        without a trailing slash copies the directory into `dst/<its name>`), \
                        incrementally (only changed files travel, each replaced atomically): e.g. \
-                       a job's results. Nothing local is deleted unless `delete` is true. Returns \
-                       {files_sent, bytes_sent, deleted, unchanged, elapsed_ms, changed, skipped}.",
+                       a job's results; a single file as `src` too. Nothing local is deleted \
+                       unless `delete` is true. Returns {files_sent, bytes_sent, deleted, \
+                       unchanged, elapsed_ms, changed, skipped, ignored}.",
         annotations(
             title = "Pull a directory from a machine",
             read_only_hint = false,
@@ -215,7 +222,8 @@ impl McpServer {
             filter: TreeFilter {
                 exclude: input.exclude.unwrap_or_default(),
                 include_git: input.include_git.unwrap_or(false),
-                no_gitignore: false,
+                no_gitignore: input.no_gitignore.unwrap_or(false),
+                ..Default::default()
             },
             keep_special_bits: false,
             delete: input.delete.unwrap_or(false),
@@ -224,7 +232,7 @@ impl McpServer {
         self.on_machine(input.machine, move |m| {
             let summary: SyncSummary = sync(m, &plan, &mut Quiet)?;
             let line = format!(
-                "{} {} -> {} on {}: {} files ({} bytes) sent, {} deleted, {} unchanged{}{}",
+                "{} {} -> {} on {}: {} files ({} bytes) sent, {} deleted, {} unchanged{}{}{}",
                 summary.direction,
                 summary.src,
                 summary.dst,
@@ -238,6 +246,10 @@ impl McpServer {
                     String::new()
                 } else {
                     format!("; changed while sent, left as they were: {:?}", summary.changed)
+                },
+                match summary.ignored {
+                    0 => String::new(),
+                    _ => format!("; {}", ignored_note(&summary, "include_git and no_gitignore")),
                 }
             );
             Ok((json!(OnMachine::new(&summary, &m.name)), line))

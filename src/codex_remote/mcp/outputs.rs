@@ -234,6 +234,8 @@ pub fn sync_summary() -> Arc<JsonObject> {
             "dry_run": { "type": "boolean" },
             "changed": { "description": "changed while read, left as they were", "type": "array", "items": { "type": "string" } },
             "skipped": { "type": "array", "items": skipped },
+            "ignored": { "type": "integer", "description": "paths left out by .git/ and .gitignore rules (a directory counts once)" },
+            "ignored_sample": { "description": "the first few ignored paths", "type": "array", "items": { "type": "string" } },
             "would_send": paths,
             "would_delete": paths,
         }),

@@ -189,8 +189,12 @@ fn walk_checked(
     if !meta.is_dir() {
         return Err(Error::invalid(format!("path {} is not a directory", root.display())));
     }
-    let filter =
-        TreeFilter { exclude: req.excludes.clone(), include_git: true, no_gitignore: true };
+    let filter = TreeFilter {
+        exclude: req.excludes.clone(),
+        include_git: true,
+        no_gitignore: true,
+        ..Default::default()
+    };
     let tree = manifest::walk(&root, &filter)?;
     Ok((root, tree))
 }

@@ -956,6 +956,23 @@ fn report_detached(m: &Machine, id: &ExecId) -> Result<()> {
     Ok(())
 }
 
+/// A second Ctrl-C during the cancel: we leave before the job's end. The cancel was asked
+/// (codexd goes on with it: TERM, the grace, KILL) unless the call was cut before it arrived,
+/// so the line says how to see which, and how to ask again.
+fn report_left_cancelling(m: &Machine, id: &ExecId) -> Result<()> {
+    let hint = format!("codex-remote exec result --machine {} --id {id}", m.name);
+    if !output::text() {
+        emit(&RunEvent::Detached { exec_id: id, machine: &m.name, hint: &hint })?;
+    }
+    crate::error::stderr_line(&format!(
+        "codex-remote: left without waiting; the job is being cancelled (TERM, then KILL after \
+         the grace) unless the cancel was cut off before it reached codexd.\n  Check: {hint}\n  \
+         Cancel again: codex-remote exec cancel --machine {} --id {id}",
+        m.name
+    ));
+    Ok(())
+}
+
 /// Ctrl-C on `exec run`: the normal cancel request (TERM, the grace, KILL) and the job's final
 /// status once it has ended; `None` when a second Ctrl-C left before that (the job is left to
 /// the cancel, a `detached` line says so).
@@ -982,7 +999,7 @@ fn cancel_interrupted(m: &Machine, id: &ExecId) -> Result<Option<JobStatus>> {
         let answer = rx.recv_timeout(std::time::Duration::from_millis(50));
         // A second Ctrl-C also cuts the cancel call short: whatever it answered, we leave.
         if again.load(Ordering::SeqCst) {
-            report_detached(m, id)?;
+            report_left_cancelling(m, id)?;
             return Ok(None);
         }
         match answer {

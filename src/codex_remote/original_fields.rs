@@ -71,11 +71,23 @@ pub fn sync(o: &mut Map<String, Value>) {
 pub fn doctor(report: &DoctorReport) -> impl FnOnce(&mut Map<String, Value>) {
     let hints: Vec<String> =
         report.checks.iter().filter(|c| !c.ok).filter_map(|c| c.hint.clone()).collect();
-    let (ok, detail) = match report.checks.iter().find(|c| c.name == "codexd") {
+    let codexd = report.checks.iter().find(|c| c.name == "codexd");
+    let (ok, detail) = match codexd {
         Some(c) => (c.ok, c.detail.clone()),
         None => (false, "codexd was not reached".to_string()),
     };
-    let health = json!({"name": "codexd_health", "ok": ok, "required": false, "detail": detail});
+    let mut health =
+        json!({"name": "codexd_health", "ok": ok, "required": false, "detail": detail});
+    if !ok {
+        // Its own hint, else the one of the check that failed first (the transport's).
+        let hint = codexd
+            .and_then(|c| c.hint.clone())
+            .or_else(|| report.checks.iter().find(|c| !c.ok).and_then(|c| c.hint.clone()))
+            .unwrap_or_else(|| {
+                "codex-remote machine check says why; machine up installs codexd".into()
+            });
+        health["hint"] = json!(hint);
+    }
     let overall = report.ok;
     move |o| {
         o.insert("overall_ok".into(), Value::Bool(overall));

@@ -69,7 +69,9 @@ fn every_skill_script_runs_over_ssh_and_exits_as_its_skill_says() {
     let env = TestEnv::new();
     let sshd = Sshd::start(env.dir.path());
     let remote = env.path("remote-data");
-    env.set_config(&format!("machines:\n{}", sshd.machine_yaml("gpu", &remote, "")));
+    // `down`: ssh to a port nothing listens on (connection refused at once).
+    let down = "  - name: down\n    ssh: root@127.0.0.1\n    ssh_args: [\"-p\", \"1\", \"-o\", \"BatchMode=yes\"]\n";
+    env.set_config(&format!("machines:\n{}{down}", sshd.machine_yaml("gpu", &remote, "")));
     let skills = env.path("skills");
     env.ok(&["skills", "install", "--dir", skills.to_str().unwrap()]);
     let s = |name: &str, args: &[&str]| script(&env, &skills, name, args);
@@ -124,6 +126,9 @@ fn every_skill_script_runs_over_ssh_and_exits_as_its_skill_says() {
     // gpus: the report, exit 0; no nvidia-smi here, so a GPU ask can never be met: exit 4.
     let (code, out) = s("codex-remote-gpus/scripts/gpu_status.sh", &["gpu"]);
     assert_eq!(code, 0, "{out}");
+    // A machine that cannot be reached: exit 3, the report says why.
+    let (code, out) = s("codex-remote-gpus/scripts/gpu_status.sh", &["down"]);
+    assert_eq!((code, &last_json(&out)["daemon_ok"]), (3, &Value::Bool(false)), "{out}");
     let (code, out) = s("codex-remote-gpus/scripts/submit_gpu.sh", &["gpu", "1", "true"]);
     if which("nvidia-smi") {
         assert_eq!(code, 0, "{out}");

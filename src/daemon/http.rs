@@ -746,7 +746,10 @@ async fn exec_cancel(
 ) -> HttpResponse {
     let req = parse_body::<GraceBody>(&body, "cancel")
         .map(|b| Request::ExecCancel(CancelRequest { exec_id: id, grace_ms: b.grace_ms }));
-    answer(&state, req).await
+    match req {
+        Ok(req) => original_files::with_canceled(state.call(req).await.1),
+        Err(e) => error_response(e),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

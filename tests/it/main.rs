@@ -5,6 +5,8 @@ mod bad_input;
 mod cli_habits;
 mod client_trust;
 mod closed_pipes;
+mod compat_original_client;
+mod compat_sync;
 mod completions;
 mod dashboard;
 mod deadlines;

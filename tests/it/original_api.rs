@@ -243,6 +243,7 @@ fn json_output_carries_the_original_fields_beside_ours() {
     assert!(d["hints"].is_array(), "{d}");
     let health = d["checks"].as_array().unwrap().iter().find(|c| c["name"] == "codexd_health");
     assert_eq!(health.map(|c| &c["ok"]), Some(&json!(true)), "{d}");
+    assert!(health.unwrap().get("hint").is_none(), "{d}");
 
     let src = env.path("tree");
     std::fs::create_dir_all(&src).unwrap();
@@ -267,7 +268,9 @@ type Run = (std::process::Child, String, std::thread::JoinHandle<Vec<Value>>);
 
 /// `exec run`, its first output line seen, then SIGINT.
 fn run_until_started(env: &TestEnv, args: &[&str]) -> Run {
-    let mut child = env.remote(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let err = std::fs::File::create(env.path("run.err")).unwrap();
+    let mut child =
+        env.remote(args).stdout(std::process::Stdio::piped()).stderr(err).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (rx, reader) = crate::support::relay_json_lines(stdout);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -331,7 +334,54 @@ fn a_second_ctrl_c_leaves_while_the_cancel_waits_out_the_grace() {
     assert!(second.elapsed() < Duration::from_secs(3), "{:?}", second.elapsed());
     assert_eq!(status.code(), Some(130));
     let lines = reader.join().unwrap();
-    assert_eq!(lines.last().unwrap()["type"], "detached", "{lines:?}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "detached", "{lines:?}");
+    // What happened and how to check it: the job is being cancelled, not left running.
+    let check = format!("codex-remote exec result --machine local --id {id}");
+    assert_eq!(last["hint"], check, "{lines:?}");
+    let stderr = std::fs::read_to_string(env.path("run.err")).unwrap();
+    assert!(stderr.contains("the job is being cancelled"), "{stderr}");
+    assert!(stderr.contains(&check) && stderr.contains("exec cancel"), "{stderr}");
+    assert!(!stderr.contains("the job goes on"), "{stderr}");
     // The cancel goes on: the job ends cancelled.
     assert_eq!(env.wait("local", &id)["state"], "cancelled");
+}
+
+#[test]
+fn codexd_health_says_what_to_do_when_codexd_is_not_reached() {
+    // ssh to a port nothing listens on: the transport fails, codexd is never reached.
+    let env = TestEnv::with_config(
+        "machines:\n  - name: down\n    ssh: root@127.0.0.1\n    \
+         ssh_args: [\"-p\", \"1\", \"-o\", \"BatchMode=yes\"]\n",
+    );
+    let (code, lines) = env.run(&["exec", "doctor", "-m", "down"]);
+    assert_eq!(code, 1, "{lines:?}");
+    let d = lines.last().unwrap();
+    let health = d["checks"].as_array().unwrap().iter().find(|c| c["name"] == "codexd_health");
+    let health = health.unwrap_or_else(|| panic!("no codexd_health: {d}"));
+    assert_eq!(health["ok"], false, "{d}");
+    let hint = health["hint"].as_str().unwrap_or_else(|| panic!("no hint: {d}"));
+    assert!(hint.contains("codex-remote machine"), "{hint}");
+}
+
+#[test]
+fn the_original_clients_cancel_reads_canceled_from_our_serve() {
+    let env = TestEnv::new();
+    let serve = serve_with(&env, &env.path("allowed"), 1 << 20);
+    let token = token(&env);
+    let (status, v) = post_json(&serve, &token, "/v1/exec", &json!({"cmd": "sleep 30"}));
+    assert_eq!(status, 200, "{v}");
+    let id = v["exec_id"].as_str().unwrap().to_string();
+    // Its client's request: a POST without a body (`http.NewRequest(..., nil)`).
+    let (status, text) = post(&serve.addr, &format!("/v1/exec/{id}/cancel"), &token, b"");
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((&v["canceled"], &v["exec_id"]), (&json!(true), &json!(id)), "{v}");
+    assert_eq!(v["type"], "status", "ours beside it: {v}");
+    assert_eq!(env.wait("local", &id)["state"], "cancelled");
+    // An unknown job: a 404 with our error, no `canceled`.
+    let unknown = "/v1/exec/01900000-0000-7000-8000-000000000000/cancel";
+    let (status, text) = post(&serve.addr, unknown, &token, b"");
+    assert_eq!(status, 404, "{text}");
+    assert!(!text.contains("canceled"), "{text}");
 }

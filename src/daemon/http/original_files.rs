@@ -13,6 +13,9 @@
 //! atomic, a symlink at the path refused. Our own shape (`content` as text or `content_b64`,
 //! `mode` as octal text, `mkdir`) lives at its own path, `POST /v1/files/write`, so a request is
 //! never guessed from the fields it lacks.
+//!
+//! `POST /v1/exec/{id}/cancel` answers our status object with the original's `canceled: true`
+//! beside it ([`with_canceled`]): its client prints the answer, and its scripts read that field.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,7 +27,7 @@ use axum::response::{IntoResponse, Json, Response as HttpResponse};
 use base64::Engine;
 use serde::Deserialize;
 
-use super::{HttpState, check_inside, http_status};
+use super::{HttpState, answer_response, check_inside, http_status};
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{ErrorBody, FileWriteRequest, Response};
 
@@ -161,4 +164,16 @@ pub async fn file_read(State(state): State<Arc<HttpState>>, body: Bytes) -> Http
         }))
     })
     .await
+}
+
+/// A cancel's answer: the job's status, with the original's `canceled: true` beside it.
+pub fn with_canceled(answer: Result<Response>) -> HttpResponse {
+    match answer {
+        Ok(status @ Response::Status(_)) => {
+            let mut v = serde_json::to_value(&status).unwrap_or_default();
+            v["canceled"] = serde_json::Value::Bool(true);
+            Json(v).into_response()
+        }
+        other => answer_response(other),
+    }
 }

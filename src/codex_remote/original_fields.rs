@@ -58,12 +58,18 @@ pub fn file_content(o: &mut Map<String, Value>) {
     o.insert("content".into(), data);
 }
 
-/// `sync push|pull`: `ok` (nothing was left changed) and `mode` (`push` or `pull`).
-pub fn sync(o: &mut Map<String, Value>) {
-    let ok = o.get("changed").and_then(Value::as_array).is_none_or(Vec::is_empty);
-    let mode = o.get("direction").cloned().unwrap_or(Value::Null);
-    o.insert("ok".into(), Value::Bool(ok));
-    o.insert("mode".into(), mode);
+/// `sync push|pull`: `ok` (nothing was left changed), `mode` (`push` or `pull`), and the
+/// `delete` and `exclude` it was asked for.
+pub fn sync(delete: bool, exclude: &[String]) -> impl FnOnce(&mut Map<String, Value>) + use<> {
+    let exclude = json!(exclude);
+    move |o| {
+        let ok = o.get("changed").and_then(Value::as_array).is_none_or(Vec::is_empty);
+        let mode = o.get("direction").cloned().unwrap_or(Value::Null);
+        o.insert("ok".into(), Value::Bool(ok));
+        o.insert("mode".into(), mode);
+        o.insert("delete".into(), Value::Bool(delete));
+        o.insert("exclude".into(), exclude);
+    }
 }
 
 /// `exec doctor`: `overall_ok`, `hints` (those of the failed checks) and the check

@@ -149,7 +149,8 @@ pub fn run(ctx: &Ctx, cmd: SyncCommand) -> Result<u8> {
     if summary.ignored > 0 && output::text() {
         eprintln!("{}", ignored_note(&summary, "--include-git --no-gitignore"));
     }
-    super::original_fields::emit_on_with(&m, &summary, super::original_fields::sync)?;
+    let original = super::original_fields::sync(plan.delete, &plan.filter.exclude);
+    super::original_fields::emit_on_with(&m, &summary, original)?;
     Ok(if summary.changed.is_empty() { exit::OK } else { exit::JOB_FAILED })
 }
 

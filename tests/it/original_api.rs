@@ -261,6 +261,7 @@ fn json_output_carries_the_original_fields_beside_ours() {
         (&s["ok"], &s["mode"], &s["direction"]),
         (&json!(true), &json!("push"), &json!("push"))
     );
+    assert_eq!((&s["delete"], &s["exclude"]), (&json!(false), &json!([])), "{s}");
 }
 
 /// The running `exec run`, its job's id and the thread that collects its lines.

@@ -376,6 +376,10 @@ pub struct HelloRequest {
     /// `concurrent`; an older codexd ignores it and answers in turn).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub concurrent: bool,
+    /// Asks for the machine's GPUs in the answer (`gpus`, as the `gpus` request answers), so a
+    /// `machine check` is one call (capability `gpus`; an older codexd leaves them out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gpus: bool,
 }
 
 impl HelloRequest {
@@ -385,6 +389,7 @@ impl HelloRequest {
             protocol: Some(PROTOCOL_VERSION),
             client_version: Some(crate::version::VERSION.to_string()),
             concurrent: false,
+            gpus: false,
         }
     }
 }
@@ -875,6 +880,9 @@ pub struct HelloResponse {
     /// Who runs its jobs: `local` or `slurm` (older codexds leave it out: `local`).
     #[serde(default)]
     pub scheduler: Scheduler,
+    /// The machine's GPUs and GPU queue, when the `hello` asked for them (`gpus: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<gpus::GpuReport>,
 }
 
 /// `GET /health` of `codexd serve` (no token needed): the `hello` answer, who runs the daemon,

@@ -295,12 +295,14 @@ mod tied {
     use std::sync::{Mutex, OnceLock};
 
     type Spawned = (Command, std::io::Result<Child>);
-    static SPAWNER: OnceLock<Mutex<Sender<(Command, Sender<Spawned>)>>> = OnceLock::new();
+    /// A command to spawn and where its child goes back.
+    type Job = (Command, Sender<Spawned>);
+    static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
 
     /// Spawns `cmd` on the spawner thread (started on first use, never ended).
     pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
         let spawner = SPAWNER.get_or_init(|| {
-            let (tx, rx) = channel::<(Command, Sender<Spawned>)>();
+            let (tx, rx) = channel::<Job>();
             std::thread::Builder::new()
                 .name("spawner".into())
                 .spawn(move || {

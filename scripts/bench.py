@@ -955,9 +955,13 @@ def start_lab(rtt_ms):
     # One sshd listens on at most 16 sockets (OpenSSH's MAX_LISTEN_SOCKS): one sshd per 16 ports.
     for g in range(0, len(ports), 16):
         conf = os.path.join(d, f"sshd_config{g}")
+        # The sessions' HOME is the lab's: no rc file of the real home runs in them (one that
+        # takes a lock, as pyenv's rehash does, would put the fleet's sessions in a queue).
+        os.makedirs(os.path.join(lab, "home"), exist_ok=True)
         write_config(conf, "".join(f"Port {p}\n" for p in ports[g:g + 16]) + f"""ListenAddress {host}
 PidFile {d}/sshd{g}.pid
 MaxStartups 200:30:400
+SetEnv HOME={lab}/home
 """ + server_options(d))
         subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "netlab.sh"), "exec", lab, "/usr/sbin/sshd",
                           "-D", "-e", "-f", conf],
@@ -966,10 +970,14 @@ MaxStartups 200:30:400
         key = f.read()
     write_config(os.path.join(d, "known_hosts"), "".join(f"[{host}]:{p} {key}" for p in ports))
     cfg = os.path.join(d, "ssh_config")
+    # dead0..dead2: machines that are off (the lab drops every packet sent to NETLAB_DEAD).
     write_config(cfg, "".join(f"""Host lab{i}
   HostName {host}
   Port {p}
-""" for i, p in enumerate(ports)) + "Host *\n" + client_options(d))
+""" for i, p in enumerate(ports)) + "".join(f"""Host dead{i}
+  HostName {env["NETLAB_DEAD"]}
+  Port 22
+""" for i in range(3)) + "Host *\n" + client_options(d))
     import socket
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -992,6 +1000,36 @@ def first_line_seconds(cmd):
     p.kill()
     p.wait()
     return elapsed
+
+
+def bench_fleet_ls(ls, ls_seconds, hosts, cfg, lab, col):
+    """machine ls of the fleet against its slowest single check, and what three machines that are
+    off add to it (each check is given --timeout 2s: they should add one timeout, not three)."""
+    singles = [timed([REMOTE, "machine", "check", "--machine", h])() for h in hosts]
+    slowest = max(singles)
+    record(f"machine ls, {len(hosts)} machines / the slowest single check ({col})",
+           f"{ls_seconds*1e3:.0f} / {slowest*1e3:.0f} ms = {ls_seconds/slowest:.2f}", "<= 1.5",
+           ls_seconds / slowest <= 1.5)
+    machines = "".join(f"""  - name: {h}
+    ssh: {h}
+    ssh_args: ["-F", "{cfg}"]
+    codexd: {CODEXD}
+    data_dir: {os.path.join(lab, "data-" + h)}
+""" for h in hosts)
+    timeout = 2.0
+    quick = ls[:-1] + [f"{timeout}s"]
+    write_config(ENV["CODEX_REMOTE_CONFIG"], "machines:\n" + machines)
+    alive = statistics.median([timed(quick)() for _ in range(3)])
+    write_config(ENV["CODEX_REMOTE_CONFIG"], "machines:\n" + machines + "".join(f"""  - name: dead{i}
+    ssh: dead{i}
+    ssh_args: ["-F", "{cfg}"]
+    codexd: {CODEXD}
+""" for i in range(3)))
+    with_dead = statistics.median([timed(quick)() for _ in range(3)])
+    added = with_dead - alive
+    record(f"machine ls, {len(hosts)} machines + 3 that are off, --timeout 2s: time added ({col})",
+           f"{with_dead*1e3:.0f} - {alive*1e3:.0f} = {added*1e3:.0f} ms", f"<= {timeout*1e3:.0f} ms",
+           added <= timeout)
 
 
 def bench_net(rtt_ms):
@@ -1056,6 +1094,8 @@ def bench_net(rtt_ms):
             a, b = interleaved(timed(ls), parallel_true, 3)
             record(f"machine ls, {n} machines, warm / {n} parallel ssh true ({col})",
                    f"{a*1e3:.0f} / {b*1e3:.0f} ms = {a/b:.1f}", "<= 2.0", a / b <= 2.0)
+            if n == NET_MACHINES:
+                bench_fleet_ls(ls, a, hosts[:n], cfg, lab, col)
             for h in hosts[:n]:
                 close_masters(os.path.join(WORK, f"cm-net{rtt_ms}-{n}-{h}"))
         close_masters(base_cm)

@@ -7,7 +7,9 @@
 # and never leave the machine.
 #
 #   scripts/netlab.sh up DIR [RTT_MS]   make the lab; DIR/lab.env then holds NETLAB_NS,
-#                                       NETLAB_HOST (the hosts' address), NETLAB_CLIENT, NETLAB_RTT_MS
+#                                       NETLAB_HOST (the hosts' address), NETLAB_CLIENT,
+#                                       NETLAB_DEAD (an address whose packets are dropped),
+#                                       NETLAB_RTT_MS
 #   scripts/netlab.sh exec DIR CMD...   run CMD inside the hosts' namespace (e.g. an sshd)
 #   scripts/netlab.sh down DIR          kill what runs in the namespace, remove the link and namespace
 #
@@ -15,7 +17,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
-usage() { sed -n '2,14p' "$0" >&2; exit 2; }
+usage() { sed -n '2,16p' "$0" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd="$1" dir="$2"
 shift 2
@@ -27,6 +29,9 @@ ns="crlab-$tag" dev_c="crl${tag}c" dev_h="crl${tag}h"
 n=$((16#${tag:0:4} % 16000))
 base="198.$((18 + n / 8000)).$(((n % 8000) / 32)).$(((n % 32) * 8))"
 client="${base%.*}.$((${base##*.} + 1))" host="${base%.*}.$((${base##*.} + 2))"
+# A host that is down: routed into the link, but nothing in the namespace has it, so its
+# packets are dropped there (a connect to it times out, as to a machine that is off).
+dead="${base%.*}.$((${base##*.} + 3))"
 
 down() {
     if ip netns list | grep -qw "$ns"; then
@@ -62,6 +67,7 @@ up)
     ip link set "$dev_h" netns "$ns"
     ip addr add "$client" peer "$host" dev "$dev_c"
     ip link set "$dev_c" up
+    ip route add "$dead" dev "$dev_c"
     ip -n "$ns" addr add "$host" peer "$client" dev "$dev_h"
     ip -n "$ns" link set "$dev_h" up
     ip -n "$ns" link set lo up
@@ -69,6 +75,7 @@ up)
 NETLAB_NS=$ns
 NETLAB_HOST=$host
 NETLAB_CLIENT=$client
+NETLAB_DEAD=$dead
 NETLAB_RTT_MS=$rtt
 ENV
     cat "$dir/lab.env"

@@ -86,9 +86,15 @@ pub enum ExecCommand {
 
 #[derive(Debug, Args)]
 pub struct MachineArg {
-    /// The machine (a name from the config; default: `default_machine` or `local`).
+    /// The machine (a name from the config; default: `default_machine` or `local`). Commands
+    /// that fan out also take `a,b,c`, a glob (`'gpu*'`) or a group; `exec start --gpus N`
+    /// takes `any` or a group and picks one.
     #[arg(long, short = 'm', env = "CODEX_REMOTE_MACHINE", add = ArgValueCompleter::new(super::completions::machines))]
     pub machine: Option<String>,
+    /// Every configured machine: one JSON line per machine (the commands that fan out; see
+    /// README "Machine commands").
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// A job, as `--id ID` or as the word after the command (`exec result ID`). A unique prefix

@@ -55,7 +55,7 @@ pub struct LsArgs {
     #[arg(long)]
     strict: bool,
     /// Machines checked at once.
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     parallel: u16,
     /// Give up on a machine after this long (it is reported as not ok, code `timeout`).
     #[arg(long, value_parser = parse_duration, default_value = "8s")]
@@ -148,40 +148,28 @@ const CHECK_GRACE: Duration = Duration::from_secs(5);
 
 /// Checks `configs`, `parallel` at a time, each given at most `timeout`; the reports come
 /// back in the order of `configs`.
-fn check_all(configs: Vec<MachineConfig>, parallel: usize, timeout: Duration) -> Vec<CheckReport> {
-    let mut reports: Vec<Option<CheckReport>> = vec![None; configs.len()];
-    let queue = std::sync::Mutex::new(configs.into_iter().enumerate());
-    std::thread::scope(|s| {
-        let (tx, rx) = mpsc::channel();
-        for _ in 0..parallel {
-            let (queue, tx) = (&queue, tx.clone());
-            s.spawn(move || {
-                while let Some((i, config)) = queue.lock().expect("not poisoned").next() {
-                    // Every call of the check ends by the timeout, its ssh child killed and
-                    // reaped. The check runs on a thread of its own all the same, so that one
-                    // stuck elsewhere is reported (the thread ends with the process).
-                    let (done_tx, done_rx) = mpsc::channel();
-                    let name = config.name.clone();
-                    std::thread::spawn(move || {
-                        let _ = done_tx.send(deadline::within(timeout, || check(&config)));
-                    });
-                    let report = done_rx.recv_timeout(timeout + CHECK_GRACE).unwrap_or_else(|_| {
-                        let e = Error::new(
-                            ErrorCode::Timeout,
-                            format!("no answer within {}", humantime::format_duration(timeout)),
-                        );
-                        CheckReport::failed(&name, e)
-                    });
-                    let _ = tx.send((i, report));
-                }
-            });
-        }
-        drop(tx);
-        for (i, report) in rx {
-            reports[i] = Some(report);
-        }
-    });
-    reports.into_iter().flatten().collect()
+pub(super) fn check_all(
+    configs: Vec<MachineConfig>,
+    parallel: usize,
+    timeout: Duration,
+) -> Vec<CheckReport> {
+    super::fanout::parallel_map(configs, parallel, |config| {
+        // Every call of the check ends by the timeout, its ssh child killed and reaped. The
+        // check runs on a thread of its own all the same, so that one stuck elsewhere is
+        // reported (the thread ends with the process).
+        let (done_tx, done_rx) = mpsc::channel();
+        let name = config.name.clone();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(deadline::within(timeout, || check(&config)));
+        });
+        done_rx.recv_timeout(timeout + CHECK_GRACE).unwrap_or_else(|_| {
+            let e = Error::new(
+                ErrorCode::Timeout,
+                format!("no answer within {}", humantime::format_duration(timeout)),
+            );
+            CheckReport::failed(&name, e)
+        })
+    })
 }
 
 /// The original tool's summary of a `machine ls`.

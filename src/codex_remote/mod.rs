@@ -5,6 +5,7 @@
 pub mod completions;
 pub mod dashboard;
 pub mod exec;
+pub mod fanout;
 pub mod file;
 pub mod machine;
 pub mod mcp;
@@ -137,10 +138,12 @@ impl Ctx {
 pub fn main() -> ExitCode {
     // `COMPLETE=bash codex-remote ...`: the shell asks for candidates (see `completions`).
     clap_complete::CompleteEnv::with_factory(command).complete();
-    let args = single_dash::rewrite(std::env::args_os(), &command());
-    let parsed = command().try_get_matches_from(args).and_then(|m| Cli::from_arg_matches(&m));
-    let cli = match parsed {
-        Ok(cli) => cli,
+    let args: Vec<std::ffi::OsString> = single_dash::rewrite(std::env::args_os(), &command());
+    let parsed = command()
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => return usage_error(e),
     };
     output::choose(cli.format);
@@ -157,6 +160,17 @@ pub fn main() -> ExitCode {
     let Some(command) = cli.command else {
         return crate::version::print_or_usage::<Cli>("codex-remote", &cli.version);
     };
+    // Several machines (a list, glob, group, `--all`): one child per machine (`fanout`).
+    if let Some(ask) = fanout::Ask::of(&matches, cli.machine.as_deref()) {
+        match RemoteConfig::load(cli.config.as_deref()).and_then(|c| fanout::run(&c, &ask, &args)) {
+            Ok(Some(code)) => return ExitCode::from(code),
+            Ok(None) => {}
+            Err(e) => {
+                report_error(&e);
+                return ExitCode::from(e.exit_code());
+            }
+        }
+    }
     let result = match command {
         Command::Exec(cmd) => {
             load(cli.config.as_deref()).and_then(|config| exec::run(&Ctx { config }, cmd))

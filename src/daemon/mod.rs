@@ -132,7 +132,10 @@ impl Daemon {
     /// Answers one request; intermediate lines go to `sink`, the final answer is returned.
     pub fn handle(&self, request: &Request, sink: &mut dyn Sink) -> Result<Response> {
         match request {
-            Request::Hello(_) => Ok(Response::Hello(self.hello())),
+            Request::Hello(h) => {
+                let gpus = h.gpus.then(|| self.gpus().ok()).flatten();
+                Ok(Response::Hello(HelloResponse { gpus, ..self.hello() }))
+            }
             Request::ExecStart(req) => self.exec_start(req).map(Response::Status),
             Request::ExecStatus(JobRef { exec_id }) => {
                 self.store.status(exec_id).map(|s| Response::Status(self.with_tails(s)))
@@ -183,6 +186,7 @@ impl Daemon {
             host: sys::hostname(),
             data_dir: self.store.root().display().to_string(),
             scheduler: self.config.scheduler,
+            gpus: None,
         }
     }
 

@@ -280,6 +280,23 @@ pub fn start_new_session(cmd: &mut Command) {
     }
 }
 
+/// Makes `cmd`'s process get SIGTERM when the thread that starts it ends (with this process,
+/// SIGKILL included): `codex-remote`'s ssh children never outlive it. A parent gone between
+/// fork and prctl fails the spawn.
+pub fn die_with_parent(cmd: &mut Command) {
+    let parent = rustix::process::getpid();
+    // SAFETY: prctl and getppid are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(Signal::TERM))?;
+            match rustix::process::getppid() {
+                Some(p) if p == parent => Ok(()),
+                _ => Err(io::Error::other("the parent ended before its child started")),
+            }
+        });
+    }
+}
+
 /// Runs `f` with the file creation mask set to `mask`, then restores it. The mask is
 /// process-wide: call it before other threads create files.
 pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {

@@ -22,6 +22,7 @@
 //! ### Requests
 //! ```text
 //! {"id":1,"type":"hello","protocol":1,"client_version":"0.1.0"}
+//! {"type":"hello","gpus":true}                               the answer carries "gpus" too
 //! {"id":"a","type":"exec_start","cmd":"nvidia-smi","shell":"bash -lc","cwd":"~/w","env":{"A":"1"},
 //!   "name":"n","labels":{"k":"v"},"idempotency_key":"k1"}
 //! {"type":"exec_start","cmd":["python","train.py"]}          argv: run without a shell

@@ -192,6 +192,10 @@ pub struct HelloRequest {
     /// `concurrent`; an older codexd ignores it and answers in turn).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub concurrent: bool,
+    /// Asks for the machine's GPUs in the answer (`gpus`, as the `gpus` request answers), so a
+    /// `machine check` is one call (capability `gpus`; an older codexd leaves them out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gpus: bool,
 }
 
 impl HelloRequest {
@@ -201,6 +205,7 @@ impl HelloRequest {
             protocol: Some(PROTOCOL_VERSION),
             client_version: Some(crate::version::VERSION.to_string()),
             concurrent: false,
+            gpus: false,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct HelloResponse {
     /// Who runs its jobs: `local` or `slurm` (older codexds leave it out: `local`).
     #[serde(default)]
     pub scheduler: Scheduler,
+    /// The machine's GPUs and GPU queue, when the `hello` asked for them (`gpus: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<super::gpus::GpuReport>,
 }
 
 /// `GET /health` of `codexd serve` (no token needed): the `hello` answer, who runs the daemon,

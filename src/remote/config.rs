@@ -42,7 +42,14 @@ pub struct RemoteConfig {
     /// `update`: the release location (`http://` URL or directory of a `dist/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_url: Option<String>,
+    /// Named sets of machines: `--machine GROUP` fans a command out to them, or with
+    /// `exec start --gpus N` places the job on one of them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
 }
+
+/// The `--machine` word that places `exec start --gpus N` on any configured machine.
+pub const ANY: &str = "any";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MachineConfig {
@@ -134,6 +141,17 @@ impl RemoteConfig {
             }
             if !seen.insert(m.name.as_str()) {
                 return Err(config_error(path, &format!("machine {:?} is listed twice", m.name)));
+            }
+        }
+        for (group, members) in &self.groups {
+            let taken = seen.contains(group.as_str()) || [LOCAL, ANY].contains(&group.as_str());
+            if group.trim().is_empty() || taken {
+                let why = format!("group {group:?}: a group needs a name no machine has");
+                return Err(config_error(path, &why));
+            }
+            if let Some(m) = members.iter().find(|m| !seen.contains(m.as_str()) && *m != LOCAL) {
+                let why = format!("group {group:?} lists {m:?}, which is not a machine");
+                return Err(config_error(path, &why));
             }
         }
         Ok(())

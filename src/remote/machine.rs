@@ -110,9 +110,11 @@ pub fn check(config: &MachineConfig) -> CheckReport {
         report.ssh_ok = Some(ssh_probe(t).is_ok());
     }
     let started = Instant::now();
-    let hello = machine.call(&Request::Hello(HelloRequest::default()), &mut |_| Ok(()));
+    // One call: the hello answer carries the GPUs (an older codexd leaves them out, below).
+    let ask = HelloRequest { gpus: true, ..HelloRequest::default() };
+    let hello = machine.call(&Request::Hello(ask), &mut |_| Ok(()));
     match hello {
-        Ok(Response::Hello(h)) => {
+        Ok(Response::Hello(mut h)) => {
             report.latency_ms = Some(started.elapsed().as_millis() as u64);
             report.daemon_ok = true;
             report.codexd_version = Some(h.version);
@@ -125,7 +127,10 @@ pub fn check(config: &MachineConfig) -> CheckReport {
             if h.scheduler == Scheduler::Slurm {
                 report.shared_store = Some(shared_store(&machine));
             }
-            report.gpus = gpu_report(&machine, &h.capabilities);
+            report.gpus = match h.gpus.take() {
+                Some(gpus) => Some(gpus),
+                None => gpu_report(&machine, &h.capabilities),
+            };
         }
         Ok(_) => report.error = Some("hello was answered with something else".into()),
         Err(e) => {

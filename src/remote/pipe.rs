@@ -111,7 +111,7 @@ pub fn spawn(conn: &mut Connection, kind: &PipeKind) -> Result<(Child, std::fs::
     let stderr_copy = stderr.try_clone().map_err(temp_failed)?;
     let cmd = &mut conn.command;
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr_copy);
-    let spawned = cmd.spawn();
+    let spawned = super::ssh::spawn_tied(cmd);
     conn.started();
     Ok((spawned.map_err(|e| spawn_error(kind, e))?, stderr))
 }

@@ -273,6 +273,61 @@ impl Drop for Connection {
     }
 }
 
+/// Starts `cmd` tied to this process: on Linux it gets SIGTERM when `codex-remote` ends, even
+/// by SIGKILL (`PR_SET_PDEATHSIG`), so no ssh child (and no remote `codexd rpc` behind it) is
+/// left behind. The signal comes when the *thread* that forked ends, so every tied child is
+/// started by one thread that lives as long as the process. Elsewhere the child shares our
+/// process group, and a kill of the group (a terminal's Ctrl-C) takes it along.
+pub fn spawn_tied(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    #[cfg(target_os = "linux")]
+    {
+        crate::jobs::sys::die_with_parent(cmd);
+        tied::spawn(cmd)
+    }
+    #[cfg(not(target_os = "linux"))]
+    cmd.spawn()
+}
+
+#[cfg(target_os = "linux")]
+mod tied {
+    use std::process::{Child, Command};
+    use std::sync::mpsc::{Sender, channel};
+    use std::sync::{Mutex, OnceLock};
+
+    type Spawned = (Command, std::io::Result<Child>);
+    /// A command to spawn and where its child goes back.
+    type Job = (Command, Sender<Spawned>);
+    static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+
+    /// Spawns `cmd` on the spawner thread (started on first use, never ended).
+    pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+        let spawner = SPAWNER.get_or_init(|| {
+            let (tx, rx) = channel::<Job>();
+            std::thread::Builder::new()
+                .name("spawner".into())
+                .spawn(move || {
+                    for (mut cmd, back) in rx {
+                        let child = cmd.spawn();
+                        let _ = back.send((cmd, child));
+                    }
+                })
+                .expect("starting the spawner thread");
+            Mutex::new(tx)
+        });
+        let (back, answer) = channel();
+        let owned = std::mem::replace(cmd, Command::new(""));
+        let sent = spawner.lock().unwrap_or_else(|e| e.into_inner()).send((owned, back));
+        if let Err(std::sync::mpsc::SendError((mut owned, _))) = sent {
+            let child = owned.spawn();
+            *cmd = owned;
+            return child;
+        }
+        let (owned, child) = answer.recv().expect("the spawner thread answers");
+        *cmd = owned;
+        child
+    }
+}
+
 /// Takes a free slot lock among `n`; when none is free, waits for one if `wait`.
 fn take_slot(base: &Path, kind: &str, n: usize, wait: bool) -> Result<Option<LockGuard>> {
     let path = |i: usize| base.with_extension(format!("{kind}{i}"));
@@ -350,7 +405,7 @@ fn run_connection(mut conn: Connection, stdin: Option<std::fs::File>) -> Result<
     let clone = |f: &std::fs::File| f.try_clone().map_err(|e| Error::internal("temp file", e));
     cmd.stdin(stdin.map_or(std::process::Stdio::null(), std::process::Stdio::from));
     cmd.stdout(clone(&out)?).stderr(clone(&err)?);
-    let spawned = cmd.spawn();
+    let spawned = spawn_tied(cmd);
     conn.started();
     let status = spawned.and_then(|mut child| super::deadline::wait_child(&mut child)).map_err(
         |e| match e.kind() {

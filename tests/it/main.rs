@@ -12,6 +12,8 @@ mod dashboard;
 mod deadlines;
 mod faults;
 mod files;
+mod fleet;
+mod fleet_lab;
 mod formats;
 mod go_scripts;
 mod golden;

@@ -35,15 +35,16 @@ pub(super) async fn guard(
             response
         }
         Ok(None) => next.run(req).await,
-        // `/v1/rpc` streams its body: the handler checks the request line's digest.
+        // `/v1/rpc` streams its body: the handler checks the request line's digest, and (v2)
+        // each chunk after it.
         Ok(Some(signed)) if req.uri().path() == "/v1/rpc" => {
-            req.extensions_mut().insert(SignedLine(signed));
+            req.extensions_mut().insert(signed);
             next.run(req).await
         }
         Ok(Some(signed)) => {
             let (parts, body) = req.into_parts();
             match axum::body::to_bytes(body, FILE_BODY_LIMIT).await {
-                Ok(bytes) if auth::same_secret(&auth::sha256_hex(&bytes), &signed) => {
+                Ok(bytes) if auth::same_secret(&auth::sha256_hex(&bytes), &signed.digest) => {
                     next.run(HttpRequest::from_parts(parts, Body::from(bytes))).await
                 }
                 _ => error_response(body_not_signed()),
@@ -52,24 +53,32 @@ pub(super) async fn guard(
     }
 }
 
-/// The body digest a signed request's signature covers (`/v1/rpc`: of its request line).
+/// What a signed request's signature covers beyond its head: the digest of its body (of
+/// `/v1/rpc`'s request line), and with version 2 the key of the chunks after that line
+/// ([`auth::MacReader`]; `None`: an older client, whose bytes after the line are refused).
 #[derive(Clone)]
-pub(super) struct SignedLine(pub(super) String);
+pub(super) struct SignedBody {
+    pub(super) digest: String,
+    pub(super) stream: Option<auth::StreamKey>,
+}
 
 pub(super) fn body_not_signed() -> Error {
     Error::new(ErrorCode::Unauthorized, "the body is not the one the request's signature covers")
 }
 
-/// Who may pass the TCP door: a request signed with the token over a fresh nonce of `/health`
-/// (`Ok(Some(body digest))`, checked against the body later), or the Bearer token when the
-/// config allows it. `/health` and the Unix socket need neither.
-fn authenticated(state: &HttpState, req: &HttpRequest) -> Result<Option<String>> {
-    if !matches!(state.door, Door::Tcp { .. }) || req.uri().path() == "/health" {
+/// Who may pass: on TCP a request signed with the token over a fresh nonce of `/health`
+/// (`Ok(Some(..))`, its body checked later), or the Bearer token when the config allows it.
+/// `/health` needs neither, nor does the Unix socket; a signed request is checked there too,
+/// since its body is framed as its signature says.
+fn authenticated(state: &HttpState, req: &HttpRequest) -> Result<Option<SignedBody>> {
+    if req.uri().path() == "/health" {
         return Ok(None);
     }
+    let tcp = matches!(state.door, Door::Tcp { .. });
     let refused = |what: &str| {
         Error::new(ErrorCode::Unauthorized, what.to_string()).with_hint(
-            "sign the request with the token (codex-remote does), or send `Authorization: Bearer              TOKEN` where the config has `allow_bearer: true` (the token is in ~/.codexd/token)",
+            "sign the request with the token (codex-remote does), or send `Authorization: Bearer \
+             TOKEN` where the config has `allow_bearer: true` (the token is in ~/.codexd/token)",
         )
     };
     let value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -88,9 +97,10 @@ fn authenticated(state: &HttpState, req: &HttpRequest) -> Result<Option<String>>
             return Err(refused("the request's nonce is unknown, used or expired")
                 .with_hint("ask /health?challenge= for a fresh nonce before each request"));
         }
-        return Ok(Some(signed.body));
+        let stream = (signed.version >= 2).then(|| signed.stream_key(&state.token));
+        return Ok(Some(SignedBody { digest: signed.body, stream }));
     }
-    if state.daemon.config.allow_bearer && token_matches(req.headers(), &state.token) {
+    if !tcp || state.daemon.config.allow_bearer && token_matches(req.headers(), &state.token) {
         return Ok(None);
     }
     Err(refused("missing or wrong token"))

@@ -12,7 +12,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use tokio::sync::mpsc;
 
-use super::guard::{SignedLine, body_not_signed};
+use super::guard::{SignedBody, body_not_signed};
 use super::{CHANNEL_LINES, HttpState, check_cwd, check_file_path};
 use crate::auth;
 use crate::daemon::Sink;
@@ -145,10 +145,10 @@ impl HttpState {
 /// bytes after the line stream to the handler (files and sync, see [`BytesSink`]).
 pub(super) async fn rpc(
     State(state): State<Arc<HttpState>>,
-    signed: Option<axum::Extension<SignedLine>>,
+    signed: Option<axum::Extension<SignedBody>>,
     body: Body,
 ) -> HttpResponse {
-    rpc_with_bytes(state, signed.map(|s| s.0.0), body)
+    rpc_with_bytes(state, signed.map(|s| s.0), body)
 }
 
 /// A blocking reader over a request body, fed by a task that forwards its chunks.
@@ -192,11 +192,50 @@ impl std::io::Read for BodyReader {
     }
 }
 
-/// The answer side of a streamed `/v1/rpc`: answer lines and raw bytes into one body.
+/// The answer side of a streamed `/v1/rpc`: the bytes after the request line as its
+/// authentication allows them to be read, and answer lines and raw bytes into one body.
 struct BytesSink {
-    input: std::io::BufReader<BodyReader>,
+    /// `None`: a signed request of version 1 (an older client), whose bytes after the line its
+    /// signature does not cover: not read at all.
+    input: Option<Box<dyn std::io::BufRead + Send>>,
+    /// Raised when a chunk failed its MAC or a version-1 request's bytes were asked for.
+    forged: Arc<AtomicBool>,
     out: ChannelSink,
     raw: ChannelWriter,
+}
+
+impl BytesSink {
+    /// The reader of the bytes after the line: as they come on an unsigned door (the Unix
+    /// socket, Bearer); with a version-2 signature, only the data of chunks whose MAC verified.
+    fn tail(
+        input: std::io::BufReader<BodyReader>,
+        signed: Option<&SignedBody>,
+    ) -> (Option<Box<dyn std::io::BufRead + Send>>, Arc<AtomicBool>) {
+        match signed {
+            None => (Some(Box::new(input)), Arc::default()),
+            Some(SignedBody { stream: Some(key), .. }) => {
+                let chunks = auth::MacReader::new(input, key.clone());
+                let forged = chunks.alarm();
+                (Some(Box::new(chunks)), forged)
+            }
+            Some(SignedBody { stream: None, .. }) => (None, Arc::default()),
+        }
+    }
+}
+
+/// The answer to a request whose bytes after the line were forged or not signed: nothing of a
+/// chunk that failed reached the handler.
+fn tail_refused() -> Error {
+    Error::new(
+        ErrorCode::Unauthorized,
+        "the bytes after the request line are not the ones the request's signature covers \
+         (changed, reordered, cut short or extended on the way, or sent by a client older than \
+         the chunked signature): the request stopped there",
+    )
+    .with_hint(
+        "another process may sit between this client and codexd; upgrade codex-remote if it is \
+         older than codexd",
+    )
 }
 
 /// Raw bytes down the answer channel.
@@ -223,16 +262,19 @@ impl Sink for BytesSink {
         self.out.closed()
     }
     fn payload(&mut self) -> Option<&mut dyn std::io::BufRead> {
-        Some(&mut self.input)
+        if self.input.is_none() {
+            self.forged.store(true, Ordering::SeqCst);
+        }
+        self.input.as_deref_mut().map(|r| r as &mut dyn std::io::BufRead)
     }
     fn raw_out(&mut self) -> Option<&mut dyn std::io::Write> {
         Some(&mut self.raw)
     }
 }
 
-/// With `signed`, the request line must have that digest (the signature covers it; the bytes
-/// after it are the request's own, checked by the handler as on any door).
-fn rpc_with_bytes(state: Arc<HttpState>, signed: Option<String>, body: Body) -> HttpResponse {
+/// With `signed`, the request line must have its digest and the bytes after it come in chunks
+/// under its key ([`BytesSink::tail`]); a forged chunk ends the request `unauthorized`.
+fn rpc_with_bytes(state: Arc<HttpState>, signed: Option<SignedBody>, body: Body) -> HttpResponse {
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_LINES);
     let mut input = BodyReader::of(body);
     tokio::task::spawn_blocking(move || {
@@ -241,7 +283,7 @@ fn rpc_with_bytes(state: Arc<HttpState>, signed: Option<String>, body: Body) -> 
             Ok(Some(crate::wire::Line::Text(bytes)))
                 if signed
                     .as_ref()
-                    .is_some_and(|d| !auth::same_secret(&auth::sha256_hex(&bytes), d)) =>
+                    .is_some_and(|s| !auth::same_secret(&auth::sha256_hex(&bytes), &s.digest)) =>
             {
                 Err(Box::new((None, body_not_signed())))
             }
@@ -254,10 +296,14 @@ fn rpc_with_bytes(state: Arc<HttpState>, signed: Option<String>, body: Body) -> 
             Err(rejected) => (rejected.0, Err(rejected.1)),
         };
         let out = ChannelSink { tx: tx.clone(), lines: Lines::Answers(id), stopping };
-        let mut sink = BytesSink { input, out, raw: ChannelWriter(tx) };
-        let answer = request
-            .and_then(|r| state.checked_handle(&r, &mut sink))
-            .unwrap_or_else(|e| Response::Error(e.into()));
+        let (input, forged) = BytesSink::tail(input, signed.as_ref());
+        let mut sink = BytesSink { input, forged, out, raw: ChannelWriter(tx) };
+        let answer = request.and_then(|r| state.checked_handle(&r, &mut sink));
+        let answer = match answer {
+            _ if sink.forged.load(Ordering::SeqCst) => Response::Error(tail_refused().into()),
+            Ok(answer) => answer,
+            Err(e) => Response::Error(e.into()),
+        };
         let _ = sink.send(answer);
     });
     let body = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |b| {

@@ -216,6 +216,16 @@ fn other_user_side() {
             std::io::stdin().read_to_end(&mut Vec::new()).unwrap();
             report(&format!("changed {}", changed.load(std::sync::atomic::Ordering::SeqCst)));
         }
+        // Makes a directory others can read, with its own mode-4755 copy of a binary in it.
+        "setuid_copy" => {
+            let dir = PathBuf::from(var("SETUID_DIR"));
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::copy("/bin/true", dir.join("true")).unwrap();
+            std::fs::set_permissions(dir.join("true"), std::fs::Permissions::from_mode(0o4755))
+                .unwrap();
+            report("ready");
+        }
         // Answers every request with a redirect to the same path on the real serve.
         "redirect" => {
             let real = var("REAL_ADDR");
@@ -612,6 +622,50 @@ fn a_relay_that_changes_the_streamed_body_writes_nothing() {
     env.ok(&write);
     assert_eq!(std::fs::read_to_string(dst.join("a.txt")).unwrap(), format!("{ORIGINAL}\n"));
     assert_eq!(std::fs::read_to_string(dst.join("b.txt")).unwrap(), ORIGINAL);
+}
+
+/// Issue 26, point 3: another user owns a mode-4755 copy of a binary in a directory the victim
+/// can read. The victim's `sync pull` of it, and `sync push` from it (locally and through
+/// `codexd serve`), leave a file the victim owns with mode 0755; with `--keep-special-bits`
+/// the bits travel.
+#[test]
+fn another_users_setuid_copy_arrives_plain_unless_kept() {
+    let Some(other) = OtherUser::create() else { return };
+    let theirs = PathBuf::from(format!("/tmp/codex-setuid-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(theirs.clone());
+    let b = other.attack("setuid_copy", &[("SETUID_DIR", theirs.to_str().unwrap())]);
+    assert_eq!(b.finish(), ["ready"]);
+    let planted = std::fs::metadata(theirs.join("true")).unwrap();
+    assert_eq!((planted.uid(), planted.mode() & 0o7777), (other.uid, 0o4755));
+
+    let env = TestEnv::new();
+    let serve = crate::serve::Serve::start(&env);
+    env.set_config(&format!(
+        "machines:\n  - name: gpu\n    addr: {}\n    token: \"{}\"\n",
+        serve.addr,
+        crate::serve::token(&env)
+    ));
+    let me = rustix::process::getuid().as_raw();
+    let src = format!("{}/", theirs.display());
+    let cases = [
+        ("pull", "local", "pulled", false),
+        ("push", "local", "pushed", false),
+        ("push", "gpu", "pushed-http", false),
+        ("pull", "local", "pulled-kept", true),
+        ("push", "gpu", "pushed-kept", true),
+    ];
+    for (way, machine, dst, keep) in cases {
+        let dst = env.home.join(dst);
+        let dst_arg = dst.display().to_string();
+        let mut args = vec!["sync", way, "-m", machine, "--src", &src, "--dst", &dst_arg];
+        if keep {
+            args.push("--keep-special-bits");
+        }
+        env.ok(&args);
+        let got = std::fs::metadata(dst.join("true")).unwrap();
+        let want = if keep { 0o4755 } else { 0o755 };
+        assert_eq!((got.uid(), got.mode() & 0o7777), (me, want), "{args:?}");
+    }
 }
 
 /// Issue 26, point 4: `dashboard --open` gives the opener no token in its argv (which another

@@ -366,8 +366,9 @@ struct Nonce {
 }
 
 impl Nonce {
-    /// The `Authorization` value of a `POST /v1/rpc` whose request line is `line`.
-    fn sign(&self, token: &str, line: &[u8]) -> String {
+    /// The signature of a `POST /v1/rpc` whose request line is `line` (version 2: the bytes
+    /// after the line go in chunks under its [`stream_key`](crate::auth::Signed::stream_key)).
+    fn signed(&self, line: &[u8]) -> crate::auth::Signed {
         crate::auth::Signed {
             method: "POST".to_string(),
             path_and_query: RPC_PATH.to_string(),
@@ -375,8 +376,13 @@ impl Nonce {
             ts: crate::auth::unix_now(),
             nonce: self.server.clone(),
             cnonce: self.client.clone(),
+            version: 2,
         }
-        .authorization(token)
+    }
+
+    /// The `Authorization` value of a `POST /v1/rpc` whose request line is `line`.
+    fn sign(&self, token: &str, line: &[u8]) -> String {
+        self.signed(line).authorization(token)
     }
 }
 
@@ -419,7 +425,8 @@ impl HttpSession {
         let call_id = new_call_id();
         let line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
         let line_bytes = serde_json::to_vec(&line).map_err(|e| Error::internal("encoding", e))?;
-        let authorization = nonce.sign(token, &line_bytes);
+        let signed = nonce.signed(&line_bytes);
+        let (authorization, key) = (signed.authorization(token), signed.stream_key(token));
         let (reader, writer) = std::io::pipe().map_err(|e| Error::internal("a pipe", e))?;
         let agent = &self.agent;
         let resp = std::thread::scope(|scope| {
@@ -430,13 +437,19 @@ impl HttpSession {
                     .content_type("application/x-ndjson")
                     .send(ureq::SendBody::from_owned_reader(reader))
             });
+            // The line as signed, then every byte after it in chunks that each carry a MAC
+            // under this request's key, so a relay can neither change nor add nor cut any.
             let mut w = std::io::BufWriter::with_capacity(256 * 1024, writer);
             let sent = w
                 .write_all(&line_bytes)
                 .and_then(|()| w.write_all(b"\n"))
                 .map_err(|e| Error::io("sending", e))
-                .and_then(|()| payload(&mut w))
-                .and_then(|()| w.flush().map_err(|e| Error::io("sending", e)));
+                .and_then(|()| {
+                    let mut chunks = crate::auth::MacWriter::new(&mut w, key);
+                    payload(&mut chunks)?;
+                    chunks.finish().map_err(|e| Error::io("sending", e))?;
+                    w.flush().map_err(|e| Error::io("sending", e))
+                });
             drop(w);
             let resp =
                 post.join().map_err(|_| Error::internal("posting", "the thread panicked"))?;

@@ -255,15 +255,21 @@ impl Session {
         let reader = session.clone();
         std::thread::spawn(move || reader.read_answers(stdout, stderr, via_ssh, conn));
 
-        let hello = HelloRequest { concurrent: true, ..HelloRequest::from_this_client() };
-        let (id, answers) = session.send(&Request::Hello(hello)).ok_or_else(|| {
+        let hello =
+            Request::Hello(HelloRequest { concurrent: true, ..HelloRequest::from_this_client() });
+        let (id, answers) = session.send(&hello).ok_or_else(|| {
             let ended = lock(&session.waiting).ended.clone();
             ended.unwrap_or_else(|| (Error::internal("session", "ended at once"), true))
         })?;
-        let limit = Duration::from_secs(match &m.route {
+        let opening = Duration::from_secs(match &m.route {
             Route::Ssh(target) => target.connect_timeout_secs,
             _ => 0,
         }) + HELLO_GRACE;
+        // The hello is a quick call: it ends by the machine's `call_timeout` (or an outer
+        // `deadline::within`), as the same request on a call of its own would, and the child
+        // of a session that did not open is killed and reaped.
+        let quick = m.deadline(Some(&hello), None);
+        let limit = quick.total().map_or(opening, |t| t.min(opening));
         let refused = |session: &Session, e: Error| {
             session.kill();
             (e, false)
@@ -291,6 +297,10 @@ impl Session {
             }
             Err(RecvTimeoutError::Timeout) => {
                 lock(&session.waiting).by_id.remove(&id);
+                if limit < opening {
+                    let what = format!("machine {}: codexd on a new session", m.name);
+                    return Err(refused(&session, quick.expired(&what)));
+                }
                 let code = if via_ssh { ErrorCode::SshFailed } else { ErrorCode::ProtocolError };
                 let message = format!(
                     "machine {}: codexd did not answer hello within {} s",

@@ -150,3 +150,89 @@ fn a_quiet_job_longer_than_the_idle_limit_is_kept_alive_by_heartbeats() {
     assert!(lines.iter().any(|l| l["line"] == "woke"), "{lines:?} {stderr}");
     eprintln!("a quiet 22 s job followed and waited for over ssh ({took:?}), silence limit 15 s");
 }
+
+/// The live children of `pid` (from each process's `/proc/P/stat`: its parent is field 4).
+fn live_children(pid: i32) -> Vec<i32> {
+    let parent_of = |p: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| parent_of(p) == Some(pid) && alive(p))
+        .collect()
+}
+
+/// Issue 26, point 9: the MCP `machines` tool, asked about a machine whose ssh hangs, answers
+/// within the machine's `call_timeout`, and its ssh child is killed and reaped: the MCP server
+/// (which lives on) has no child left.
+#[test]
+fn mcp_machines_leaves_no_ssh_child_of_a_hanging_check() {
+    use std::io::{BufRead, BufReader, Write};
+    let env = TestEnv::with_config(
+        "machines:\n  - name: stuck\n    ssh: stuckhost\n    ssh_control: false\n    call_timeout: 1\n",
+    );
+    let pid_file = env.path("ssh.pid");
+    let fake_ssh = env.path("fake-ssh");
+    script(&fake_ssh, &format!("echo $$ > {}\nexec sleep 60", pid_file.display()));
+    let mut mcp = env
+        .remote(&["mcp"])
+        .env("CODEX_REMOTE_SSH", &fake_ssh)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mcp_pid = mcp.id() as i32;
+    let (tx, answers) = std::sync::mpsc::channel::<Value>();
+    let stdout = mcp.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&line).unwrap_or(Value::Null));
+        }
+    });
+    let mut stdin = mcp.stdin.take().unwrap();
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "deadlines", "version": "1"}}});
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "machines", "arguments": {"machine": "stuck"}}});
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let started = Instant::now();
+    writeln!(stdin, "{init}\n{initialized}\n{call}").unwrap();
+    stdin.flush().unwrap();
+    let answer = loop {
+        let a = answers.recv_timeout(ENDS_WITHIN).expect("an answer to `machines` in time");
+        if a["id"] == 2 {
+            break a;
+        }
+    };
+    let took = started.elapsed();
+    let entry = &answer["result"]["structuredContent"]["machines"][0];
+    assert_eq!(
+        (entry["name"].as_str(), entry["ok"].as_bool()),
+        (Some("stuck"), Some(false)),
+        "{answer}"
+    );
+    assert_eq!(entry["error"]["code"], "timeout", "{answer}");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let gone =
+        wait_until(Duration::from_secs(5), || !alive(pid) && live_children(mcp_pid).is_empty());
+    let left = live_children(mcp_pid);
+    if alive(pid) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    drop(stdin);
+    let _ = mcp.kill();
+    let _ = mcp.wait();
+    assert!(
+        gone,
+        "the MCP server still has children {left:?} (the ssh was {pid}) after `machines`"
+    );
+    eprintln!("MCP machines with a hanging ssh answered in {took:?}; its ssh child {pid} gone");
+}

@@ -195,6 +195,37 @@ fn other_user_side() {
                 }
             }
         }
+        // Relays to the real serve as "relay" does, and changes what the client sends on the
+        // way: every `FROM` in its bytes becomes `TO` (of the same length, so the HTTP framing
+        // still holds). Reports how many it changed.
+        "tamper" => {
+            let (from, to) = (var("FROM").into_bytes(), var("TO").into_bytes());
+            assert_eq!(from.len(), to.len());
+            let changed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counter = changed.clone();
+            let rewrite = move |bytes: &mut [u8]| {
+                let mut at = 0;
+                while let Some(i) = bytes[at..].windows(from.len()).position(|w| w == from) {
+                    bytes[at + i..at + i + to.len()].copy_from_slice(&to);
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    at += i + to.len();
+                }
+            };
+            let (port, _) = relay_with(var("REAL_ADDR"), rewrite);
+            report(&port.to_string());
+            std::io::stdin().read_to_end(&mut Vec::new()).unwrap();
+            report(&format!("changed {}", changed.load(std::sync::atomic::Ordering::SeqCst)));
+        }
+        // Makes a directory others can read, with its own mode-4755 copy of a binary in it.
+        "setuid_copy" => {
+            let dir = PathBuf::from(var("SETUID_DIR"));
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::copy("/bin/true", dir.join("true")).unwrap();
+            std::fs::set_permissions(dir.join("true"), std::fs::Permissions::from_mode(0o4755))
+                .unwrap();
+            report("ready");
+        }
         // Answers every request with a redirect to the same path on the real serve.
         "redirect" => {
             let real = var("REAL_ADDR");
@@ -330,6 +361,14 @@ fn read_head(reader: &mut impl BufRead) -> String {
 
 /// A TCP relay to `real` on a free loopback port: what each connection's client sent, in order.
 fn relay(real: String) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    relay_with(real, |_| {})
+}
+
+/// [`relay`], with `rewrite` run over each piece the client sent before it goes on.
+fn relay_with(
+    real: String,
+    rewrite: impl Fn(&mut [u8]) + Clone + Send + 'static,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
     use std::net::{Shutdown, TcpListener, TcpStream};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -346,10 +385,12 @@ fn relay(real: String) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) 
             let (mut from_client, mut to_server) =
                 (client.try_clone().unwrap(), server.try_clone().unwrap());
             let log = log.clone();
+            let rewrite = rewrite.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 16384];
                 while let Ok(n @ 1..) = from_client.read(&mut buf) {
                     log.lock().unwrap()[index].extend_from_slice(&buf[..n]);
+                    rewrite(&mut buf[..n]);
                     if to_server.write_all(&buf[..n]).is_err() {
                         break;
                     }
@@ -536,6 +577,95 @@ fn a_relay_or_redirect_of_another_user_gains_nothing_it_can_reuse() {
         b.finish().iter().map(|r| serde_json::from_str(r).unwrap()).collect();
     assert_only_challenges(&requests, &token);
     assert_eq!(std::fs::read_dir(env.data_dir().join("jobs")).unwrap().count(), 1);
+}
+
+/// Issue 26, third pass, gap 1: another user relays the victim's `sync push` and `file write`
+/// to the victim's real serve and changes the bytes after the signed request line (a file's
+/// content in the frames). Each chunk carries a MAC under the request's key: the change is
+/// refused `unauthorized` and nothing lands in the destination.
+#[test]
+fn a_relay_that_changes_the_streamed_body_writes_nothing() {
+    const ORIGINAL: &str = "ORIGINAL-CONTENT-7d1c";
+    const FORGED: &str = "FORGED!!-CONTENT-7d1c";
+    let Some(other) = OtherUser::create() else { return };
+    let env = TestEnv::new();
+    let serve = crate::serve::Serve::start(&env);
+    let token = crate::serve::token(&env);
+    let vars = [("REAL_ADDR", serve.addr.as_str()), ("FROM", ORIGINAL), ("TO", FORGED)];
+    let mut b = other.attack("tamper", &vars);
+    env.set_config(&format!(
+        "machines:\n  - name: gpu\n    addr: 127.0.0.1:{}\n    token: \"{token}\"\n",
+        b.next_report()
+    ));
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), format!("{ORIGINAL}\n")).unwrap();
+    let dst = env.home.join("dst");
+    let (src_arg, dst_arg) = (format!("{}/", src.display()), dst.display().to_string());
+    let push = ["sync", "push", "-m", "gpu", "--src", &src_arg, "--dst", &dst_arg];
+    let e = env.err(&push, "unauthorized", 3);
+    assert!(e["message"].as_str().unwrap().contains("signature"), "{e}");
+    let file = dst.join("b.txt").display().to_string();
+    let write = ["file", "write", "-m", "gpu", "--dst", &file, "--content", ORIGINAL];
+    env.err(&write, "unauthorized", 3);
+    let landed: Vec<_> = std::fs::read_dir(&dst).into_iter().flatten().flatten().collect();
+    assert!(landed.is_empty(), "written through a forging relay: {landed:?}");
+    let reports = b.finish();
+    let changed: usize = reports[0].strip_prefix("changed ").unwrap().parse().unwrap();
+    assert!(changed >= 2, "the relay changed nothing, the test proved nothing: {reports:?}");
+    // Straight to serve, the same commands work: the refusal was the relay's doing.
+    env.set_config(&format!(
+        "machines:\n  - name: gpu\n    addr: {}\n    token: \"{token}\"\n",
+        serve.addr
+    ));
+    env.ok(&push);
+    env.ok(&write);
+    assert_eq!(std::fs::read_to_string(dst.join("a.txt")).unwrap(), format!("{ORIGINAL}\n"));
+    assert_eq!(std::fs::read_to_string(dst.join("b.txt")).unwrap(), ORIGINAL);
+}
+
+/// Issue 26, point 3: another user owns a mode-4755 copy of a binary in a directory the victim
+/// can read. The victim's `sync pull` of it, and `sync push` from it (locally and through
+/// `codexd serve`), leave a file the victim owns with mode 0755; with `--keep-special-bits`
+/// the bits travel.
+#[test]
+fn another_users_setuid_copy_arrives_plain_unless_kept() {
+    let Some(other) = OtherUser::create() else { return };
+    let theirs = PathBuf::from(format!("/tmp/codex-setuid-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(theirs.clone());
+    let b = other.attack("setuid_copy", &[("SETUID_DIR", theirs.to_str().unwrap())]);
+    assert_eq!(b.finish(), ["ready"]);
+    let planted = std::fs::metadata(theirs.join("true")).unwrap();
+    assert_eq!((planted.uid(), planted.mode() & 0o7777), (other.uid, 0o4755));
+
+    let env = TestEnv::new();
+    let serve = crate::serve::Serve::start(&env);
+    env.set_config(&format!(
+        "machines:\n  - name: gpu\n    addr: {}\n    token: \"{}\"\n",
+        serve.addr,
+        crate::serve::token(&env)
+    ));
+    let me = rustix::process::getuid().as_raw();
+    let src = format!("{}/", theirs.display());
+    let cases = [
+        ("pull", "local", "pulled", false),
+        ("push", "local", "pushed", false),
+        ("push", "gpu", "pushed-http", false),
+        ("pull", "local", "pulled-kept", true),
+        ("push", "gpu", "pushed-kept", true),
+    ];
+    for (way, machine, dst, keep) in cases {
+        let dst = env.home.join(dst);
+        let dst_arg = dst.display().to_string();
+        let mut args = vec!["sync", way, "-m", machine, "--src", &src, "--dst", &dst_arg];
+        if keep {
+            args.push("--keep-special-bits");
+        }
+        env.ok(&args);
+        let got = std::fs::metadata(dst.join("true")).unwrap();
+        let want = if keep { 0o4755 } else { 0o755 };
+        assert_eq!((got.uid(), got.mode() & 0o7777), (me, want), "{args:?}");
+    }
 }
 
 /// Issue 26, point 4: `dashboard --open` gives the opener no token in its argv (which another

@@ -508,3 +508,51 @@ fn post_exec_run_streams_started_logs_and_finished_as_the_original_tool() {
     );
     assert_eq!((status, &answer["type"]), (400, &json!("error")), "{answer}");
 }
+
+/// An older codex-remote signs with version 1 (no `v=`): its request line still runs, but the
+/// bytes after the line are not covered by its signature, so a request that reads them is
+/// refused `unauthorized` and writes nothing. The same bytes on the 0600 socket, unsigned, pass.
+#[test]
+fn a_version_1_signature_runs_its_line_but_never_its_unsigned_bytes() {
+    use codex_runner::auth::{Signed, random_token, sha256_hex, unix_now};
+    let (env, serve, token) = served();
+    let rpc = |auth: &str, line: &str, tail: &str| {
+        let body = format!("{line}\n{tail}");
+        format!(
+            "POST /v1/rpc HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let last_line = |(status, answer): (u16, Value)| -> (u16, Value) {
+        let text = answer.as_str().map(|t| t.trim().lines().last().unwrap_or("").to_string());
+        (status, text.map_or(answer, |t| serde_json::from_str(&t).unwrap()))
+    };
+    let post_v1 = |line: &str, tail: &str| {
+        let challenge = random_token().unwrap();
+        let health = get(&format!("/health?challenge={challenge}"), "127.0.0.1", "");
+        let (_, health) = http(&serve.addr, &health);
+        let signed = Signed {
+            method: "POST".into(),
+            path_and_query: "/v1/rpc".into(),
+            body: sha256_hex(line.as_bytes()),
+            ts: unix_now(),
+            nonce: health["nonce"].as_str().unwrap().into(),
+            cnonce: challenge,
+            version: 1,
+        };
+        let auth = format!("Authorization: {}\r\n", signed.authorization(&token));
+        last_line(http(&serve.addr, &rpc(&auth, line, tail)))
+    };
+    let (status, list) = post_v1(r#"{"id":1,"type":"exec_list"}"#, "");
+    assert_eq!(status, 200, "{list}");
+    assert_ne!(list["type"], "error", "{list}");
+    let path = env.home.join("unsigned.txt");
+    let line = |id: u32| json!({"id": id, "type": "file_write", "path": path, "size": 6});
+    let (_, refused) = post_v1(&line(2).to_string(), "forged");
+    assert_eq!(refused["code"], "unauthorized", "{refused}");
+    assert!(!path.exists(), "the unsigned bytes were written");
+    let (_, written) =
+        last_line(unix_http(&serve.socket, &rpc("", &line(3).to_string(), "plain!")));
+    assert_ne!(written["type"], "error", "{written}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "plain!");
+}

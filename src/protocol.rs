@@ -172,6 +172,12 @@ pub mod capability {
     /// `exec_logs` with `view: "terminal"` (`\r` applied, ANSI escapes dropped, repeats
     /// collapsed); statuses with `last_stdout`, `last_stderr` and `traceback`.
     pub const LOGS_VIEW: &str = "logs_view";
+    /// `exec_run`: the start and the follow of `exec run` in one request (a `started` line,
+    /// the job's output, then `logs_end` once it has ended).
+    pub const EXEC_RUN: &str = "exec_run";
+    /// The `exec_id` of `exec_status`, `exec_logs`, `exec_cancel`, `exec_wait` and `exec_rm`
+    /// may be a unique prefix or `last`, resolved by codexd in the same request.
+    pub const ID_REFS: &str = "id_refs";
 }
 
 /// How often a long answer says it is alive when it has nothing else to send.
@@ -198,6 +204,8 @@ pub const CAPABILITIES: &[&str] = &[
     capability::SIGNED_REQUESTS,
     capability::HEARTBEAT,
     capability::LOGS_VIEW,
+    capability::EXEC_RUN,
+    capability::ID_REFS,
 ];
 
 /// The request `type`s this version knows.
@@ -221,6 +229,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "sync_apply",
     "sync_send",
     "gpus",
+    "exec_run",
 ];
 
 /// A request, tagged by `type`.
@@ -248,6 +257,8 @@ pub enum Request {
     SyncSend(SyncSendRequest),
     /// What the machine's GPUs are doing ([`gpus`]).
     Gpus(GpusRequest),
+    /// `exec_start`, then the job's output to its end, in one request ([`RunRequest`]).
+    ExecRun(RunRequest),
 }
 
 impl Request {
@@ -272,6 +283,7 @@ impl Request {
             Request::Doctor(_) => Some(capability::DOCTOR),
             Request::ExecResolve(_) => Some(capability::RESOLVE),
             Request::Gpus(_) => Some(capability::GPUS),
+            Request::ExecRun(_) => Some(capability::EXEC_RUN),
             Request::FileWrite(_)
             | Request::FileRead(_)
             | Request::FileStat(_)
@@ -303,6 +315,17 @@ impl Request {
             Request::SyncDiff(r) => Some(&r.root),
             Request::SyncApply(r) => Some(&r.root),
             Request::SyncSend(r) => Some(&r.root),
+            _ => None,
+        }
+    }
+
+    /// The typed job id of a request about one job (a reference until codexd resolves it).
+    pub fn job_mut(&mut self) -> Option<&mut ExecId> {
+        match self {
+            Request::ExecStatus(r) | Request::ExecRm(r) => Some(&mut r.exec_id),
+            Request::ExecLogs(r) => Some(&mut r.exec_id),
+            Request::ExecCancel(r) => Some(&mut r.exec_id),
+            Request::ExecWait(r) => Some(&mut r.exec_id),
             _ => None,
         }
     }
@@ -355,7 +378,8 @@ impl RequestLine {
         }
         // A job id that is not one is `invalid_id` (with the Go-era hint), not `bad_request`.
         if ID_TYPED_REQUESTS.contains(&kind.as_str())
-            && let Some(Err(err)) = obj.get("exec_id").and_then(|v| v.as_str()).map(ExecId::parse)
+            && let Some(Err(err)) =
+                obj.get("exec_id").and_then(|v| v.as_str()).map(ExecId::parse_ref)
         {
             return Err(Box::new((id, err)));
         }
@@ -395,6 +419,18 @@ impl HelloRequest {
 pub enum CommandSpec {
     Shell(String),
     Argv(Vec<String>),
+}
+
+/// `exec_run`: a start, then a follow of both streams from their first byte. The answer is a
+/// `started` line (the start's status), the job's `log` (or, with `raw`, `chunk`) lines as
+/// they are written, then `logs_end` once the job has ended and all its output was sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRequest {
+    #[serde(flatten)]
+    pub start: ExecStartRequest,
+    /// The bytes as `chunk` lines instead of `log` lines.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -465,6 +501,8 @@ impl ExecStartRequest {
 /// The job a request is about, or (as `resolved`) the whole id a `exec_resolve` found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRef {
+    /// A whole id, or (capability `id_refs`) a unique prefix or `last`.
+    #[serde(deserialize_with = "ExecId::deserialize_ref")]
     pub exec_id: ExecId,
 }
 
@@ -565,6 +603,8 @@ impl StreamOffsets {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogsRequest {
+    /// A whole id, or (capability `id_refs`) a unique prefix or `last`.
+    #[serde(deserialize_with = "ExecId::deserialize_ref")]
     pub exec_id: ExecId,
     #[serde(default)]
     pub stream: StreamSel,
@@ -642,6 +682,8 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CancelRequest {
+    /// A whole id, or (capability `id_refs`) a unique prefix or `last`.
+    #[serde(deserialize_with = "ExecId::deserialize_ref")]
     pub exec_id: ExecId,
     /// Time between TERM and KILL, in milliseconds (default 5000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -650,6 +692,8 @@ pub struct CancelRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WaitRequest {
+    /// A whole id, or (capability `id_refs`) a unique prefix or `last`.
+    #[serde(deserialize_with = "ExecId::deserialize_ref")]
     pub exec_id: ExecId,
     /// Give up after this many milliseconds (no limit when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1056,6 +1100,8 @@ pub enum Response {
     /// Proof of life in a long answer, never final ([`capability::HEARTBEAT`]). A client that
     /// does not know the type skips the line, as any line it cannot read.
     Heartbeat(Heartbeat),
+    /// `exec_run`'s first line: the started job's status, never final.
+    Started(StatusResponse),
 }
 
 /// `{"type":"heartbeat"}`: nothing but the fact that codexd is still there.
@@ -1086,13 +1132,17 @@ impl Response {
             Response::SyncSent(_) => "sync_sent",
             Response::Gpus(_) => "gpus",
             Response::Heartbeat(_) => "heartbeat",
+            Response::Started(_) => "started",
         }
     }
 
-    /// Whether this line ends the answer to its request (all but `log`, `chunk` and
-    /// `heartbeat`).
+    /// Whether this line ends the answer to its request (all but `log`, `chunk`, `heartbeat`
+    /// and `started`).
     pub fn is_final(&self) -> bool {
-        !matches!(self, Response::Log(_) | Response::Chunk(_) | Response::Heartbeat(_))
+        !matches!(
+            self,
+            Response::Log(_) | Response::Chunk(_) | Response::Heartbeat(_) | Response::Started(_)
+        )
     }
 }
 

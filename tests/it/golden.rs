@@ -64,6 +64,9 @@ fn requests() -> Vec<String> {
         r#"{"type":"sync_send","root":"~/w","paths":1}"#.into(),
         r#"{"type":"gpus"}"#.into(),
         r#"{"type":"exec_start","cmd":"python train.py","resources":{"gpus":2,"gpu_ids":[0,3]}}"#.into(),
+        r#"{"type":"exec_run","cmd":"echo hi","cwd":"proj","idempotency_key":"k1","raw":true}"#.into(),
+        r#"{"type":"exec_status","exec_id":"last"}"#.into(),
+        r#"{"type":"exec_logs","exec_id":"01a20e39","stream":"stdout","follow":true}"#.into(),
     ]
 }
 
@@ -102,6 +105,7 @@ fn responses() -> Vec<String> {
         r#"{"type":"gpus","gpus":[],"free_memory_mib":1024,"free_util_percent":10,"queued":0,"error":"no nvidia-smi on codexd's PATH (no NVIDIA driver)"}"#.into(),
         format!(r#"{{"type":"status",{STATUS},"scheduler":"local","resources":{{"gpus":1}},"gpu_ids":[1]}}"#),
         QUEUED_ON_SLURM.into(),
+        format!(r#"{{"id":"a","type":"started",{STATUS}}}"#),
     ]
 }
 

@@ -18,15 +18,29 @@ use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
     CancelRequest, CommandSpec, ExecId, ExecStartRequest, JobRef, JobState, JobStatus, ListRequest,
     LogView, LogsEnd, LogsRequest, OnMachine, PruneRequest, Request, ResolveRequest, Response,
-    RunEvent, Stream, StreamOffsets, StreamSel, WaitRequest, parse_log_time,
+    RunEvent, Stream, StreamOffsets, StreamSel, WaitRequest, capability, parse_log_time,
 };
 use crate::remote::client;
 use crate::remote::transport::Machine;
 
 impl JobArg {
+    fn given(&self) -> &str {
+        self.id.as_deref().or(self.job.as_deref()).unwrap_or_default()
+    }
+
     /// The whole id: as given when it is one, else resolved by the machine's codexd.
     pub fn resolve(&self, m: &Machine) -> Result<ExecId> {
-        resolve_id(m, self.id.as_deref().or(self.job.as_deref()).unwrap_or_default())
+        resolve_id(m, self.given())
+    }
+
+    /// The id for a request whose answer names the job: a prefix or `last` as given when the
+    /// machine's codexd resolves it in the same request (capability `id_refs`, one call instead
+    /// of two), else [`JobArg::resolve`].
+    fn for_request(&self, m: &Machine) -> Result<ExecId> {
+        match ExecId::parse_ref(self.given()) {
+            Ok(id) if m.supports(capability::ID_REFS) => Ok(id),
+            _ => self.resolve(m),
+        }
     }
 }
 
@@ -54,7 +68,7 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
         ExecCommand::Start(args) => start(ctx, args),
         ExecCommand::Result(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
-            let exec_id = args.job.resolve(&m)?;
+            let exec_id = args.job.for_request(&m)?;
             let answer = client::status(&m, Request::ExecStatus(JobRef { exec_id }))?;
             emit_on(&m, &answer)?;
             Ok(exit::OK)
@@ -63,7 +77,7 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
         ExecCommand::Cancel(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
             let grace_ms = Some(args.grace.as_millis() as u64);
-            let exec_id = args.job.resolve(&m)?;
+            let exec_id = args.job.for_request(&m)?;
             let req = Request::ExecCancel(CancelRequest { exec_id, grace_ms });
             let answer = client::status(&m, req)?;
             original_fields::emit_on_with(&m, &answer, original_fields::canceled)?;
@@ -72,7 +86,7 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
         ExecCommand::Wait(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
             let timeout_ms = args.timeout.map(|t| t.as_millis() as u64);
-            let exec_id = args.job.resolve(&m)?;
+            let exec_id = args.job.for_request(&m)?;
             let answer =
                 client::status(&m, Request::ExecWait(WaitRequest { exec_id, timeout_ms }))?;
             emit_on(&m, &answer)?;
@@ -113,7 +127,7 @@ pub fn run(ctx: &Ctx, cmd: ExecCommand) -> Result<u8> {
         }
         ExecCommand::Rm(args) => {
             let m = ctx.machine(args.machine.machine.as_deref())?;
-            let exec_id = args.job.resolve(&m)?;
+            let exec_id = args.job.for_request(&m)?;
             let answer = m.call(&Request::ExecRm(JobRef { exec_id }), &mut |_| Ok(()))?;
             emit_on(&m, &answer)?;
             Ok(exit::OK)
@@ -252,7 +266,7 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
     // Text is the job's own bytes, as --raw (the terminal view's lines as text).
     let raw = args.raw || (output::text() && view == LogView::Raw);
     let mut req = LogsRequest {
-        exec_id: args.job.resolve(&m)?,
+        exec_id: args.job.for_request(&m)?,
         stream,
         tail: args.tail,
         tail_lines: args.tail_lines,
@@ -268,6 +282,8 @@ fn logs(ctx: &Ctx, args: LogsArgs) -> Result<u8> {
         let end = read_logs(&m, &req, None)?;
         // Without an explicit --max-bytes, page through to the end of the log.
         if end.more && args.max_bytes.is_none() {
+            // The next page is of this job, whatever `last` names by then.
+            req.exec_id = ExecId::parse(&end.exec_id)?;
             req.since = Some(end.next_offset);
             req.tail = None;
             req.tail_lines = None;
@@ -288,40 +304,44 @@ pub(super) fn read_logs(
     offsets: Option<&mut StreamOffsets>,
 ) -> Result<LogsEnd> {
     let mut seen = offsets;
-    let mut on_line = |r: Response| -> Result<()> {
-        match r {
-            Response::Log(line) => {
-                if let Some(seen) = seen.as_deref_mut() {
-                    // Resuming after a dropped connection repeats the last line: skip it.
-                    if seen.get(line.stream).is_some_and(|o| line.offset <= o) {
-                        return Ok(());
-                    }
-                    seen.set(line.stream, line.offset);
+    client::logs(m, req, &mut |r| print_output(r, seen.as_deref_mut()))
+}
+
+/// Prints a `log` line (NDJSON, or its text) or a `chunk` (its bytes); other lines are not
+/// output. With `seen`, what was printed before (a follow resumed after a dropped connection)
+/// is skipped and `seen` moves past what is printed now.
+pub(super) fn print_output(r: Response, seen: Option<&mut StreamOffsets>) -> Result<()> {
+    match r {
+        Response::Log(line) => {
+            if let Some(seen) = seen {
+                // Resuming after a dropped connection repeats the last line: skip it.
+                if seen.get(line.stream).is_some_and(|o| line.offset <= o) {
+                    return Ok(());
                 }
-                if output::text() {
-                    // The terminal view as text: the lines themselves.
-                    let text = format!("{}\n", line.line);
-                    emit_raw(line.stream == Stream::Stderr, text.as_bytes())?;
-                } else {
-                    emit(&RunEvent::Log(&line))?;
-                }
+                seen.set(line.stream, line.offset);
             }
-            Response::Chunk(chunk) => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(chunk.data_b64.as_bytes())
-                    .map_err(|e| Error::new(ErrorCode::ProtocolError, format!("bad chunk: {e}")))?;
-                let mut skip = 0;
-                if let Some(seen) = seen.as_deref_mut() {
-                    // For bytes, `seen` is the end of what was printed: resuming starts there.
-                    let printed = seen.get(chunk.stream).unwrap_or(0);
-                    skip = printed.saturating_sub(chunk.offset).min(bytes.len() as u64) as usize;
-                    seen.set(chunk.stream, printed.max(chunk.offset + bytes.len() as u64));
-                }
-                emit_raw(chunk.stream == Stream::Stderr, &bytes[skip..])?;
+            if output::text() {
+                // The terminal view as text: the lines themselves.
+                let text = format!("{}\n", line.line);
+                emit_raw(line.stream == Stream::Stderr, text.as_bytes())?;
+            } else {
+                emit(&RunEvent::Log(&line))?;
             }
-            _ => {}
         }
-        Ok(())
-    };
-    client::logs(m, req, &mut on_line)
+        Response::Chunk(chunk) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(chunk.data_b64.as_bytes())
+                .map_err(|e| Error::new(ErrorCode::ProtocolError, format!("bad chunk: {e}")))?;
+            let mut skip = 0;
+            if let Some(seen) = seen {
+                // For bytes, `seen` is the end of what was printed: resuming starts there.
+                let printed = seen.get(chunk.stream).unwrap_or(0);
+                skip = printed.saturating_sub(chunk.offset).min(bytes.len() as u64) as usize;
+                seen.set(chunk.stream, printed.max(chunk.offset + bytes.len() as u64));
+            }
+            emit_raw(chunk.stream == Stream::Stderr, &bytes[skip..])?;
+        }
+        _ => {}
+    }
+    Ok(())
 }

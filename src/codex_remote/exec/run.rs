@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::super::{Ctx, emit, output};
-use super::{RunArgs, WatchArgs, job_exit_code, read_logs, start_machine, start_request};
+use super::{
+    RunArgs, WatchArgs, job_exit_code, print_output, read_logs, start_machine, start_request,
+};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{
-    CancelRequest, ExecId, JobState, JobStatus, LogView, LogsRequest, OnMachine, Request, RunEvent,
-    StreamOffsets, StreamSel, Summary,
+    CancelRequest, ExecId, ExecStartRequest, JobState, JobStatus, LogView, LogsRequest, OnMachine,
+    Request, Response, RunEvent, StatusResponse, StreamOffsets, StreamSel, Summary, capability,
 };
 use crate::remote::client;
 use crate::remote::transport::Machine;
@@ -17,49 +19,119 @@ use crate::remote::transport::Machine;
 /// the job (as `srun` and `docker run` do), or detaches with `--detach-on-interrupt`.
 pub(super) fn run_job(ctx: &Ctx, run: RunArgs) -> Result<u8> {
     let args = run.start;
-    // The start and the follow share one session (one ssh session, not two).
-    crate::remote::mux::enable();
     let m = start_machine(ctx, &args)?;
     let req = start_request(&args)?;
-    let started = client::start(&m, req)?;
-    // From here on Ctrl-C cancels (or detaches); before, it simply stops us (the start
-    // completes remotely).
     let detached = Arc::new(AtomicBool::new(false));
-    watch_interrupts(&detached)?;
-    // Text is the job's own bytes: no events on stdout.
-    let events = !output::text();
-    if events {
-        emit(&RunEvent::Started(OnMachine { value: &started, machine: &m.name }))?;
-    }
-    let job = if started.job.state == JobState::StartFailed {
-        if !events {
-            let message = started.job.error.as_deref().unwrap_or("the job could not start");
-            crate::error::stderr_line(&format!("codex-remote: start_failed: {message}"));
-        }
-        started.job
+    let ran = if m.supports(capability::EXEC_RUN) {
+        run_in_one_call(&m, req, &detached)?
     } else {
+        // The start and the follow share one session (one ssh session, not two).
+        crate::remote::mux::enable();
+        start_then_follow(&m, req, &detached)?
+    };
+    let job = match ran {
+        Ran::Ended(job) => *job,
+        Ran::BeforeStart => return Ok(exit::DETACHED),
+        Ran::Interrupted(id) if run.detach_on_interrupt => {
+            report_detached(&m, &id)?;
+            return Ok(exit::DETACHED);
+        }
+        Ran::Interrupted(id) => match cancel_interrupted(&m, &id)? {
+            Some(job) => job,
+            None => return Ok(exit::DETACHED),
+        },
+    };
+    if !output::text() {
+        emit(&RunEvent::Finished(OnMachine { value: &job, machine: &m.name }))?;
+    }
+    Ok(job_exit_code(&job))
+}
+
+/// How the start and follow of `exec run` ended.
+enum Ran {
+    /// The job ended: its final status.
+    Ended(Box<JobStatus>),
+    /// Ctrl-C after the start: the caller cancels or detaches.
+    Interrupted(ExecId),
+    /// Ctrl-C before the start was confirmed (as a Ctrl-C of `exec start`: whatever codexd
+    /// got goes on there).
+    BeforeStart,
+}
+
+/// The `started` event (text: a note, or the start's failure on stderr).
+fn announce(m: &Machine, started: &StatusResponse) -> Result<()> {
+    // Text is the job's own bytes: no events on stdout.
+    if !output::text() {
+        emit(&RunEvent::Started(OnMachine { value: started, machine: &m.name }))?;
+    } else if started.job.state == JobState::StartFailed {
+        let message = started.job.error.as_deref().unwrap_or("the job could not start");
+        crate::error::stderr_line(&format!("codex-remote: start_failed: {message}"));
+    }
+    if started.job.state != JobState::StartFailed {
         output::note(&format!(
             "started {} on {}, waiting for output…",
             started.job.exec_id, m.name
         ));
-        let from = StreamOffsets::default().or_start(StreamSel::Both);
-        let id = ExecId::parse(&started.job.exec_id)?;
-        match follow_to_end(&m, &id, StreamSel::Both, Start::At(from), &detached, None)? {
-            Some(job) => job,
-            None if run.detach_on_interrupt => {
-                report_detached(&m, &id)?;
-                return Ok(exit::DETACHED);
-            }
-            None => match cancel_interrupted(&m, &id)? {
-                Some(job) => job,
-                None => return Ok(exit::DETACHED),
-            },
-        }
-    };
-    if events {
-        emit(&RunEvent::Finished(OnMachine { value: &job, machine: &m.name }))?;
     }
-    Ok(job_exit_code(&job))
+    Ok(())
+}
+
+/// `exec run` in one call (capability `exec_run`): codexd starts the job and streams its output
+/// to the end on the same session. A connection dropped after the start follows again from
+/// the last line seen.
+fn run_in_one_call(m: &Machine, req: ExecStartRequest, detached: &Arc<AtomicBool>) -> Result<Ran> {
+    watch_interrupts(detached)?;
+    let mut started = None;
+    let mut seen = StreamOffsets::default();
+    let result = client::run(m, req, output::text(), &mut |line| match line {
+        Response::Started(status) => {
+            announce(m, &status)?;
+            started = Some(ExecId::parse(&status.job.exec_id)?);
+            Ok(())
+        }
+        line => print_output(line, Some(&mut seen)),
+    });
+    let Some(id) = started else {
+        return match result {
+            _ if detached.load(Ordering::SeqCst) => Ok(Ran::BeforeStart),
+            Ok(end) => Ok(Ran::Ended(Box::new(end.job))),
+            Err(e) => Err(e),
+        };
+    };
+    if detached.load(Ordering::SeqCst) {
+        return Ok(Ran::Interrupted(id));
+    }
+    match result {
+        Ok(end) => Ok(Ran::Ended(Box::new(end.job))),
+        Err(e) if resumable(&e) => {
+            crate::error::stderr_line(&format!("codex-remote: {e}; following again"));
+            let from = Start::At(StreamOffsets::default().or_start(StreamSel::Both));
+            let ended = follow_to_end(m, &id, StreamSel::Both, from, seen, detached, None)?;
+            Ok(ended.map_or(Ran::Interrupted(id), |job| Ran::Ended(Box::new(job))))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `exec run` with a codexd without `exec_run`: a start, then a follow.
+fn start_then_follow(
+    m: &Machine,
+    req: ExecStartRequest,
+    detached: &Arc<AtomicBool>,
+) -> Result<Ran> {
+    let started = client::start(m, req)?;
+    // From here on Ctrl-C cancels (or detaches); before, it simply stops us (the start
+    // completes remotely).
+    watch_interrupts(detached)?;
+    announce(m, &started)?;
+    if started.job.state == JobState::StartFailed {
+        return Ok(Ran::Ended(Box::new(started.job)));
+    }
+    let from = StreamOffsets::default().or_start(StreamSel::Both);
+    let id = ExecId::parse(&started.job.exec_id)?;
+    let seen = StreamOffsets::default();
+    let ended = follow_to_end(m, &id, StreamSel::Both, Start::At(from), seen, detached, None)?;
+    Ok(ended.map_or(Ran::Interrupted(id), |job| Ran::Ended(Box::new(job))))
 }
 
 /// `exec watch`: the original tool's attach: output as NDJSON `log` lines until the job ends,
@@ -72,7 +144,8 @@ pub(super) fn watch(ctx: &Ctx, args: WatchArgs) -> Result<u8> {
         if args.full { Start::At(StreamOffsets::default()) } else { Start::Tail(args.tail) };
     let stream = args.stream.selection();
     let id = args.job.resolve(&m)?;
-    let Some(job) = follow_to_end(&m, &id, stream, start, &detached, Some(args.poll))? else {
+    let seen = StreamOffsets::default();
+    let Some(job) = follow_to_end(&m, &id, stream, start, seen, &detached, Some(args.poll))? else {
         report_detached(&m, &id)?;
         return Ok(exit::DETACHED);
     };
@@ -90,18 +163,18 @@ enum Start {
     Tail(u64),
 }
 
-/// Prints the job's output as `log` lines until it has ended and returns its final status;
-/// `None` on Ctrl-C (the caller cancels or reports the detach). A dropped connection (laptop
+/// Prints the job's output as `log` lines until it has ended and returns its final status
+/// (`seen`: what was printed already, [`print_output`]); `None` on Ctrl-C (the caller cancels or reports the detach). A dropped connection (laptop
 /// asleep, network gone) follows again from the last line seen, without repeating it.
 fn follow_to_end(
     m: &Machine,
     id: &ExecId,
     stream: StreamSel,
     start: Start,
+    mut seen: StreamOffsets,
     detached: &AtomicBool,
     pause: Option<std::time::Duration>,
 ) -> Result<Option<JobStatus>> {
-    let mut seen = StreamOffsets::default();
     let mut failures = 0;
     loop {
         let resumed = seen != StreamOffsets::default();
@@ -130,12 +203,7 @@ fn follow_to_end(
         }
         match result {
             Ok(end) => return Ok(Some(end.job)),
-            Err(e)
-                if matches!(
-                    e.code,
-                    ErrorCode::SshFailed | ErrorCode::ConnectFailed | ErrorCode::ProtocolError
-                ) && failures < 5 =>
-            {
+            Err(e) if resumable(&e) && failures < 5 => {
                 failures += 1;
                 crate::error::stderr_line(&format!(
                     "codex-remote: {e}; following again ({failures}/5)"
@@ -145,6 +213,11 @@ fn follow_to_end(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A failure of the connection, not of the request: following again may pass.
+fn resumable(e: &Error) -> bool {
+    matches!(e.code, ErrorCode::SshFailed | ErrorCode::ConnectFailed | ErrorCode::ProtocolError)
 }
 
 /// On Ctrl-C (SIGINT) or SIGTERM: sets `flag` (detached) and ends the transport child whose pid

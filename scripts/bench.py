@@ -19,7 +19,8 @@ import time
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+# BENCH_BIN: other binaries (e.g. a copy of an older build, for before/after figures).
+BIN = os.environ.get("BENCH_BIN") or os.path.join(ROOT, "target", "release")
 REMOTE = os.path.join(BIN, "codex-remote")
 CODEXD = os.path.join(BIN, "codexd")
 GIB = 1 << 30
@@ -449,8 +450,14 @@ def rfc3339_seconds(text):
 
 
 def follow_latency(machine):
+    p95, _, n = follow_latency_stats(machine)
+    return p95, n
+
+
+def follow_latency_stats(machine):
+    """A job writing its clock every 50 ms, followed: (p95, median, lines) of written -> read ms."""
     job = ok_json([REMOTE, "exec", "start", "--machine", machine, "--cmd",
-                   "for i in $(seq 60); do date +%s%N; sleep 0.05; done"])["exec_id"]
+                   "sleep 1; for i in $(seq 60); do date +%s%N; sleep 0.05; done"])["exec_id"]
     p = subprocess.Popen([REMOTE, "exec", "logs", "--machine", machine, "--id", job, "--since", "0",
                           "--follow"], stdout=subprocess.PIPE, env=ENV)
     lat = []
@@ -461,7 +468,45 @@ def follow_latency(machine):
             lat.append((now - int(ev["line"])) / 1e6)
     p.wait()
     lat.sort()
-    return lat[int(len(lat) * 0.95) - 1], len(lat)
+    return lat[int(len(lat) * 0.95) - 1], statistics.median(lat), len(lat)
+
+
+def tail_f_latency(ssh, path, n=60):
+    """The anchor of follow_latency_stats: `ssh host tail -f` of a file this process appends its
+    clock to every 50 ms (the lab shares this file system). Returns (p95, median) in ms."""
+    with open(path, "w"):
+        pass
+    p = subprocess.Popen(ssh + ["tail", "-n", "0", "-F", path], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env=ENV)
+    ready = threading.Event()
+
+    def write():
+        with open(path, "a") as f:
+            while not ready.is_set():  # until tail shows a line, it may not be watching yet
+                f.write("ready\n")
+                f.flush()
+                time.sleep(0.05)
+            for _ in range(n):
+                f.write(f"{time.time_ns()}\n")
+                f.flush()
+                time.sleep(0.05)
+    writer = threading.Thread(target=write)
+    writer.start()
+    lat = []
+    for raw in p.stdout:
+        now = time.time_ns()
+        line = raw.strip()
+        if line == b"ready":
+            ready.set()
+            continue
+        lat.append((now - int(line)) / 1e6)
+        if len(lat) == n:
+            break
+    p.kill()
+    p.wait()
+    writer.join()
+    lat.sort()
+    return lat[int(len(lat) * 0.95) - 1], statistics.median(lat)
 
 
 def bench_follow(ssh_machine):
@@ -1071,6 +1116,13 @@ def bench_net(rtt_ms):
         a, b = interleaved(lambda: first_line_seconds(ours_follow), lambda: first_line_seconds(base_follow), 15)
         record(f"exec logs --follow, first line / ssh host tail -f ({col})",
                f"{a*1e3:.1f}{rt(a)} / {b*1e3:.1f}{rt(b)} ms = {a/b:.2f}", "<= 1.05", a / b <= 1.05)
+        ours_p95, ours_median, _ = follow_latency_stats("lab0")
+        base_p95, base_median = tail_f_latency(ssh, os.path.join(lab, "tail-latency.log"))
+        record(f"a followed line written -> received, p95 (median) / ssh host tail -f ({col})",
+               f"{ours_p95:.1f} ({ours_median:.1f}) / {base_p95:.1f} ({base_median:.1f}) ms",
+               "<= tail -f's + 10 ms", ours_p95 <= base_p95 + 10)
+        if os.environ.get("BENCH_NET_CALLS_ONLY"):
+            return
 
         # The fleet: machine ls of 20 and of 50 machines, warm (every master up), against the same
         # number of `ssh host true` run in parallel over warm masters of their own.

@@ -64,9 +64,17 @@ fn memchr_newline(bytes: &[u8]) -> Option<usize> {
 
 /// Writes `value` as one JSON line and flushes, so the peer sees it at once.
 pub fn write_line(writer: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
-    serde_json::to_writer(&mut *writer, value)?;
-    writer.write_all(b"\n")?;
+    // One write for the whole line: an unbuffered pipe to ssh would otherwise get each JSON
+    // token as a write of its own, and small writes cost round trips over TCP (Nagle).
+    writer.write_all(&line_bytes(value)?)?;
     writer.flush()
+}
+
+/// `value` as one JSON line, newline included.
+pub fn line_bytes(value: &impl Serialize) -> io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(value)?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 #[cfg(test)]

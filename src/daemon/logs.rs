@@ -29,8 +29,12 @@ pub const DEFAULT_TAIL_BYTES: u64 = 2000;
 pub const DEFAULT_PAGE_BYTES: u64 = 4 * 1024 * 1024;
 /// Read block, and the longest piece of a line sent as one `log` line.
 const BLOCK: usize = 64 * 1024;
-/// How often `follow` looks for new output.
+/// How often `follow` looks for new output when nothing wakes it: the poll under inotify (a
+/// partial line that stopped growing is sent after one), and the whole of it without.
 const FOLLOW_TICK: Duration = Duration::from_millis(50);
+/// Milliseconds to use instead of [`FOLLOW_TICK`] (tests: a poll too slow to hide a missed
+/// wake-up).
+pub const FOLLOW_TICK_ENV: &str = "CODEXD_FOLLOW_POLL_MS";
 
 /// One log being read from `pos`.
 struct Cursor {
@@ -113,6 +117,13 @@ fn follow(
     cursors: &mut [Cursor],
 ) -> Result<()> {
     let mut heartbeat = super::Heartbeats::new();
+    let tick = std::env::var(FOLLOW_TICK_ENV)
+        .ok()
+        .and_then(|ms| ms.trim().parse().ok())
+        .map_or(FOLLOW_TICK, Duration::from_millis);
+    let mut dirs = vec![store.existing_job_dir(&req.exec_id)?];
+    dirs.extend(cursors.iter().filter_map(|c| c.path.parent().map(Path::to_path_buf)));
+    let mut wake = FileWake::watching(&dirs);
     loop {
         // Read the status before the logs: once it says finished, one more pass sends all.
         let finished = store.status(&req.exec_id)?.status == RunStatus::Finished;
@@ -130,7 +141,46 @@ fn follow(
             return Err(Error::internal("follow", "the client went away"));
         }
         heartbeat.due(sink)?;
-        std::thread::sleep(FOLLOW_TICK);
+        wake.wait(tick);
+    }
+}
+
+/// Wakes a follow as soon as a file in the job's directories changes (inotify: a log grew,
+/// the status was replaced), so a line goes out as it lands; the poll stays as the fallback
+/// where inotify is missing or full (`None`: sleep the tick).
+struct FileWake {
+    inotify: Option<rustix::fd::OwnedFd>,
+}
+
+impl FileWake {
+    fn watching(dirs: &[PathBuf]) -> FileWake {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let watch = || -> rustix::io::Result<rustix::fd::OwnedFd> {
+            let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+            let events = WatchFlags::MODIFY | WatchFlags::MOVED_TO | WatchFlags::CREATE;
+            for dir in dirs {
+                inotify::add_watch(&fd, dir.as_path(), events)?;
+            }
+            Ok(fd)
+        };
+        FileWake { inotify: watch().ok() }
+    }
+
+    /// Returns after a change or `tick`, whichever comes first, with the events drained.
+    fn wait(&mut self, tick: Duration) {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let Some(fd) = &self.inotify else {
+            std::thread::sleep(tick);
+            return;
+        };
+        let timeout = Timespec::try_from(tick).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        if rustix::event::poll(&mut fds, Some(&timeout)).is_err() {
+            std::thread::sleep(tick);
+        }
+        let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
+        let mut events = rustix::fs::inotify::Reader::new(fd, &mut buf);
+        while events.next().is_ok() {}
     }
 }
 

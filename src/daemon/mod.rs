@@ -29,9 +29,9 @@ use crate::jobs::{slurm, sys, wait, worker};
 use crate::protocol::exec_id::is_go_era_id;
 use crate::protocol::{
     CancelRequest, Checkout, CommandSpec, ExecId, ExecStartRequest, GpuReport, HelloResponse,
-    JobRef, JobState, JobStatus, ListRequest, ListResponse, PruneRequest, PrunedResponse,
-    RemovedResponse, Request, ResolveRequest, Resources, Response, RunStatus, Scheduler,
-    StatusResponse, WaitRequest,
+    JobRef, JobState, JobStatus, ListRequest, ListResponse, LogView, LogsEnd, LogsRequest,
+    PruneRequest, PrunedResponse, RemovedResponse, Request, ResolveRequest, Resources, Response,
+    RunRequest, RunStatus, Scheduler, StatusResponse, StreamOffsets, StreamSel, WaitRequest,
 };
 pub use config::DaemonConfig;
 
@@ -131,6 +131,19 @@ impl Daemon {
 
     /// Answers one request; intermediate lines go to `sink`, the final answer is returned.
     pub fn handle(&self, request: &Request, sink: &mut dyn Sink) -> Result<Response> {
+        // A prefix or `last` (capability `id_refs`) is resolved before the store is read.
+        let resolved;
+        let request = match request.exec_id() {
+            Some(given) if given.len() != 36 && !matches!(request, Request::ExecResolve(_)) => {
+                let mut whole = request.clone();
+                if let Some(id) = whole.job_mut() {
+                    *id = self.resolve(given)?;
+                }
+                resolved = whole;
+                &resolved
+            }
+            _ => request,
+        };
         match request {
             Request::Hello(h) => {
                 let gpus = h.gpus.then(|| self.gpus().ok()).flatten();
@@ -168,6 +181,7 @@ impl Daemon {
             Request::SyncApply(req) => sync::sync_apply(req, sink).map(Response::SyncApplied),
             Request::SyncSend(req) => sync::sync_send(req, sink).map(Response::SyncSent),
             Request::Gpus(_) => self.gpus().map(Response::Gpus),
+            Request::ExecRun(req) => self.exec_run(req, sink).map(Response::LogsEnd),
         }
     }
 
@@ -429,6 +443,27 @@ impl Daemon {
         }
         jobs.truncate(limit);
         Ok(ListResponse { jobs })
+    }
+
+    /// `exec_run`: the start, a `started` line, then the follow of both streams to the end.
+    fn exec_run(&self, req: &RunRequest, sink: &mut dyn Sink) -> Result<LogsEnd> {
+        let started = self.exec_start(&req.start)?;
+        let exec_id = ExecId::parse(&started.job.exec_id)?;
+        sink.send(Response::Started(started)).map_err(|e| Error::io("sending", e))?;
+        let follow = LogsRequest {
+            exec_id,
+            stream: StreamSel::Both,
+            since: Some(StreamOffsets::default().or_start(StreamSel::Both)),
+            tail: None,
+            tail_lines: None,
+            follow: true,
+            raw: req.raw,
+            max_bytes: None,
+            since_time: None,
+            until_time: None,
+            view: LogView::Raw,
+        };
+        logs::exec_logs(&self.store, &follow, sink)
     }
 
     /// The whole id for `given`: an id, a unique prefix of one, or `last` (the newest job).

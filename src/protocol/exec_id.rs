@@ -50,6 +50,29 @@ impl ExecId {
         }
     }
 
+    /// Checks `text` as a request may give it (capability `id_refs`): a whole id, `last`, or
+    /// a prefix of one (hex digits and `-`, shorter than an id), for codexd to resolve before
+    /// it reads the store ([`ExecId::is_whole`]). A reference cannot name a path: no `/`, no
+    /// `.`.
+    pub fn parse_ref(text: &str) -> Result<ExecId, Error> {
+        let prefix = !text.is_empty()
+            && text.len() < 36
+            && !is_go_era_id(text)
+            && text.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        if text == "last" || prefix { Ok(ExecId(text.to_string())) } else { ExecId::parse(text) }
+    }
+
+    /// Whether this is a whole id, not a reference still to be resolved ([`ExecId::parse_ref`]).
+    pub fn is_whole(&self) -> bool {
+        self.0.len() == 36
+    }
+
+    /// serde's `deserialize_with` for the `exec_id` of requests: [`ExecId::parse_ref`].
+    pub fn deserialize_ref<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ExecId, D::Error> {
+        let text = String::deserialize(d)?;
+        ExecId::parse_ref(&text).map_err(serde::de::Error::custom)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -97,6 +97,8 @@ impl StreamOffsets {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogsRequest {
+    /// A whole id, or (capability `id_refs`) a unique prefix or `last`.
+    #[serde(deserialize_with = "ExecId::deserialize_ref")]
     pub exec_id: ExecId,
     #[serde(default)]
     pub stream: StreamSel,

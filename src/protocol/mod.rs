@@ -177,6 +177,12 @@ pub mod capability {
     /// `exec_logs` with `view: "terminal"` (`\r` applied, ANSI escapes dropped, repeats
     /// collapsed); statuses with `last_stdout`, `last_stderr` and `traceback`.
     pub const LOGS_VIEW: &str = "logs_view";
+    /// `exec_run`: the start and the follow of `exec run` in one request (a `started` line,
+    /// the job's output, then `logs_end` once it has ended).
+    pub const EXEC_RUN: &str = "exec_run";
+    /// The `exec_id` of `exec_status`, `exec_logs`, `exec_cancel`, `exec_wait` and `exec_rm`
+    /// may be a unique prefix or `last`, resolved by codexd in the same request.
+    pub const ID_REFS: &str = "id_refs";
 }
 
 /// How often a long answer says it is alive when it has nothing else to send.
@@ -203,6 +209,8 @@ pub const CAPABILITIES: &[&str] = &[
     capability::SIGNED_REQUESTS,
     capability::HEARTBEAT,
     capability::LOGS_VIEW,
+    capability::EXEC_RUN,
+    capability::ID_REFS,
 ];
 
 /// The tags serde knows for an enum, read from the "unknown variant" error it gives for `probe`

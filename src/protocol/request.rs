@@ -37,6 +37,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "sync_apply",
     "sync_send",
     "gpus",
+    "exec_run",
 ];
 
 /// A request, tagged by `type`.
@@ -64,6 +65,8 @@ pub enum Request {
     SyncSend(SyncSendRequest),
     /// What the machine's GPUs are doing ([`gpus`]).
     Gpus(GpusRequest),
+    /// `exec_start`, then the job's output to its end, in one request ([`RunRequest`]).
+    ExecRun(RunRequest),
 }
 
 impl Request {
@@ -88,6 +91,7 @@ impl Request {
             Request::Doctor(_) => Some(capability::DOCTOR),
             Request::ExecResolve(_) => Some(capability::RESOLVE),
             Request::Gpus(_) => Some(capability::GPUS),
+            Request::ExecRun(_) => Some(capability::EXEC_RUN),
             Request::FileWrite(_)
             | Request::FileRead(_)
             | Request::FileStat(_)
@@ -119,6 +123,17 @@ impl Request {
             Request::SyncDiff(r) => Some(&r.root),
             Request::SyncApply(r) => Some(&r.root),
             Request::SyncSend(r) => Some(&r.root),
+            _ => None,
+        }
+    }
+
+    /// The typed job id of a request about one job (a reference until codexd resolves it).
+    pub fn job_mut(&mut self) -> Option<&mut ExecId> {
+        match self {
+            Request::ExecStatus(r) | Request::ExecRm(r) => Some(&mut r.exec_id),
+            Request::ExecLogs(r) => Some(&mut r.exec_id),
+            Request::ExecCancel(r) => Some(&mut r.exec_id),
+            Request::ExecWait(r) => Some(&mut r.exec_id),
             _ => None,
         }
     }
@@ -171,7 +186,8 @@ impl RequestLine {
         }
         // A job id that is not one is `invalid_id` (with the Go-era hint), not `bad_request`.
         if ID_TYPED_REQUESTS.contains(&kind.as_str())
-            && let Some(Err(err)) = obj.get("exec_id").and_then(|v| v.as_str()).map(ExecId::parse)
+            && let Some(Err(err)) =
+                obj.get("exec_id").and_then(|v| v.as_str()).map(ExecId::parse_ref)
         {
             return Err(Box::new((id, err)));
         }
@@ -216,6 +232,18 @@ impl HelloRequest {
 pub enum CommandSpec {
     Shell(String),
     Argv(Vec<String>),
+}
+
+/// `exec_run`: a start, then a follow of both streams from their first byte. The answer is a
+/// `started` line (the start's status), the job's `log` (or, with `raw`, `chunk`) lines as
+/// they are written, then `logs_end` once the job has ended and all its output was sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRequest {
+    #[serde(flatten)]
+    pub start: ExecStartRequest,
+    /// The bytes as `chunk` lines instead of `log` lines.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -286,6 +314,8 @@ impl ExecStartRequest {
 /// The job a request is about, or (as `resolved`) the whole id a `exec_resolve` found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRef {
+    /// A whole id, or (capability `id_refs`) a unique prefix or `last`.
+    #[serde(deserialize_with = "ExecId::deserialize_ref")]
     pub exec_id: ExecId,
 }
 
@@ -297,6 +327,8 @@ pub struct ResolveRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CancelRequest {
+    /// A whole id, or (capability `id_refs`) a unique prefix or `last`.
+    #[serde(deserialize_with = "ExecId::deserialize_ref")]
     pub exec_id: ExecId,
     /// Time between TERM and KILL, in milliseconds (default 5000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,6 +337,8 @@ pub struct CancelRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WaitRequest {
+    /// A whole id, or (capability `id_refs`) a unique prefix or `last`.
+    #[serde(deserialize_with = "ExecId::deserialize_ref")]
     pub exec_id: ExecId,
     /// Give up after this many milliseconds (no limit when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]

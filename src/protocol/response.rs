@@ -186,6 +186,8 @@ pub enum Response {
     /// Proof of life in a long answer, never final ([`capability::HEARTBEAT`]). A client that
     /// does not know the type skips the line, as any line it cannot read.
     Heartbeat(Heartbeat),
+    /// `exec_run`'s first line: the started job's status, never final.
+    Started(StatusResponse),
 }
 
 /// `{"type":"heartbeat"}`: nothing but the fact that codexd is still there.
@@ -216,13 +218,17 @@ impl Response {
             Response::SyncSent(_) => "sync_sent",
             Response::Gpus(_) => "gpus",
             Response::Heartbeat(_) => "heartbeat",
+            Response::Started(_) => "started",
         }
     }
 
-    /// Whether this line ends the answer to its request (all but `log`, `chunk` and
-    /// `heartbeat`).
+    /// Whether this line ends the answer to its request (all but `log`, `chunk`, `heartbeat`
+    /// and `started`).
     pub fn is_final(&self) -> bool {
-        !matches!(self, Response::Log(_) | Response::Chunk(_) | Response::Heartbeat(_))
+        !matches!(
+            self,
+            Response::Log(_) | Response::Chunk(_) | Response::Heartbeat(_) | Response::Started(_)
+        )
     }
 }
 

@@ -5,17 +5,37 @@ use super::transport::Machine;
 use crate::error::Result;
 use crate::protocol::{
     ExecStartRequest, HelloRequest, HelloResponse, ListRequest, ListResponse, LogsEnd, LogsRequest,
-    Request, Response, StatusResponse,
+    Request, Response, RunRequest, StatusResponse,
 };
 
 /// `exec_start`. A start without an idempotency key gets one, so a retry of this call (by the
 /// transport after a dropped connection) never runs the job twice; a start answered in this
 /// process has no transport to retry, and no key to record.
-pub fn start(m: &Machine, mut req: ExecStartRequest) -> Result<StatusResponse> {
+pub fn start(m: &Machine, req: ExecStartRequest) -> Result<StatusResponse> {
+    status(m, Request::ExecStart(with_key(m, req)))
+}
+
+fn with_key(m: &Machine, mut req: ExecStartRequest) -> ExecStartRequest {
     if req.idempotency_key.is_none() && !m.answers_in_process() {
         req.idempotency_key = Some(format!("auto-{}", uuid::Uuid::now_v7().simple()));
     }
-    status(m, Request::ExecStart(req))
+    req
+}
+
+/// `exec_run` (capability `exec_run`): the start and the follow in one call. The `started`
+/// line and the `log`/`chunk` lines go to `on_line`; returns the `logs_end`. A key makes a
+/// retried call start nothing twice, as [`start`].
+pub fn run(
+    m: &Machine,
+    req: ExecStartRequest,
+    raw: bool,
+    on_line: &mut dyn FnMut(Response) -> Result<()>,
+) -> Result<LogsEnd> {
+    let req = RunRequest { start: with_key(m, req), raw };
+    match m.call(&Request::ExecRun(req), on_line)? {
+        Response::LogsEnd(end) => Ok(end),
+        other => Err(unexpected(&other)),
+    }
 }
 
 /// A request answered by a status object (`exec_start`, `_status`, `_wait`, `_cancel`).

@@ -37,14 +37,16 @@ pub enum PipeKind {
 /// unsent (another protocol, a missing capability).
 pub type HelloCheck<'a> = &'a mut dyn FnMut(&HelloResponse) -> Result<()>;
 
-/// One call through `conn`. With `hello`, a `hello` request goes first on the same session
-/// and its answer is checked before the request is written. When `deadline` runs out the child
-/// is killed and reaped, and the call is a `timeout`.
+/// One call through `conn`. With `hello`, a `hello` request goes first on the same session and
+/// its answer is checked; a request that changes nothing (`pipelined`) goes in the same write,
+/// else it is written once the check passed. Everything written before an answer is awaited
+/// goes in one write: each small write costs a round trip over TCP with Nagle. When `deadline`
+/// runs out the child is killed and reaped, and the call is a `timeout`.
 pub fn call_once(
     mut conn: Connection,
     kind: &PipeKind,
     deadline: Deadline,
-    hello: Option<HelloCheck>,
+    hello: Option<(HelloCheck, bool)>,
     request: &Request,
     on_line: &mut dyn FnMut(Response) -> Result<()>,
 ) -> Result<Response, CallError> {
@@ -52,17 +54,35 @@ pub fn call_once(
     CURRENT_CHILD.store(child.id(), Ordering::SeqCst);
 
     let call_id = new_call_id();
-    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let mut stdin = child.stdin.take();
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut reader = BufReader::new(TimedReader::new(stdout, deadline));
-    let read = match hello {
-        Some(check) => say_hello(&mut stdin, &mut reader, &call_id, check),
-        None => None,
+    let request_line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
+    let request_bytes = wire::line_bytes(&request_line)
+        .map_err(|e| CallError::Final(Error::internal("encoding a request", e)))?;
+    let (check, pipelined) = match hello {
+        Some((check, pipelined)) => (Some(check), pipelined),
+        None => (None, true),
     };
-    if read.is_none() {
-        let line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
-        // A write error means the process died early; its exit status tells why, below.
-        let _ = wire::write_line(&mut stdin, &line);
+    let hello_id = check.as_ref().map(|_| hello_id(&call_id));
+    let mut first = hello_id.as_ref().map(hello_bytes).unwrap_or_default();
+    if pipelined {
+        first.extend_from_slice(&request_bytes);
+    }
+    // A write error means the process died early; its exit status tells why, below.
+    let _ = stdin.as_mut().expect("stdin is piped").write_all(&first);
+    if pipelined {
+        // codexd answers what it read, then exits at the end of its input.
+        stdin = None;
+    }
+    let read = match (check, &hello_id) {
+        (Some(check), Some(id)) => read_hello(&mut reader, id, check),
+        _ => None,
+    };
+    if read.is_none()
+        && let Some(stdin) = stdin.as_mut()
+    {
+        let _ = stdin.write_all(&request_bytes);
     }
     drop(stdin);
     let read = read.unwrap_or_else(|| read_answer(&mut reader, &call_id, on_line));
@@ -72,19 +92,22 @@ pub fn call_once(
         CURRENT_CHILD.store(0, Ordering::SeqCst);
         return Err(CallError::Final(deadline.expired(silent(kind))));
     }
-    if let AnswerRead::Refused(e) = read {
-        let _ = child.kill();
-        let _ = child.wait();
-        CURRENT_CHILD.store(0, Ordering::SeqCst);
-        return Err(CallError::Final(e));
-    }
+    let answered_any = match read {
+        AnswerRead::Final(answer) => {
+            let _ = child.wait();
+            CURRENT_CHILD.store(0, Ordering::SeqCst);
+            return Ok(*answer);
+        }
+        AnswerRead::Refused(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            CURRENT_CHILD.store(0, Ordering::SeqCst);
+            return Err(CallError::Final(e));
+        }
+        AnswerRead::Ended { answered_any } => answered_any,
+    };
     let status = child.wait();
     CURRENT_CHILD.store(0, Ordering::SeqCst);
-    let answered_any = match read {
-        AnswerRead::Final(answer) => return Ok(*answer),
-        AnswerRead::Ended { answered_any } => answered_any,
-        AnswerRead::Refused(_) => unreachable!("handled above"),
-    };
     let stderr = read_temp(&mut { stderr_file });
     let code = status.ok().and_then(|s| s.code());
     let (err, retryable) = classify_failure(code, &stderr, *kind == PipeKind::Ssh);
@@ -116,19 +139,27 @@ pub fn spawn(conn: &mut Connection, kind: &PipeKind) -> Result<(Child, std::fs::
     Ok((spawned.map_err(|e| spawn_error(kind, e))?, stderr))
 }
 
-/// Sends `hello` and checks its answer. `None`: go on with the request. `Some`: the call ends
-/// here, with codexd's own answer (an error line), the check's refusal, or nothing (the
-/// session ended; stderr tells why).
-fn say_hello(
-    stdin: &mut impl std::io::Write,
+/// The id of the `hello` that goes before the request of call `call_id`.
+fn hello_id(call_id: &serde_json::Value) -> serde_json::Value {
+    serde_json::Value::String(format!("{}-hello", call_id.as_str().unwrap_or("")))
+}
+
+/// The `hello` line of this client, with `id`.
+fn hello_bytes(id: &serde_json::Value) -> Vec<u8> {
+    let hello = Request::Hello(HelloRequest::from_this_client());
+    let line = RequestLine { id: Some(id.clone()), request: hello };
+    wire::line_bytes(&line).unwrap_or_default()
+}
+
+/// Reads and checks the answer to the `hello` with `id`. `None`: go on with the request.
+/// `Some`: the call ends here, with codexd's own answer (an error line), the check's refusal,
+/// or nothing (the session ended; stderr tells why).
+fn read_hello(
     reader: &mut impl std::io::BufRead,
-    call_id: &serde_json::Value,
+    id: &serde_json::Value,
     check: HelloCheck,
 ) -> Option<AnswerRead> {
-    let id = serde_json::Value::String(format!("{}-hello", call_id.as_str().unwrap_or("")));
-    let hello = Request::Hello(HelloRequest::from_this_client());
-    let _ = wire::write_line(stdin, &RequestLine { id: Some(id.clone()), request: hello });
-    match read_answer(reader, &id, &mut |_| Ok(())) {
+    match read_answer(reader, id, &mut |_| Ok(())) {
         AnswerRead::Final(answer) => match *answer {
             Response::Hello(h) => check(&h).err().map(AnswerRead::Refused),
             other => Some(AnswerRead::Final(Box::new(other))),
@@ -192,8 +223,12 @@ impl Session {
         };
         if let Some(check) = hello {
             let stdin = session.stdin.as_mut().expect("open");
-            let call_id = new_call_id();
-            match say_hello(stdin, &mut session.stdout, &call_id, check) {
+            let id = hello_id(&new_call_id());
+            let sent = stdin.write_all(&hello_bytes(&id)).and_then(|()| stdin.flush());
+            if sent.is_err() {
+                return Err(session.failure());
+            }
+            match read_hello(&mut session.stdout, &id, check) {
                 None => {}
                 Some(AnswerRead::Final(answer)) => return Err(session.refused(*answer)),
                 Some(AnswerRead::Refused(e)) => {

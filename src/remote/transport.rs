@@ -234,6 +234,15 @@ impl Machine {
         }
     }
 
+    /// Whether this machine's codexd is known to report `capability`: answered in this process,
+    /// or said so by a fresh cached `hello`. `false` also when not known yet (the caller then
+    /// takes the way every codexd understands).
+    pub fn supports(&self, capability: &str) -> bool {
+        self.answers_in_process()
+            || compat::cached(&self.name, &self.key)
+                .is_some_and(|seen| seen.capabilities.iter().any(|c| c == capability))
+    }
+
     /// Whether requests without bytes are answered in this process ([`super::in_process`]).
     pub fn answers_in_process(&self) -> bool {
         cfg!(target_os = "linux") && matches!(self.route, Route::Local { in_process: true, .. })
@@ -301,7 +310,7 @@ impl Machine {
         capabilities: Option<&[String]>,
     ) -> Deadline {
         match request {
-            None | Some(Request::ExecWait(_)) => {}
+            None | Some(Request::ExecWait(_) | Request::ExecRun(_)) => {}
             Some(Request::ExecLogs(r)) if r.follow => {}
             Some(Request::ExecCancel(_)) => return Deadline::long(self.call_timeout, false),
             Some(_) => return Deadline::quick(self.call_timeout),
@@ -357,8 +366,29 @@ impl Machine {
             compat::check_hello(&self.name, &self.key, hello)?;
             compat::require(&self.name, &hello.capabilities, needs)
         };
-        pipe::call_once(conn, &kind, deadline, Some(&mut check), request, on_line)
+        // A request that changes nothing goes with the hello (one write, no round trip waited):
+        // a refused hello only discards its answer.
+        let hello = Some((&mut check as pipe::HelloCheck, changes_nothing(request)));
+        pipe::call_once(conn, &kind, deadline, hello, request, on_line)
     }
+}
+
+/// Whether answering `request` leaves the machine as it was.
+fn changes_nothing(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Hello(_)
+            | Request::ExecStatus(_)
+            | Request::ExecLogs(_)
+            | Request::ExecWait(_)
+            | Request::ExecList(_)
+            | Request::ExecResolve(_)
+            | Request::Doctor(_)
+            | Request::Gpus(_)
+            | Request::FileRead(_)
+            | Request::FileStat(_)
+            | Request::FileLs(_)
+    )
 }
 
 /// Long calls (a follow, a wait, a cancel's grace) may hold a session for hours, alive by
@@ -366,7 +396,7 @@ impl Machine {
 fn call_kind(request: &Request) -> CallKind {
     let long = match request {
         Request::ExecLogs(r) => r.follow,
-        Request::ExecWait(_) | Request::ExecCancel(_) => true,
+        Request::ExecWait(_) | Request::ExecCancel(_) | Request::ExecRun(_) => true,
         _ => false,
     };
     if long { CallKind::Long } else { CallKind::Short }

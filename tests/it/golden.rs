@@ -66,6 +66,9 @@ fn requests() -> Vec<String> {
         r#"{"type":"exec_start","cmd":"python train.py","resources":{"gpus":2,"gpu_ids":[0,3]}}"#.into(),
         r#"{"type":"exec_resolve","exec_id":"019a2b3c"}"#.into(),
         r#"{"type":"doctor","checks":["shared_store","gpus"]}"#.into(),
+        r#"{"type":"exec_run","cmd":"echo hi","cwd":"proj","idempotency_key":"k1","raw":true}"#.into(),
+        r#"{"type":"exec_status","exec_id":"last"}"#.into(),
+        r#"{"type":"exec_logs","exec_id":"01a20e39","stream":"stdout","follow":true}"#.into(),
     ]
 }
 
@@ -111,6 +114,7 @@ fn responses() -> Vec<String> {
         r#"{"type":"doctor","ok":true,"checks":[{"name":"git","ok":true,"required":false,"detail":"..."}]}"#.into(),
         format!(r#"{{"type":"gpus","gpus":[{GPU}],"free_memory_mib":1024,"free_util_percent":10,"queued":0}}"#),
         r#"{"type":"heartbeat"}"#.into(),
+        format!(r#"{{"id":"a","type":"started",{STATUS}}}"#),
     ]
 }
 

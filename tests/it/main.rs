@@ -28,6 +28,7 @@ mod multi_user;
 mod original_api;
 mod projects;
 mod release;
+mod round_trips;
 mod rpc_session;
 mod serve;
 mod serve_load;

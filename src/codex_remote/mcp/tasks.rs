@@ -52,7 +52,7 @@ pub async fn create(server: &McpServer, request: CallToolRequestParams) -> CallT
         };
         let m = super::machine(config.as_deref(), machine_name.as_deref())?;
         let answer = match (start, wait) {
-            (Some(req), _) => super::start_job(&m, req)?,
+            (Some(req), _) => super::tools::start_job(&m, req)?,
             (None, Some(id)) => {
                 let exec_id = again(|| resolve_id(&m, &id))?;
                 again(|| {

@@ -25,6 +25,7 @@ mod inputs;
 mod logs;
 mod machines;
 mod outputs;
+mod resources;
 mod schema;
 mod stdio;
 mod tasks;
@@ -39,10 +40,12 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
-    GetTaskParams, GetTaskResult, Implementation, ProtocolVersion, ServerCapabilities,
-    ServerConfig,
+    GetTaskParams, GetTaskResult, Implementation, ListResourceTemplatesResult, ListResourcesResult,
+    PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool_handler};
 use serde_json::{Value, json};
 
@@ -95,6 +98,8 @@ pub fn run(config: Option<PathBuf>, _args: McpArgs) -> u8 {
 pub struct McpServer {
     config: Option<PathBuf>,
     tool_router: ToolRouter<Self>,
+    /// The resource subscriptions and their watchers, one per machine.
+    watchers: resources::Watchers,
 }
 
 /// What a tool returns: structured JSON and a one-line summary, or an error with its code.
@@ -102,7 +107,8 @@ type ToolResult = std::result::Result<CallToolResult, ErrorData>;
 
 impl McpServer {
     pub fn new(config: Option<PathBuf>) -> Self {
-        McpServer { config, tool_router: Self::tool_router() + Self::files_tool_router() }
+        let tool_router = Self::tool_router() + Self::files_tool_router();
+        McpServer { config, tool_router, watchers: resources::Watchers::default() }
     }
 }
 
@@ -160,8 +166,87 @@ impl ServerHandler for McpServer {
         tasks::cancel(self, request.task_id).await
     }
 
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(resources::list(self.config.clone())?))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(resources::templates()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ReadResourceResponse, ErrorData> {
+        resources::read(self.config.clone(), request.uri).await.map(Into::into)
+    }
+
+    /// `subscriptions/listen` (2026-07-28): the URIs of this server's resources are accepted.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let uris =
+            requested.resource_subscriptions.iter().flatten().filter(|u| resources::is_ours(u));
+        Some(SubscriptionFilter::builder().resource_subscriptions(uris.cloned()).build())
+    }
+
+    /// One `subscriptions/listen` stream: its resources are watched until it is cancelled.
+    async fn listen(&self, context: SubscriptionContext) -> std::result::Result<(), ErrorData> {
+        let uris = context.accepted().resource_subscriptions.clone().unwrap_or_default();
+        let mut ids = Vec::new();
+        for uri in uris {
+            let to = resources::Notify::Listen(context.sink().clone());
+            match self.watchers.add(self.config.clone(), uri, to).await {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    self.watchers.remove(&ids);
+                    return Err(e);
+                }
+            }
+        }
+        context.cancelled().await;
+        self.watchers.remove(&ids);
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> std::result::Result<(), ErrorData> {
+        let to = resources::Notify::Session(context.peer.clone());
+        self.watchers.add(self.config.clone(), request.uri, to).await.map(|_| ())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<(), ErrorData> {
+        self.watchers.unsubscribe(&request.uri);
+        Ok(())
+    }
+
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tasks().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tasks()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .build();
+        ServerConfig::new(capabilities)
             .with_protocol_version(MCP_REVISION)
             .with_server_info(Implementation::new("codex-remote", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)

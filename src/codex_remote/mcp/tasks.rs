@@ -185,7 +185,7 @@ fn task(machine: &str, answer: &StatusResponse, last_line: Option<String>) -> Ta
 }
 
 /// The last `lines` lines of the job's output (both streams).
-fn tail(m: &Machine, answer: &StatusResponse, lines: u64) -> Result<String> {
+pub(super) fn tail(m: &Machine, answer: &StatusResponse, lines: u64) -> Result<String> {
     let exec_id = crate::protocol::ExecId::parse(&answer.job.exec_id)?;
     let req = LogsRequest {
         exec_id,

@@ -15,6 +15,7 @@ use super::inputs::{
 };
 use super::logs::{logs_page, logs_text};
 use super::machines::machines;
+use super::resources;
 use super::{
     McpServer, Outcome, PROGRESS_EVERY, ToolFailure, ToolResult, again, on_blocking_pool, outputs,
     status_line,
@@ -69,10 +70,11 @@ impl McpServer {
             let verb = if answer.replayed == Some(true) { "already started" } else { "started" };
             let key = answer.job.idempotency_key.as_deref().unwrap_or("");
             let line = format!(
-                "{verb} job {} on {} ({}; idempotency_key {key})",
+                "{verb} job {} on {} ({}; idempotency_key {key}; resource {})",
                 answer.job.exec_id,
                 m.name,
-                answer.job.state.as_str()
+                answer.job.state.as_str(),
+                resources::job_uri(&m.name, &answer.job.exec_id)
             );
             Ok((OnMachine::new(&answer, &m.name).to_value(), line))
         })

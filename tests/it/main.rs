@@ -24,6 +24,7 @@ mod local_exec;
 mod machine;
 mod mcp;
 mod mcp_current;
+mod mcp_resources;
 mod multi_user;
 mod original_api;
 mod projects;

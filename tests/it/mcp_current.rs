@@ -284,7 +284,9 @@ fn tasks(env: &TestEnv, machine: &str) {
 }
 
 /// The official Python MCP SDK 2.x (a 2026-07-28 client: discover, then per-request `_meta`)
-/// against the server: every exec and file tool, the schema walk. Its venv is made by
+/// against the server: every exec and file tool, the schema walk, a task run to its end, one
+/// polled after the server was stopped and started again, one cancelled (the job ends
+/// `cancelled`), and the job-end notification through the SDK's `Client.listen()`. Its venv is made by
 /// scripts/mcp-python-client.sh (CI installs it in .ci/run); without it the test is skipped
 /// outside CI and fails under `CI=true`.
 #[test]
@@ -311,4 +313,8 @@ fn the_python_sdk_speaks_2026_07_28_with_the_server() {
     let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!((&seen["protocol_version"], &seen["ok"]), (&json!(REVISION), &json!(true)));
     assert!(seen["tools"].as_array().unwrap().contains(&json!("exec_run")), "{seen}");
+    assert_eq!(seen["task_run_to_end"], true, "{seen}");
+    assert_eq!(seen["task_after_restart"], "working", "{seen}");
+    assert_eq!(seen["cancelled_state"], "cancelled", "{seen}");
+    assert!(seen["notified_after_s"].as_f64().is_some_and(|s| s < 30.0), "{seen}");
 }

@@ -52,7 +52,7 @@ pub async fn create(server: &McpServer, request: CallToolRequestParams) -> CallT
         };
         let m = super::machine(config.as_deref(), machine_name.as_deref())?;
         let answer = match (start, wait) {
-            (Some(req), _) => super::start_job(&m, req)?,
+            (Some(req), _) => super::tools::start_job(&m, req)?,
             (None, Some(id)) => {
                 let exec_id = again(|| resolve_id(&m, &id))?;
                 again(|| {
@@ -185,7 +185,7 @@ fn task(machine: &str, answer: &StatusResponse, last_line: Option<String>) -> Ta
 }
 
 /// The last `lines` lines of the job's output (both streams).
-fn tail(m: &Machine, answer: &StatusResponse, lines: u64) -> Result<String> {
+pub(super) fn tail(m: &Machine, answer: &StatusResponse, lines: u64) -> Result<String> {
     let exec_id = crate::protocol::ExecId::parse(&answer.job.exec_id)?;
     let req = LogsRequest {
         exec_id,

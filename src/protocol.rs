@@ -768,7 +768,7 @@ impl std::str::FromStr for JobState {
 /// The fields up to `error` are always present (null when unknown), so scripts can rely on them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
-    pub exec_id: String,
+    pub exec_id: ExecId,
     pub status: RunStatus,
     pub state: JobState,
     /// The command as given (a string, or the argv joined for display).
@@ -836,6 +836,12 @@ pub struct JobStatus {
     /// indexes, its `CUDA_VISIBLE_DEVICES`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_ids: Option<Vec<u32>>,
+    /// The state the job store holds, present only when `state` is a view derived for this
+    /// answer and differs from it: `queued` from Slurm's queue or the GPU queue (stored
+    /// `running`), or an end found by a reader (`lost`, Slurm's end) that could not be written.
+    /// Never in `status.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_state: Option<JobState>,
 }
 
 /// The git checkout a project job runs in: the project, the ref asked for, the commit it
@@ -980,7 +986,7 @@ pub struct LogChunk {
 /// The final answer of `exec_logs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogsEnd {
-    pub exec_id: String,
+    pub exec_id: ExecId,
     /// Where to continue (`since`) to get what comes next, per stream read.
     pub next_offset: StreamOffsets,
     /// The size of each stream read when the answer was made.
@@ -1020,6 +1026,15 @@ pub struct ErrorBody {
 impl From<Error> for ErrorBody {
     fn from(e: Error) -> Self {
         ErrorBody { code: e.code, message: e.message, hint: e.hint }
+    }
+}
+
+impl ErrorBody {
+    /// The error object every door prints: `{"type":"error","code":…,"message":…,"hint":…}`
+    /// (an HTTP error's body, the CLI's error line, the dashboard's, an MCP tool error's).
+    pub fn object(e: &Error) -> serde_json::Value {
+        let line = Response::Error(ErrorBody::from(e.clone()));
+        serde_json::to_value(line).unwrap_or_else(|_| serde_json::json!({"type": "error"}))
     }
 }
 

@@ -24,13 +24,13 @@ use std::time::Duration;
 use crate::error::{Error, ErrorCode, Result};
 use crate::jobs::gpu_queue::GpuFiles;
 use crate::jobs::outcome::Outcome;
-use crate::jobs::store::{self, CancelFile, JobStore, now_rfc3339};
+use crate::jobs::store::{self, CancelFile, Change, JobStore, Updated, now_rfc3339};
 use crate::jobs::{sys, wait};
 use crate::protocol::exec_id::is_go_era_id;
 use crate::protocol::{
-    CancelRequest, ExecId, GpuReport, HelloResponse, JobRef, JobState, JobStatus, ListRequest,
-    ListResponse, PruneRequest, PrunedResponse, RemovedResponse, Request, ResolveRequest, Response,
-    RunStatus, StatusResponse, WaitRequest,
+    CancelRequest, ExecId, GpuReport, HelloResponse, JobRef, JobStatus, ListRequest, ListResponse,
+    PruneRequest, PrunedResponse, RemovedResponse, Request, ResolveRequest, Response, RunStatus,
+    StatusResponse, WaitRequest,
 };
 pub use config::DaemonConfig;
 
@@ -209,21 +209,25 @@ impl Daemon {
             });
         if !worker_signalled {
             self.cancel_without_worker(id, grace, &mut notes)?;
-        } else if let Some(_lock) = self.store.lock_job_within(id, CANCEL_LOCK_WAIT)? {
-            let mut status = self.store.read_status_raw(id)?;
-            if status.state == JobState::Running && status.cancel_requested_at.is_none() {
-                status.cancel_requested_at = Some(now_rfc3339());
-                if let Err(e) = self.store.write_status(&status) {
-                    notes
-                        .push(format!("cancel_requested_at could not be recorded ({})", e.message));
-                }
-            }
         } else {
-            notes.push(
-                "the job's lock is held by its worker: the worker was signalled and \
-                        records the end"
-                    .to_string(),
-            );
+            let requested = self.store.update_within(id, CANCEL_LOCK_WAIT, |status| {
+                if status.cancel_requested_at.is_some() {
+                    return Ok(Change::Keep);
+                }
+                status.cancel_requested_at = Some(now_rfc3339());
+                Ok(Change::Write)
+            })?;
+            match requested {
+                Some(Updated::Unwritten(_, e)) => {
+                    notes.push(format!("cancel_requested_at could not be recorded ({})", e.message))
+                }
+                Some(_) => {}
+                None => notes.push(
+                    "the job's lock is held by its worker: the worker was signalled and \
+                     records the end"
+                        .to_string(),
+                ),
+            }
         }
         // The worker escalates to KILL after the grace; give it that and a margin.
         let timeout = grace + Duration::from_secs(15);
@@ -248,20 +252,24 @@ impl Daemon {
     ) -> Result<()> {
         let status = self.store.read_status_raw(id)?;
         self.store.tree(&status).terminate(grace, false);
-        let Some(_lock) = self.store.lock_job_within(id, CANCEL_LOCK_WAIT)? else {
-            notes.push(
-                "the job's lock is held: its processes were ended, its end is \
-                        recorded by whoever reads it next"
-                    .to_string(),
-            );
-            return Ok(());
-        };
-        let mut status = self.store.read_status_raw(id)?;
-        if status.state == JobState::Running && !self.store.tree(&status).alive() {
+        let ended = self.store.update_within(id, CANCEL_LOCK_WAIT, |status| {
+            if self.store.tree(status).alive() {
+                return Ok(Change::Keep);
+            }
             status.finish(Outcome::Cancelled(None), &now_rfc3339());
-            self.store.write_end(&status)?;
+            Ok(Change::Write)
+        })?;
+        match ended {
+            Some(updated) => updated.written().map(drop),
+            None => {
+                notes.push(
+                    "the job's lock is held: its processes were ended, its end is \
+                     recorded by whoever reads it next"
+                        .to_string(),
+                );
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn exec_wait(&self, req: &WaitRequest, sink: &mut dyn Sink) -> Result<StatusResponse> {

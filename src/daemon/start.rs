@@ -264,7 +264,7 @@ impl StartPlan {
     /// The job's first status and spec; a project job's cwd is inside its worktree.
     fn into_job(
         self,
-        id: &str,
+        id: &ExecId,
         dir: &Path,
         req: &ExecStartRequest,
         checkout: Option<Checkout>,
@@ -282,7 +282,7 @@ impl StartPlan {
             display = format!("script {path}");
         }
         let status = JobStatus {
-            exec_id: id.to_string(),
+            exec_id: id.clone(),
             status: JobState::Running.status(),
             state: JobState::Running,
             cmd: display,
@@ -315,6 +315,7 @@ impl StartPlan {
             // Until its worker has looked at the GPUs.
             queue_reason: self.gpus.as_ref().map(GpuAsk::waiting),
             gpu_ids: None,
+            stored_state: None,
         };
         let spec = JobSpec {
             argv,

@@ -115,7 +115,8 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Options that create a file readable by its owner only (0600 on Unix).
+/// Options that create a file readable by its owner only (0600 on Unix): the one way a private
+/// file is opened (logs, locks, the serve token, idempotency keys, the time index).
 pub fn private_file_options() -> OpenOptions {
     let options = OpenOptions::new();
     #[cfg(unix)]
@@ -125,6 +126,32 @@ pub fn private_file_options() -> OpenOptions {
         options
     };
     options
+}
+
+/// Creates `path` new with `bytes` and fsyncs it; `mode` on Unix (0600 for a private file). A
+/// name that exists is refused (`AlreadyExists`): two racing creators cannot both win. The name
+/// itself is durable once its directory is synced ([`sync_dir`]).
+pub fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Makes the names in `dir` durable (a rename into it, a new file): an fsync of the directory
+/// on Unix; Windows has no directory handle to sync.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// This user's uid (`None` on Windows).
@@ -154,9 +181,7 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes).map_err(fail)?;
     tmp.as_file().sync_all().map_err(fail)?;
     tmp.persist(path).map_err(|e| fail(e.error))?;
-    #[cfg(unix)]
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(fail)?;
-    Ok(())
+    sync_dir(dir).map_err(fail)
 }
 
 #[cfg(test)]

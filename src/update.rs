@@ -9,7 +9,7 @@
 //! one is deleted only once the new one, in place, answers `--version` again. A wrong checksum,
 //! an unreachable location or a new binary that does not run changes nothing and says why.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -209,14 +209,15 @@ impl Staged {
         let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("binary");
         let path = dir.join(format!(".{name}.new.{}", std::process::id()));
         let fail = |e| Error::io(format!("writing {}", path.display()), e);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o755);
-        let mut file = options.open(&path).map_err(fail)?;
-        let staged = Staged { path: path.clone() };
-        file.write_all(bytes).and_then(|()| file.sync_all()).map_err(fail)?;
-        Ok(staged)
+        match crate::platform::write_new_file(&path, bytes, 0o755) {
+            Ok(()) => Ok(Staged { path }),
+            // A name that was there is not ours to remove.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(fail(e)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(fail(e))
+            }
+        }
     }
 
     /// The new binary's version, from its own `--version --json`: proof that it runs here.

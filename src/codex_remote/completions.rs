@@ -71,7 +71,7 @@ pub fn jobs(current: &OsStr) -> Vec<CompletionCandidate> {
         .filter(|j| j.exec_id.starts_with(&*prefix))
         .map(|j| {
             let help = format!("{} {}", j.state.as_str(), j.cmd);
-            CompletionCandidate::new(j.exec_id).help(Some(help.into()))
+            CompletionCandidate::new(j.exec_id.to_string()).help(Some(help.into()))
         })
         .collect();
     out.extend(matching(current, ["last".to_string()]));

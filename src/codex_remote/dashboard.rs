@@ -285,12 +285,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 fn error_response(e: &Error) -> Response {
     let status =
         StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = crate::protocol::ErrorBody::from(e.clone());
-    let mut value = serde_json::to_value(&body).unwrap_or_default();
-    if let Some(map) = value.as_object_mut() {
-        map.insert("type".into(), "error".into());
-    }
-    (status, axum::Json(value)).into_response()
+    (status, axum::Json(crate::protocol::ErrorBody::object(e))).into_response()
 }
 
 /// Opens the dashboard in the desktop's browser (`$BROWSER` if set, else the platform's opener)

@@ -47,7 +47,7 @@ use rmcp::model::{
 };
 use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool_handler};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::JobStatus;
@@ -311,10 +311,7 @@ where
 fn failure_answer(failure: ToolFailure) -> CallToolResult {
     let ToolFailure { error: mut e, job } = failure;
     e.hint = e.hint.as_deref().map(hints::for_mcp);
-    let mut value = json!({ "type": "error", "code": e.code, "message": e.message });
-    if let Some(hint) = &e.hint {
-        value["hint"] = hint.clone().into();
-    }
+    let mut value = crate::protocol::ErrorBody::object(&e);
     if let Some(job) = job {
         value["exec_id"] = job["exec_id"].clone();
         value["job"] = job;

@@ -284,16 +284,8 @@ fn usage_error(e: clap::Error) -> ExitCode {
 
 /// Prints the error object on stdout and the message (and hint) on stderr.
 pub fn report_error(e: &Error) {
-    #[derive(Serialize)]
-    struct ErrorLine<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        #[serde(flatten)]
-        body: &'a ErrorBody,
-    }
     if !output::text() {
-        let body = ErrorBody::from(e.clone());
-        let _ = emit(&ErrorLine { kind: "error", body: &body });
+        let _ = emit(&ErrorBody::object(e));
     }
     let hint = e.hint.as_deref().map(|h| format!("\n  hint: {h}")).unwrap_or_default();
     crate::error::stderr_line(&format!("codex-remote: {}: {}{hint}", e.code, e.message));

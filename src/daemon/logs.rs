@@ -98,7 +98,7 @@ pub fn exec_logs(store: &JobStore, req: &LogsRequest, sink: &mut dyn Sink) -> Re
         }
     }
     Ok(LogsEnd {
-        exec_id: req.exec_id.to_string(),
+        exec_id: req.exec_id.clone(),
         next_offset,
         size: sizes,
         more,

@@ -11,9 +11,9 @@ use crate::error::{Error, Result};
 use crate::jobs::gpu_queue::GpuAsk;
 use crate::jobs::gpus::{self, Smi};
 use crate::jobs::outcome::Outcome;
-use crate::jobs::store::{JobStore, now_rfc3339};
+use crate::jobs::store::{Change, JobStore, now_rfc3339};
 use crate::jobs::{slurm, wait};
-use crate::protocol::{JobState, JobStatus, Resources, RunStatus, Scheduler, StatusResponse};
+use crate::protocol::{JobStatus, Resources, RunStatus, Scheduler, StatusResponse};
 
 /// The scheduler of a start, and for Slurm the resources asked (codexd's defaults filled in,
 /// the time in Slurm's form).
@@ -142,26 +142,27 @@ pub fn cancel(
     slurm_job_id: &str,
     grace: Duration,
 ) -> Result<StatusResponse> {
-    let worker_started = {
-        let _lock = store.lock_job(id)?;
-        let mut status = store.read_status_raw(id)?;
-        if status.state == JobState::Running {
-            status.cancel_requested_at.get_or_insert_with(now_rfc3339);
-            store.write_status(&status)?;
+    let requested = store.update(id, |status| {
+        if status.cancel_requested_at.is_some() {
+            return Ok(Change::Keep);
         }
-        status.worker_pid.is_some()
-    };
+        status.cancel_requested_at = Some(now_rfc3339());
+        Ok(Change::Write)
+    })?;
+    let worker_started = requested.written()?.status().worker_pid.is_some();
     if worker_started {
         slurm::scancel(slurm_job_id, &["--batch", "--signal=TERM"]);
     } else {
         // A worker starting meanwhile finds the cancel request and does not run the job.
         slurm::scancel(slurm_job_id, &[]);
-        let _lock = store.lock_job(id)?;
-        let mut status = store.read_status_raw(id)?;
-        if status.state == JobState::Running && status.worker_pid.is_none() {
+        let ended = store.update(id, |status| {
+            if status.worker_pid.is_some() {
+                return Ok(Change::Keep);
+            }
             status.finish(Outcome::Cancelled(None), &now_rfc3339());
-            store.write_end(&status)?;
-        }
+            Ok(Change::Write)
+        })?;
+        ended.written()?;
     }
     let (mut last, ended) = wait::wait_finished(store, id, Some(grace + MARGIN), || Ok(()))?;
     slurm::scancel(slurm_job_id, &[]);

@@ -8,7 +8,7 @@
 //! stopping or killing `serve` never stops a job.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,11 +59,11 @@ fn load_or_create_token(path: &Path) -> Result<String> {
     }
     let token = crate::auth::random_token()?;
     // create_new: two racing first runs cannot each believe their own token.
-    let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
-    match created {
-        Ok(mut f) => {
-            f.write_all(token.as_bytes()).context(|| format!("writing {}", path.display()))?;
-            f.sync_all().context(|| format!("writing {}", path.display()))?;
+    match crate::platform::write_new_file(path, token.as_bytes(), 0o600) {
+        Ok(()) => {
+            // The name made durable too: a token answered is a token a restart finds.
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            crate::platform::sync_dir(dir).context(|| format!("writing {}", path.display()))?;
             Ok(token)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -193,12 +193,11 @@ async fn wait_for_signal() -> &'static str {
 /// Takes `<data_dir>/serve.lock` for the life of the process; a second `serve` is refused.
 fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
     let path = data_dir.join("serve.lock");
-    let mut file = std::fs::OpenOptions::new()
+    let mut file = crate::platform::private_file_options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o600)
         .open(&path)
         .context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {

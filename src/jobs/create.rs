@@ -12,7 +12,10 @@ use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use super::store::{JobSpec, JobStore, create_private_file, create_subdir, write_json_atomic};
+use super::store::{
+    JobSpec, JobStore, create_private_file, create_subdir, sync_dir, write_json_atomic,
+    write_new_file,
+};
 use crate::error::{Context, Error, Result};
 use crate::protocol::{JobStatus, Scheduler, Stream};
 
@@ -51,7 +54,7 @@ impl StagedJob<'_> {
         let what = || format!("moving {} into place", self.dir.display());
         fs::rename(&self.dir, &target).context(what)?;
         self.committed = true;
-        fs::File::open(self.store.jobs_dir()).and_then(|d| d.sync_all()).context(what)
+        sync_dir(&self.store.jobs_dir()).context(what)
     }
 }
 
@@ -73,7 +76,7 @@ impl JobStore {
         // From here a failure (a full disk) removes what was built, when `staged` is dropped.
         let staged = StagedJob {
             store: self,
-            id: status.exec_id.clone(),
+            id: status.exec_id.to_string(),
             dir: dir.clone(),
             committed: false,
         };
@@ -101,7 +104,7 @@ impl JobStore {
         // (on ext4 and XFS this one costs nothing more), not after the worker's log: that
         // would take a second commit before the rename's.
         let what = || format!("writing {}", dir.display());
-        fs::File::open(&dir).and_then(|d| d.sync_all()).context(what)?;
+        sync_dir(&dir).context(what)?;
         Ok(staged)
     }
 
@@ -135,7 +138,8 @@ impl JobStore {
 /// Writes a new private file, and fsyncs it when `sync`.
 fn write_new(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let what = || format!("writing {}", path.display());
-    let mut f = create_private_file(path)?;
-    f.write_all(bytes).context(what)?;
-    if sync { f.sync_all().context(what) } else { Ok(()) }
+    if sync {
+        return write_new_file(path, bytes, 0o600).context(what);
+    }
+    create_private_file(path)?.write_all(bytes).context(what)
 }

@@ -70,7 +70,7 @@ mod tests {
 
     fn running() -> JobStatus {
         serde_json::from_value(serde_json::json!({
-            "exec_id": "x", "status": "running", "state": "running", "cmd": "c", "cwd": "/",
+            "exec_id": "019a0000-0000-7000-8000-000000000000", "status": "running", "state": "running", "cmd": "c", "cwd": "/",
             "pid": null, "started_at": "2026-01-01T00:00:00.000Z", "finished_at": null,
             "exit_code": null, "signal": null, "duration_ms": null, "error": null,
             "created_at": "2026-01-01T00:00:00.000Z"

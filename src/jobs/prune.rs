@@ -90,7 +90,7 @@ impl JobStore {
                     if let Some(key) = &status.idempotency_key {
                         self.drop_key(key, id);
                     }
-                    pruned.removed.push(status.exec_id);
+                    pruned.removed.push(status.exec_id.to_string());
                 }
             }
         }

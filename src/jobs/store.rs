@@ -18,33 +18,23 @@
 //! a rename makes a new status visible whole. Reads never need writes: a status that cannot be
 //! updated (full disk, read-only file system) is answered with its derived state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::kill::JobTree;
-use super::outcome::Outcome;
-use super::slurm::{self, SlurmJob};
-use super::sys;
+mod settle;
+mod update;
+pub use settle::slurm_job_of;
+pub use update::{Change, Updated};
+
 use crate::error::{Context, Error, ErrorCode, Result};
 use crate::lockfile::{self, LockGuard};
-use crate::protocol::{ExecId, JobState, JobStatus, Scheduler, Stream};
-
-/// A job whose worker has not recorded itself after this long, and of which no process lives,
-/// is lost. `CODEXD_WORKER_START_DEADLINE_MS` overrides it (tests).
-const WORKER_START_DEADLINE: Duration = Duration::from_secs(60);
-
-fn worker_start_deadline() -> Duration {
-    std::env::var("CODEXD_WORKER_START_DEADLINE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(WORKER_START_DEADLINE, Duration::from_millis)
-}
+use crate::protocol::{ExecId, JobStatus, Stream};
 
 /// The extra room (beyond the first status) that `end.reserve` keeps for the end's fields.
 pub(super) const RESERVE_MARGIN: usize = 4096;
@@ -166,14 +156,14 @@ impl JobStore {
     }
 
     /// Locks one job's status for a read-modify-write.
-    pub fn lock_job(&self, id: &str) -> Result<LockGuard> {
+    fn lock_job(&self, id: &str) -> Result<LockGuard> {
         lockfile::lock(&self.job_dir(id)?.join("lock"))
     }
 
     /// The job lock if it can be had within `wait`; `None` when someone holds it longer (a
     /// worker held up while it records the job's end). A cancel takes it this way: it never
     /// waits on a stuck worker.
-    pub fn lock_job_within(&self, id: &str, wait: Duration) -> Result<Option<LockGuard>> {
+    fn lock_job_within(&self, id: &str, wait: Duration) -> Result<Option<LockGuard>> {
         let path = self.job_dir(id)?.join("lock");
         let deadline = std::time::Instant::now() + wait;
         loop {
@@ -195,14 +185,14 @@ impl JobStore {
         read_json(&dir.join("status.json"))
     }
 
-    /// Replaces a job's status whole.
-    pub fn write_status(&self, status: &JobStatus) -> Result<()> {
+    /// Replaces a job's status whole. Only [`update`](Self::update) changes a job's status.
+    fn write_status(&self, status: &JobStatus) -> Result<()> {
         write_json_atomic(&self.job_dir(&status.exec_id)?.join("status.json"), status)
     }
 
     /// Records a job's end: as [`write_status`](Self::write_status), and on a full disk through
     /// the space `end.reserve` set aside when the job was created, noting why in `error`.
-    pub fn write_end(&self, status: &JobStatus) -> Result<()> {
+    fn write_end(&self, status: &JobStatus) -> Result<()> {
         match self.write_status(status) {
             Err(e) if e.is_io(io::ErrorKind::StorageFull) => {
                 let mut status = status.clone();
@@ -239,131 +229,7 @@ impl JobStore {
         f.write_all(&bytes).context(what)?;
         f.sync_all().context(what)?;
         fs::rename(&reserve, dir.join("status.json")).context(what)?;
-        File::open(&dir).and_then(|d| d.sync_all()).context(what)
-    }
-
-    /// The status of a job as a reader should see it: a running job whose worker is gone is
-    /// `lost` (recorded for good when the store can be written, else derived for this answer),
-    /// and a running job's `duration_ms` is filled in.
-    /// A Slurm job is read with Slurm's view ([`super::slurm`]): `queued`, or its end.
-    pub fn status(&self, id: &str) -> Result<JobStatus> {
-        let status = self.read_status_raw(id)?;
-        let slurm = ask_slurm(std::slice::from_ref(&status));
-        self.settle(id, status, &slurm)
-    }
-
-    /// The status of a job just started, as its creator recorded it, settled as
-    /// [`status`](Self::status) would but without asking Slurm: `sbatch` has just accepted a
-    /// Slurm job, so it is pending (Slurm places jobs at its next pass), and one Slurm command
-    /// per start is the whole of its cost.
-    pub fn status_just_started(&self, status: JobStatus) -> Result<JobStatus> {
-        let id = status.exec_id.clone();
-        let pending = slurm_job_of(&status).map(|slurm_job_id| {
-            let job = SlurmJob { state: "PENDING".into(), reason: None, node: None };
-            (slurm_job_id.to_string(), job)
-        });
-        self.settle(&id, status, &Ok(pending.into_iter().collect()))
-    }
-
-    /// The statuses of jobs `ids` as [`status`](Self::status) reads them, asking Slurm once
-    /// for all of them. A job that cannot be read (removed meanwhile) is left out.
-    pub fn statuses(&self, ids: &[ExecId]) -> Vec<JobStatus> {
-        let raw: Vec<JobStatus> =
-            ids.iter().filter_map(|id| self.read_status_raw(id).ok()).collect();
-        let slurm = ask_slurm(&raw);
-        raw.into_iter()
-            .filter_map(|s| {
-                let id = s.exec_id.clone();
-                self.settle(&id, s, &slurm).ok()
-            })
-            .collect()
-    }
-
-    fn settle(&self, id: &str, mut status: JobStatus, slurm: &SlurmAnswer) -> Result<JobStatus> {
-        if status.state == JobState::Running {
-            if let Some(slurm_job_id) = slurm_job_of(&status).map(str::to_string) {
-                status = self.settle_slurm(id, status, &slurm_job_id, slurm)?;
-            } else if self.lost_reason(&status).is_some() {
-                status = self.settle_lost(id, status)?;
-            }
-        }
-        if status.state == JobState::Running {
-            status.duration_ms = status.started_at.as_deref().and_then(|s| millis_between(s, None));
-            // A job waiting for GPUs is recorded running (its worker runs) with the reason.
-            if status.pid.is_none() && status.queue_reason.is_some() {
-                status.state = JobState::Queued;
-            }
-        }
-        Ok(status)
-    }
-
-    /// Under the job lock (when the store can be locked), re-checks and records that a job's
-    /// worker is gone. The job's remaining processes are ended first: a job nobody watches must
-    /// not hold a GPU forever, and a job is never `lost` while a process of it lives. When the
-    /// end cannot be written, it is still the answer.
-    fn settle_lost(&self, id: &str, seen: JobStatus) -> Result<JobStatus> {
-        let (_lock, mut status) = self.lock_and_reread(id, seen)?;
-        if status.state != JobState::Running {
-            return Ok(status);
-        }
-        let Some(reason) = self.lost_reason(&status) else {
-            return Ok(status);
-        };
-        if !self.tree(&status).terminate(Duration::ZERO, false) {
-            return Ok(status);
-        }
-        status.finish(Outcome::Lost(reason), &now_rfc3339());
-        if let Err(e) = self.write_status(&status) {
-            eprintln!("codexd: job {id} is lost, but that cannot be recorded: {e}");
-        }
-        Ok(status)
-    }
-
-    /// The job lock (when the store can be locked: a read-only one cannot, and nobody can
-    /// write it either) and the status read under it; `seen` when it cannot be read.
-    pub(super) fn lock_and_reread(
-        &self,
-        id: &str,
-        seen: JobStatus,
-    ) -> Result<(Option<LockGuard>, JobStatus)> {
-        let lock = self.lock_job(id).ok();
-        match self.read_status_raw(id) {
-            Ok(status) => Ok((lock, status)),
-            Err(e) if e.code == ErrorCode::JobNotFound => Err(e),
-            Err(_) => Ok((lock, seen)),
-        }
-    }
-
-    /// Why a running job's worker is not there any more, if it is not.
-    pub fn lost_reason(&self, status: &JobStatus) -> Option<String> {
-        let (Some(pid), Some(start)) = (status.worker_pid, status.worker_start_time) else {
-            let age = millis_between(&status.created_at, None).unwrap_or(0);
-            if age <= worker_start_deadline().as_millis() as u64 || self.tree(status).alive() {
-                return None;
-            }
-            return Some("the worker never started".to_string());
-        };
-        if status.boot_id.is_some() && status.boot_id != sys::boot_id() {
-            return Some("the host rebooted while the job ran".to_string());
-        }
-        if sys::is_alive(pid, start) {
-            return None;
-        }
-        let mut reason =
-            format!("the worker (pid {pid}) died without recording an end (killed, OOM or crash)");
-        if sys::disk_full(&self.root) {
-            reason.push_str("; the disk of the job store is full (no space left on device)");
-        }
-        Some(reason)
-    }
-
-    /// The processes of a job, as its status names its worker.
-    pub fn tree<'a>(&self, status: &'a JobStatus) -> JobTree<'a> {
-        let worker = status.worker_pid.zip(status.worker_start_time);
-        // A worker recorded before a reboot names nothing now.
-        let worker =
-            worker.filter(|_| status.boot_id.is_none() || status.boot_id == sys::boot_id());
-        JobTree { exec_id: &status.exec_id, worker }
+        sync_dir(&dir).context(what)
     }
 
     /// Ids of all jobs, newest first.
@@ -397,17 +263,13 @@ impl JobStore {
         let keys = self.root.join("keys");
         let path = keys.join(key);
         let what = || format!("recording idempotency key {key}");
-        let mut file =
-            match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    return write_bytes_atomic(&path, text.as_bytes());
-                }
-                Err(e) => return Err(Error::io(what(), e)),
-            };
-        file.write_all(text.as_bytes()).context(what)?;
-        file.sync_all().context(what)?;
-        File::open(&keys).and_then(|d| d.sync_all()).context(what)
+        match write_new_file(&path, text.as_bytes(), 0o600) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return write_bytes_atomic(&path, text.as_bytes());
+            }
+            other => other.context(what)?,
+        }
+        sync_dir(&keys).context(what)
     }
 
     /// Leaves a cancel request for the worker.
@@ -418,72 +280,6 @@ impl JobStore {
     pub fn read_cancel(&self, id: &str) -> Option<CancelFile> {
         read_json(&self.job_dir(id).ok()?.join("cancel")).ok()
     }
-}
-
-impl JobStore {
-    /// A running Slurm job as Slurm sees it (`answer`: [`query`]'s, for this job and maybe
-    /// others): `queued` with its reason, `running` on its node, or its end recorded for good
-    /// when Slurm says it has ended and the worker has not recorded one (re-checked under the
-    /// job lock). Slurm not answering leaves the job store's record, with a warning.
-    pub fn settle_slurm(
-        &self,
-        id: &str,
-        mut status: JobStatus,
-        slurm_job_id: &str,
-        answer: &std::result::Result<HashMap<String, SlurmJob>, String>,
-    ) -> Result<JobStatus> {
-        let jobs = match answer {
-            Ok(jobs) => jobs,
-            Err(why) => {
-                status.warning = Some(format!(
-                    "Slurm cannot be asked ({why}): this is the job store's record, which may be \
-                     behind"
-                ));
-                return Ok(status);
-            }
-        };
-        let job = jobs.get(slurm_job_id);
-        if status.node.is_none() {
-            status.node = job.and_then(|j| j.node.clone());
-        }
-        let outcome = match slurm::view(slurm_job_id, job, status.worker_pid.is_some()) {
-            slurm::SlurmView::Queued(reason) => {
-                status.state = JobState::Queued;
-                status.queue_reason = reason;
-                return Ok(status);
-            }
-            slurm::SlurmView::Running => return Ok(status),
-            slurm::SlurmView::Ended(outcome) => outcome,
-        };
-        let (_lock, mut now) = self.lock_and_reread(id, status)?;
-        if now.state != JobState::Running {
-            return Ok(now);
-        }
-        // What the job left on this node (when it ran here) ends with it.
-        self.tree(&now).terminate(Duration::ZERO, false);
-        now.node = now.node.or_else(|| job.and_then(|j| j.node.clone()));
-        now.finish(outcome, &now_rfc3339());
-        if let Err(e) = self.write_end(&now) {
-            eprintln!("codexd: job {id} ended in Slurm, but that cannot be recorded: {e}");
-        }
-        Ok(now)
-    }
-}
-
-/// What Slurm says of the jobs asked about ([`slurm::query`]).
-type SlurmAnswer = std::result::Result<HashMap<String, SlurmJob>, String>;
-
-/// The Slurm job of a running job that Slurm placed, whose end Slurm's view decides.
-pub fn slurm_job_of(status: &JobStatus) -> Option<&str> {
-    let placed = status.scheduler == Some(Scheduler::Slurm)
-        && matches!(status.state, JobState::Running | JobState::Queued);
-    status.slurm_job_id.as_deref().filter(|_| placed)
-}
-
-/// Asks Slurm about the Slurm jobs among `statuses` (not at all when there are none).
-fn ask_slurm(statuses: &[JobStatus]) -> SlurmAnswer {
-    let ids: Vec<&str> = statuses.iter().filter_map(slurm_job_of).collect();
-    slurm::query(&ids)
 }
 
 /// Where to look for a job that is not here.
@@ -510,10 +306,9 @@ pub(super) fn create_subdir(dir: &Path) -> Result<()> {
 }
 
 pub(super) fn create_private_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    private_file_options()
         .create(true)
         .append(true)
-        .mode(0o600)
         .open(path)
         .context(|| format!("creating {}", path.display()))
 }
@@ -536,5 +331,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         .map_err(|e| Error::internal(format!("parsing {}", path.display()), e))
 }
 
-/// Status files are written whole and durably (temp, fsync, rename, fsync the dir).
-pub use crate::platform::{write_bytes_atomic, write_json_atomic};
+/// Status files are written whole and durably (temp, fsync, rename, fsync the dir); a new file
+/// is written and fsynced, its name made durable by syncing its directory.
+pub use crate::platform::{
+    private_file_options, sync_dir, write_bytes_atomic, write_json_atomic, write_new_file,
+};

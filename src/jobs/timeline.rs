@@ -8,14 +8,15 @@
 //! bytes) and ignores a last record cut short by a writer it raced. The resolution is the
 //! sampling interval: a time maps to the sizes at the last sample taken at or before it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use crate::platform::private_file_options;
 use crate::protocol::unix_ms;
 
 /// The index file in a job's directory.
@@ -37,7 +38,7 @@ pub struct Recorder {
 impl Recorder {
     /// Creates `<dir>/times` (0600) for the logs in `dir`.
     pub fn create(dir: &Path) -> io::Result<Recorder> {
-        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join(FILE))?;
+        let file = private_file_options().create(true).append(true).open(dir.join(FILE))?;
         let logs = [dir.join("stdout.log"), dir.join("stderr.log")];
         Ok(Recorder { file, logs, last: None })
     }

@@ -16,11 +16,11 @@ use std::time::Duration;
 use super::gpu_queue::{self, GpuFiles};
 use super::kill::JobTree;
 use super::outcome::Outcome;
-use super::store::{JobSpec, JobStore, now_rfc3339};
+use super::store::{Change, JobSpec, JobStore, Updated, now_rfc3339};
 use super::sys::{self, Exit};
 use super::{artifacts, slurm, timeline};
 use crate::error::{Context, Error, Result};
-use crate::protocol::{JobState, JobStatus};
+use crate::protocol::JobStatus;
 
 /// Spawns the worker for job `id` and returns at once. The worker's log goes to `log_dir` (the
 /// job's staging dir: the open file moves with it). The worker carries the job's id in its
@@ -86,49 +86,55 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
             eprintln!("codexd worker: cannot give back the GPUs of job {id}: {}", e.message);
         }
     };
-    // Re-read under the lock: a cancel may have been recorded meanwhile.
-    let lock = store.lock_job(id)?;
-    let mut status = store.read_status_raw(id)?;
-    if status.state != JobState::Running {
-        // Ended while this worker was held up (stopped, starved): end what it started and
-        // leave the recorded end as it is.
-        drop(lock);
-        eprintln!("codexd worker: job {id} already ended ({}); stopping", status.state.as_str());
-        tree.terminate(Duration::ZERO, true);
-        release_gpus();
-        return Ok(0);
-    }
-    status.worker_pid = Some(me);
-    status.worker_start_time = Some(me_stat.start_time);
-    status.boot_id = sys::boot_id();
-    status.host = Some(sys::hostname());
-    if slurm_node.is_some() {
-        status.node = slurm_node.clone();
-    }
+    // Recorded under the job's lock: a cancel may have been recorded meanwhile.
     let now = now_rfc3339();
-    status.started_at = Some(now.clone());
-    status.queue_reason = None;
-    status.gpu_ids = gpus.ok().flatten();
-    let child_pid = match spawned {
-        Ok(pid) => pid,
-        Err(outcome) => {
+    let updated = store.update(id, |status| {
+        status.worker_pid = Some(me);
+        status.worker_start_time = Some(me_stat.start_time);
+        status.boot_id = sys::boot_id();
+        status.host = Some(sys::hostname());
+        if slurm_node.is_some() {
+            status.node = slurm_node.clone();
+        }
+        status.started_at = Some(now.clone());
+        status.queue_reason = None;
+        status.gpu_ids = gpus.ok().flatten();
+        match &spawned {
+            Ok(pid) => {
+                status.pid = Some(*pid);
+                status.pid_start_time = sys::proc_stat(*pid).map(|s| s.start_time);
+            }
+            Err(outcome) => status.finish(outcome.clone(), &now),
+        }
+        Ok(Change::Write)
+    })?;
+    let (started_status, child_pid) = match (updated, spawned) {
+        (Updated::Ended(status), _) => {
+            // Ended while this worker was held up (stopped, starved): end what it started and
+            // leave the recorded end as it is.
+            eprintln!(
+                "codexd worker: job {id} already ended ({}); stopping",
+                status.state.as_str()
+            );
+            tree.terminate(Duration::ZERO, true);
             release_gpus();
-            status.finish(outcome, &now);
-            store.write_end(&status)?;
-            drop(lock);
+            return Ok(0);
+        }
+        (updated, Err(_)) => {
+            release_gpus();
+            updated.written()?;
             store.prune(spec.retention)?;
             return Ok(0);
         }
+        // A start that cannot be recorded (a full disk) does not stop the job: readers find
+        // this worker by the job's id in its environment, and the end is recorded in reserved
+        // space.
+        (Updated::Unwritten(status, e), Ok(pid)) => {
+            eprintln!("codexd worker: cannot record the start of job {id}: {e}");
+            (status, pid)
+        }
+        (updated, Ok(pid)) => (updated.into_status(), pid),
     };
-    status.pid = Some(child_pid);
-    status.pid_start_time = sys::proc_stat(child_pid).map(|s| s.start_time);
-    // A start that cannot be recorded (a full disk) does not stop the job: readers find this
-    // worker by the job's id in its environment, and the end is recorded in reserved space.
-    if let Err(e) = store.write_status(&status) {
-        eprintln!("codexd worker: cannot record the start of job {id}: {e}");
-    }
-    let started_status = status;
-    drop(lock);
     started.store(child_pid, Ordering::SeqCst);
 
     // The time index (`exec logs --since 10m`): sampled while the job runs, once more at its end.
@@ -155,20 +161,19 @@ pub fn run_worker(data_dir: &Path, id: &str) -> Result<i32> {
 
     // Read before the lock: what the job's cwd holds never holds up a reader of the job.
     let found = artifacts::collect(Path::new(&spec.cwd), &dir);
-    let _lock = store.lock_job(id)?;
-    let mut status = store.read_status_raw(id)?;
-    if status.state == JobState::Running {
-        if status.worker_pid.is_none() {
-            status =
-                JobStatus { cancel_requested_at: status.cancel_requested_at, ..started_status };
-        }
-        let outcome =
-            if was_cancelled { Outcome::Cancelled(Some(exit)) } else { Outcome::of_exit(exit) };
-        (status.artifacts, status.warning) = (found.artifacts, found.warning);
-        status.finish(outcome, &now_rfc3339());
-        store.write_end(&status)?;
-    }
-    drop(_lock);
+    store
+        .update(id, |status| {
+            if status.worker_pid.is_none() {
+                let cancel_requested_at = status.cancel_requested_at.take();
+                *status = JobStatus { cancel_requested_at, ..started_status };
+            }
+            let outcome =
+                if was_cancelled { Outcome::Cancelled(Some(exit)) } else { Outcome::of_exit(exit) };
+            (status.artifacts, status.warning) = (found.artifacts, found.warning);
+            status.finish(outcome, &now_rfc3339());
+            Ok(Change::Write)
+        })?
+        .written()?;
     store.prune(spec.retention)?;
     Ok(0)
 }
@@ -188,16 +193,14 @@ fn wait_for_gpus(
     };
     let me = gpu_queue::Worker::me(id, my_start_time);
     let mut record = |reason: &str| {
-        let Ok(_lock) = store.lock_job(id) else { return };
-        let Ok(mut status) = store.read_status_raw(id) else { return };
-        if status.state != JobState::Running {
-            return;
-        }
-        status.worker_pid = Some(me.worker_pid);
-        status.worker_start_time = Some(my_start_time);
-        status.boot_id = sys::boot_id();
-        status.queue_reason = Some(reason.to_string());
-        if let Err(e) = store.write_status(&status) {
+        let recorded = store.update(id, |status| {
+            status.worker_pid = Some(me.worker_pid);
+            status.worker_start_time = Some(my_start_time);
+            status.boot_id = sys::boot_id();
+            status.queue_reason = Some(reason.to_string());
+            Ok(Change::Write)
+        });
+        if let Ok(Updated::Unwritten(_, e)) = recorded {
             eprintln!("codexd worker: cannot record that job {id} waits: {e}");
         }
     };

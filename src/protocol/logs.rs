@@ -181,7 +181,7 @@ pub struct LogChunk {
 /// The final answer of `exec_logs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogsEnd {
-    pub exec_id: String,
+    pub exec_id: ExecId,
     /// Where to continue (`since`) to get what comes next, per stream read.
     pub next_offset: StreamOffsets,
     /// The size of each stream read when the answer was made.

@@ -153,6 +153,15 @@ impl From<Error> for ErrorBody {
     }
 }
 
+impl ErrorBody {
+    /// The error object every door prints: `{"type":"error","code":…,"message":…,"hint":…}`
+    /// (an HTTP error's body, the CLI's error line, the dashboard's, an MCP tool error's).
+    pub fn object(e: &Error) -> serde_json::Value {
+        let line = Response::Error(ErrorBody::from(e.clone()));
+        serde_json::to_value(line).unwrap_or_else(|_| serde_json::json!({"type": "error"}))
+    }
+}
+
 impl From<ErrorBody> for Error {
     fn from(e: ErrorBody) -> Self {
         Error { code: e.code, message: e.message, hint: e.hint, io_kind: None }

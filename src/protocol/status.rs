@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::exec_id::ExecId;
 use super::resources::{Resources, Scheduler};
 
 /// The two values existing clients rely on.
@@ -67,7 +68,7 @@ impl std::str::FromStr for JobState {
 /// The fields up to `error` are always present (null when unknown), so scripts can rely on them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
-    pub exec_id: String,
+    pub exec_id: ExecId,
     pub status: RunStatus,
     pub state: JobState,
     /// The command as given (a string, or the argv joined for display).
@@ -135,6 +136,12 @@ pub struct JobStatus {
     /// indexes, its `CUDA_VISIBLE_DEVICES`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_ids: Option<Vec<u32>>,
+    /// The state the job store holds, present only when `state` is a view derived for this
+    /// answer and differs from it: `queued` from Slurm's queue or the GPU queue (stored
+    /// `running`), or an end found by a reader (`lost`, Slurm's end) that could not be written.
+    /// Never in `status.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_state: Option<JobState>,
 }
 
 /// The git checkout a project job runs in: the project, the ref asked for, the commit it

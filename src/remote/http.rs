@@ -496,7 +496,7 @@ fn telemetry(
         return;
     }
     let exec_id = match (answer, request) {
-        (Some(Response::Status(s)), _) => Some(s.job.exec_id.clone()),
+        (Some(Response::Status(s)), _) => Some(s.job.exec_id.to_string()),
         (_, request) => request.exec_id().map(str::to_string),
     };
     let line = serde_json::json!({

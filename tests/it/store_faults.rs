@@ -287,9 +287,14 @@ fn a_full_disk_still_lists_and_reads_jobs_and_the_worker_records_why() {
     assert!(!alive(job), "the lost job's process was ended");
     let (code, lines) = env.run(&["exec", "logs", "--id", &victim]);
     assert_eq!((code, &lines[0]["line"]), (0, &json!("before")), "{lines:?}");
-    assert_eq!(read_status(&env, &victim)["state"], "running", "nothing could be written");
+    // Issue 27: `lost` is an end, recorded in the space `end.reserve` kept for it.
+    let stored = read_status(&env, &victim);
+    assert_eq!(stored["state"], "lost", "recorded in the reserve: {stored}");
+    assert!(stored["error"].as_str().unwrap().contains("recorded in reserved space"), "{stored}");
 
-    // A job that ends on the full disk has its end recorded, with the cause.
+    // A job that ends on the full disk has its end recorded, with the cause. (Recording the lost
+    // job freed the blocks of its old status: the disk is filled again first.)
+    disk.fill();
     File::create(&marker).unwrap();
     let v = env.wait("local", &finisher);
     assert_eq!(v["state"], "succeeded", "{v}");

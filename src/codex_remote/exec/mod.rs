@@ -158,7 +158,7 @@ fn print_jobs(jobs: &[JobStatus]) -> Result<()> {
         };
         let started = j.started_at.as_deref().unwrap_or(&j.created_at);
         rows.push(vec![
-            j.exec_id.clone(),
+            j.exec_id.to_string(),
             j.name.clone().unwrap_or_else(|| "-".into()),
             j.state.as_str().to_string(),
             exit,

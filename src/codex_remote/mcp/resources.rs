@@ -369,7 +369,12 @@ fn look(m: &Machine, running: bool, listing: bool) -> Result<Look> {
         let req =
             ListRequest { status: Some(RunStatus::Running), limit: Some(MAX_RUNNING), state: None };
         let list = again(|| client::list(m, req.clone()))?;
-        Some(list.jobs.into_iter().map(|j| (j.exec_id, j.state)).collect::<BTreeMap<_, _>>())
+        Some(
+            list.jobs
+                .into_iter()
+                .map(|j| (j.exec_id.to_string(), j.state))
+                .collect::<BTreeMap<_, _>>(),
+        )
     } else {
         None
     };
@@ -377,7 +382,7 @@ fn look(m: &Machine, running: bool, listing: bool) -> Result<Look> {
         let req = ListRequest { limit: Some(LISTING_JOBS), ..Default::default() };
         let list = again(|| client::list(m, req.clone()))?;
         let mut jobs: BTreeMap<String, JobState> =
-            list.jobs.into_iter().map(|j| (j.exec_id, j.state)).collect();
+            list.jobs.into_iter().map(|j| (j.exec_id.to_string(), j.state)).collect();
         jobs.extend(running.iter().flatten().map(|(id, state)| (id.clone(), *state)));
         Some(jobs)
     } else {

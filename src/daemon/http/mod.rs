@@ -172,8 +172,7 @@ fn http_status(code: ErrorCode) -> StatusCode {
 
 fn error_response(e: Error) -> HttpResponse {
     let status = http_status(e.code);
-    let body = Response::Error(ErrorBody::from(e));
-    (status, Json(body)).into_response()
+    (status, Json(ErrorBody::object(&e))).into_response()
 }
 
 /// A final answer as an HTTP response: the answer's JSON, or the error with its status.

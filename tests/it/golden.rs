@@ -64,6 +64,8 @@ fn requests() -> Vec<String> {
         r#"{"type":"sync_send","root":"~/w","paths":1}"#.into(),
         r#"{"type":"gpus"}"#.into(),
         r#"{"type":"exec_start","cmd":"python train.py","resources":{"gpus":2,"gpu_ids":[0,3]}}"#.into(),
+        r#"{"type":"exec_resolve","exec_id":"019a2b3c"}"#.into(),
+        r#"{"type":"doctor","checks":["shared_store","gpus"]}"#.into(),
     ]
 }
 
@@ -102,8 +104,18 @@ fn responses() -> Vec<String> {
         r#"{"type":"gpus","gpus":[],"free_memory_mib":1024,"free_util_percent":10,"queued":0,"error":"no nvidia-smi on codexd's PATH (no NVIDIA driver)"}"#.into(),
         format!(r#"{{"type":"status",{STATUS},"scheduler":"local","resources":{{"gpus":1}},"gpu_ids":[1]}}"#),
         QUEUED_ON_SLURM.into(),
+        r#"{"id":1,"type":"hello","protocol":1,"version":"0.1.0","capabilities":["exec"],"user":"u","host":"h","data_dir":"/d","scheduler":"local"}"#.into(),
+        format!(
+            r#"{{"type":"status",{STATUS},"last_stdout":"step 1","last_stderr":"ValueError: boom","traceback":"Traceback (most recent call last):\n..."}}"#
+        ),
+        r#"{"type":"doctor","ok":true,"checks":[{"name":"git","ok":true,"required":false,"detail":"..."}]}"#.into(),
+        format!(r#"{{"type":"gpus","gpus":[{GPU}],"free_memory_mib":1024,"free_util_percent":10,"queued":0}}"#),
+        r#"{"type":"heartbeat"}"#.into(),
     ]
 }
+
+/// A GPU of a `gpus` answer.
+const GPU: &str = r#"{"index":0,"uuid":"GPU-5d1e","name":"NVIDIA A100","memory_used_mib":3,"memory_total_mib":40960,"utilization_percent":0,"processes":0,"free":false,"jobs":["01a20e39-2841-766b-a16c-ac422b0e3096"]}"#;
 
 /// A job waiting in Slurm's queue, as `exec result` prints it: not finished for the original
 /// clients (`status: running`), `queued` with Slurm's reason.
@@ -131,6 +143,89 @@ fn every_response_kind_round_trips() {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
         same_json(&serde_json::to_string(&parsed).unwrap(), &text);
     }
+}
+
+/// `Response::kind` names each answer by its serde tag, and every tag serde knows has a golden
+/// text (serde lists its tags in the error for an unknown one).
+#[test]
+fn every_answer_tag_has_a_golden_text_and_kind_names_it() {
+    let mut kinds = std::collections::BTreeSet::new();
+    for text in responses() {
+        let parsed: ResponseLine = serde_json::from_str(&text).unwrap();
+        let tag: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed.response.kind(), tag["type"], "{text}");
+        kinds.insert(parsed.response.kind().to_owned());
+    }
+    let err = serde_json::from_str::<ResponseLine>(r#"{"type":"?"}"#).unwrap_err().to_string();
+    let tags = err.split("expected one of ").nth(1).expect("serde lists the tags");
+    let tags: std::collections::BTreeSet<String> =
+        tags.split('`').skip(1).step_by(2).map(str::to_owned).collect();
+    assert_eq!(kinds, tags);
+}
+
+/// The examples in the protocol's module docs (src/protocol/mod.rs) are golden texts: each one,
+/// with its placeholders filled in, is one of the texts above.
+#[test]
+fn every_documented_example_is_a_golden_text() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/protocol/mod.rs"))
+        .unwrap();
+    let goldens: Vec<Value> = requests()
+        .iter()
+        .chain(responses().iter())
+        .map(|text| serde_json::from_str(text).unwrap())
+        .collect();
+    let id = r#""01a20e39-2841-766b-a16c-ac422b0e3096""#;
+    let examples = documented_examples(&doc);
+    assert!(examples.len() > 40, "only {} examples found", examples.len());
+    for example in examples {
+        let filled = example
+            .replace("STATUS", STATUS)
+            .replace("[ENTRY]", &format!("[{ENTRY}]"))
+            .replace("[GPU]", &format!("[{GPU}]"))
+            .replace(":ID", &format!(":{id}"))
+            .replace("[ID]", &format!("[{id}]"));
+        let value: Value =
+            serde_json::from_str(&filled).unwrap_or_else(|e| panic!("{example}: {e}"));
+        assert!(goldens.contains(&value), "the documented {example} is not a golden text");
+    }
+}
+
+/// The JSON objects of the ```text blocks of a module doc: an object starts a line and may
+/// go on over indented lines; what follows it on its last line is commentary.
+fn documented_examples(doc: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut in_block, mut current, mut depth) = (false, String::new(), 0i32);
+    for line in doc.lines().filter_map(|l| l.strip_prefix("//!")) {
+        let line = line.trim();
+        if line.starts_with("```") {
+            in_block = line == "```text";
+            continue;
+        }
+        if !in_block || (depth == 0 && !line.starts_with('{')) {
+            continue;
+        }
+        let mut in_string = false;
+        let mut escaped = false;
+        for (i, c) in line.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if in_string => escaped = true,
+                '"' => in_string = !in_string,
+                '{' if !in_string => depth += 1,
+                '}' if !in_string => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                current.push_str(&line[..=i]);
+                out.push(std::mem::take(&mut current));
+                break;
+            }
+        }
+        if depth > 0 {
+            current.push_str(line);
+        }
+    }
+    out
 }
 
 /// The codes listed once: the `match` is exhaustive, so a new `ErrorCode` does not compile

@@ -543,12 +543,13 @@ def bench_burst(ssh_machine):
 class Mcp:
     """`codex-remote mcp` driven by JSON-RPC lines, one call at a time."""
 
-    def __init__(self, machine, env=None):
+    def __init__(self, machine, env=None, capabilities=None):
         self.machine = machine
         self.p = subprocess.Popen([REMOTE, "mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL, env=env or ENV)
         self.ids = iter(range(1, 1 << 30))
-        self.rpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+        self.notes = []
+        self.rpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": capabilities or {},
                                 "clientInfo": {"name": "bench", "version": "1"}})
         self.p.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
 
@@ -562,7 +563,22 @@ class Mcp:
             line = self.p.stdout.readline()
             msg = json.loads(line)
             if msg.get("id") == n:
+                if "result" not in msg:
+                    raise SystemExit(f"{method}: {msg}")
                 return msg["result"], len(line)
+            if msg.get("method") == "notifications/resources/updated":
+                self.notes.append(msg["params"]["uri"])
+
+    def wait_notification(self, uri, timeout):
+        """Reads until a `notifications/resources/updated` of `uri` (or one already read)."""
+        deadline = time.time() + timeout
+        while uri not in self.notes:
+            if time.time() > deadline:
+                raise SystemExit(f"no notification for {uri}")
+            msg = json.loads(self.p.stdout.readline())
+            if msg.get("method") == "notifications/resources/updated":
+                self.notes.append(msg["params"]["uri"])
+        self.notes.remove(uri)
 
     def tool(self, name, args):
         return self.rpc("tools/call", {"name": name, "arguments": dict(args, machine=self.machine)})
@@ -612,6 +628,138 @@ def bench_mcp_log_answer():
            "<= 1.3 (before: 2.45 on this log)", text_ratio <= 1.3)
     record("MCP log answer: whole JSON-RPC message per byte of log", f"{whole_ratio:.3f}",
            "<= 2.5 (before: 5.2; text + exact structured data)", whole_ratio <= 2.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Agents on the current MCP revision (issue 28): the terminal view, job-end notifications, tasks.
+
+TQDM_MB = 50
+
+
+def tqdm_job():
+    """A finished local job whose stderr is a 50 MB tqdm-style log (`\r` updates with ANSI colour,
+    a newline now and then) and whose stdout has a few lines; returns its id."""
+    script = (
+        "import sys\n"
+        "w = sys.stderr.buffer\n"
+        "n = 0\n"
+        f"while n < {TQDM_MB} << 20:\n"
+        "    for i in range(0, 10000, 7):\n"
+        "        b = b'\\r\\x1b[32m%3d%%|%-30s| %d/10000 [00:10<00:12, 450.1it/s]\\x1b[0m' % (i // 100, b'#' * (i // 334), i)\n"
+        "        w.write(b)\n"
+        "        n += len(b)\n"
+        "    w.write(b'\\nepoch done\\n')\n"
+        "print('training started'); print('last stdout line')\n"
+    )
+    path = os.path.join(WORK, "tqdm.py")
+    write_config(path, script)
+    job = ok_json([REMOTE, "exec", "start", "--", "python3", path])["exec_id"]
+    ok_json([REMOTE, "exec", "wait", "--id", job, "--timeout", "300s"])
+    return job
+
+
+def rpc_server_ms(lines, n=15):
+    """Median time of `codexd rpc` answering `lines`, minus that of an empty request stream."""
+    full = statistics.median(timed([CODEXD, "rpc"], lines)() for _ in range(n))
+    empty = statistics.median(timed([CODEXD, "rpc"], b"")() for _ in range(n))
+    return (full - empty) * 1e3
+
+
+def bench_terminal_view():
+    print("terminal view", file=sys.stderr)
+    write_config(ENV["CODEX_REMOTE_CONFIG"], "machines: []\n")
+    job = tqdm_job()
+    req = {"type": "exec_logs", "exec_id": job, "tail_lines": 20, "view": "terminal"}
+    line = json.dumps(req).encode() + b"\n"
+    _, _, out, _ = run([CODEXD, "rpc"], line)
+    ms = rpc_server_ms(line)
+    record(f"exec_logs tail_lines=20 terminal view of a {TQDM_MB} MB tqdm log: answer / codexd time",
+           f"{len(out)} B / {ms:.2f} ms", "<= 4096 B, <= 20 ms", len(out) <= 4096 and ms <= 20)
+    cli = [REMOTE, "exec", "logs", "--id", job, "--tail-lines", "20", "--view", "terminal"]
+    _, _, out, _ = run(cli)
+    base = [REMOTE, "exec", "result", "--id", job]
+    a, b = interleaved(timed(cli), timed(base), 15)
+    record("the same through the CLI: output / time beyond `exec result`",
+           f"{len(out)} B / {(a - b) * 1e3:.2f} ms", "<= 4096 B, <= 20 ms",
+           len(out) <= 4096 and (a - b) * 1e3 <= 20)
+    # Each status carries the last line of each stream (and a failed job's traceback).
+    plain = ok_json([REMOTE, "exec", "start", "--cmd", "true"])["exec_id"]
+    ok_json([REMOTE, "exec", "wait", "--id", plain])
+    n = 200
+    status = lambda j: (json.dumps({"type": "exec_status", "exec_id": j}) + "\n").encode() * n
+    cost = (rpc_server_ms(status(job), 7) - rpc_server_ms(status(plain), 7)) / n * 1e3
+    record(f"exec_status of the {TQDM_MB} MB tqdm job: cost of its last lines, per status",
+           f"{cost:.0f} us (before: ~180 us)", "<= 60 us", cost <= 60)
+
+
+def held_jobs_mcp(ssh_cfg, capabilities=None):
+    """An `Mcp` on machine `sess` over ssh (config of `session_machine`)."""
+    session_machine(ssh_cfg)
+    return Mcp("sess", capabilities=capabilities)
+
+
+def bench_notifications(ssh_cfg, n=20):
+    print("MCP job-end notifications", file=sys.stderr)
+    mcp = held_jobs_mcp(ssh_cfg)
+    lat = []
+    try:
+        for i in range(n):
+            go, ready = os.path.join(WORK, f"go-{i}"), os.path.join(WORK, f"ready-{i}")
+            cmd = f"touch {ready}; while [ ! -e {go} ]; do sleep 0.02; done"
+            started, _ = mcp.tool("exec_start", {"cmd": cmd})
+            uri = f"codex-remote://sess/jobs/{started['structuredContent']['exec_id']}"
+            mcp.rpc("resources/subscribe", {"uri": uri})
+            deadline = time.time() + 30
+            while not os.path.exists(ready) and time.time() < deadline:
+                time.sleep(0.005)
+            t0 = time.perf_counter()
+            open(go, "w").close()
+            # The job sees the file within 20 ms; the rest is the watcher and the notification.
+            mcp.wait_notification(uri, 30)
+            lat.append(time.perf_counter() - t0)
+            mcp.rpc("resources/unsubscribe", {"uri": uri})
+    finally:
+        mcp.close()
+    lat.sort()
+    p95 = lat[int(0.95 * (len(lat) - 1))]
+    record(f"job end → subscribed MCP client's notification over ssh, p95 of {n}",
+           f"{p95:.3f} s (median {statistics.median(lat):.3f} s)", "<= 1.0 s", p95 <= 1.0)
+
+
+def bench_tasks_get(ssh_cfg):
+    print("MCP tasks/get", file=sys.stderr)
+    mcp = held_jobs_mcp(ssh_cfg, {"extensions": {"io.modelcontextprotocol/tasks": {}}})
+    ssh, base_cm = warm_ssh(ssh_cfg, "cm-tasks")
+    base = ssh + ["true"]
+    try:
+        started, _ = mcp.tool("exec_start", {"cmd": "echo working; sleep 600"})
+        task = f"sess/{started['structuredContent']['exec_id']}"
+
+        def get():
+            t = time.perf_counter()
+            result, _ = mcp.rpc("tasks/get", {"taskId": task})
+            if result.get("status") != "working":
+                raise SystemExit(f"tasks/get: {result}")
+            return time.perf_counter() - t
+        get(), timed(base)()
+        a, b = interleaved(get, timed(base), 40)
+        mcp.tool("exec_cancel", {"exec_id": started["structuredContent"]["exec_id"]})
+    finally:
+        mcp.close()
+        close_masters(base_cm)
+    record("MCP tasks/get over ssh, per call in one session / warm ssh host true",
+           f"{a*1e3:.2f} ms / {b*1e3:.1f} ms = {a/b:.3f}", "<= 0.05", a / b <= 0.05)
+
+
+def bench_agents(ssh_cfg):
+    """BENCH_ONLY=agents: the rows of issue 28."""
+    only = os.environ.get("BENCH_AGENTS", "view,notify,tasks").split(",")
+    if "view" in only:
+        bench_terminal_view()
+    if "notify" in only:
+        bench_notifications(ssh_cfg)
+    if "tasks" in only:
+        bench_tasks_get(ssh_cfg)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1161,7 +1309,7 @@ def main():
     sshd = None
     try:
         ssh_machine = None
-        # BENCH_ONLY=gpu (or sync, projects, sessions, slurm) runs those figures alone.
+        # BENCH_ONLY=gpu (or sync, projects, sessions, slurm, agents) runs those figures alone.
         if os.environ.get("BENCH_ONLY") == "gpu":
             bench_gpu_queue()
             return print_table()
@@ -1171,7 +1319,7 @@ def main():
             bench_net(50)
             return print_table()
         only = {"sync": bench_sync, "projects": bench_projects, "sessions": bench_sessions,
-                "slurm": bench_slurm}.get(os.environ.get("BENCH_ONLY"))
+                "slurm": bench_slurm, "agents": bench_agents}.get(os.environ.get("BENCH_ONLY"))
         # BENCH_ONLY=local: the local start and the addr figures (no sshd needed).
         if os.environ.get("BENCH_ONLY") == "local":
             bench_pueue()
@@ -1203,6 +1351,7 @@ def main():
             bench_projects(ssh_cfg)
             bench_slurm(ssh_cfg)
             bench_sessions(ssh_cfg)
+            bench_agents(ssh_cfg)
         if os.geteuid() == 0:
             bench_net(0)
             bench_net(50)

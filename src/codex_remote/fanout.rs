@@ -14,7 +14,7 @@
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -22,8 +22,9 @@ use serde_json::{Map, Value};
 
 use super::output;
 use crate::error::{Error, ErrorCode, Result, exit};
-use crate::remote::config::{ANY, RemoteConfig};
-use crate::remote::machine::CheckReport;
+use crate::remote::config::{ANY, MachineConfig, RemoteConfig};
+use crate::remote::deadline;
+use crate::remote::machine::{CheckReport, check};
 
 /// The commands that fan out, by their names.
 const FANS_OUT: &[[&str; 2]] = &[
@@ -66,6 +67,35 @@ pub fn parallel_map<T: Send, R: Send>(
         }
     });
     results.into_iter().map(|r| r.expect("every item ran")).collect()
+}
+
+/// How long past its timeout a check may take to kill its calls and report.
+const CHECK_GRACE: Duration = Duration::from_secs(5);
+
+/// Checks `configs`, `parallel` at a time, each given at most `timeout`; the reports come
+/// back in the order of `configs`.
+pub fn check_all(
+    configs: Vec<MachineConfig>,
+    parallel: usize,
+    timeout: Duration,
+) -> Vec<CheckReport> {
+    parallel_map(configs, parallel, |config| {
+        // Every call of the check ends by the timeout, its ssh child killed and reaped. The
+        // check runs on a thread of its own all the same, so that one stuck elsewhere is
+        // reported (the thread ends with the process).
+        let (done_tx, done_rx) = mpsc::channel();
+        let name = config.name.clone();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(deadline::within(timeout, || check(&config)));
+        });
+        done_rx.recv_timeout(timeout + CHECK_GRACE).unwrap_or_else(|_| {
+            let e = Error::new(
+                ErrorCode::Timeout,
+                format!("no answer within {}", humantime::format_duration(timeout)),
+            );
+            CheckReport::failed(&name, e)
+        })
+    })
 }
 
 /// What the command line asked of `--machine`: the command's names, the machine word and
@@ -394,7 +424,7 @@ impl Candidate {
 fn place(config: &RemoteConfig, machines: &[String], gpus: u32) -> Result<Placement> {
     let configs = machines.iter().map(|m| config.machine(Some(m))).collect::<Result<Vec<_>>>()?;
     let parallel = configs.len();
-    let reports = super::machine::check_all(configs, parallel, PLACEMENT_TIMEOUT);
+    let reports = check_all(configs, parallel, PLACEMENT_TIMEOUT);
     let candidates: Vec<Candidate> = reports.iter().map(Candidate::of).collect();
     choose(candidates, gpus)
 }

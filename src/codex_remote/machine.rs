@@ -1,6 +1,5 @@
 //! `codex-remote machine check|ls|up|ssh`: is a machine ready, make it ready, or log into it.
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -8,8 +7,6 @@ use clap::{Args, Subcommand};
 use super::exec::MachineArg;
 use super::{Ctx, emit, output, parse_duration, usage};
 use crate::error::{Error, ErrorCode, Result, exit};
-use crate::remote::config::MachineConfig;
-use crate::remote::deadline;
 use crate::remote::machine::{CheckReport, check, up};
 use crate::remote::transport::{Machine, Route};
 
@@ -121,7 +118,7 @@ fn ls(ctx: &Ctx, args: LsArgs) -> Result<u8> {
     if !configs.iter().any(|m| m.name == crate::remote::config::LOCAL) {
         configs.push(ctx.config.machine(Some(crate::remote::config::LOCAL))?);
     }
-    let reports = check_all(configs, usize::from(args.parallel), args.timeout);
+    let reports = super::fanout::check_all(configs, usize::from(args.parallel), args.timeout);
     let all_ok = reports.iter().all(|r| r.ok);
     let tally = Tally::of(&reports);
     if !output::table(args.json) {
@@ -141,35 +138,6 @@ fn ls(ctx: &Ctx, args: LsArgs) -> Result<u8> {
         print_table(&reports, &tally);
     }
     Ok(if args.strict && !all_ok { exit::JOB_FAILED } else { exit::OK })
-}
-
-/// How long past its timeout a check may take to kill its calls and report.
-const CHECK_GRACE: Duration = Duration::from_secs(5);
-
-/// Checks `configs`, `parallel` at a time, each given at most `timeout`; the reports come
-/// back in the order of `configs`.
-pub(super) fn check_all(
-    configs: Vec<MachineConfig>,
-    parallel: usize,
-    timeout: Duration,
-) -> Vec<CheckReport> {
-    super::fanout::parallel_map(configs, parallel, |config| {
-        // Every call of the check ends by the timeout, its ssh child killed and reaped. The
-        // check runs on a thread of its own all the same, so that one stuck elsewhere is
-        // reported (the thread ends with the process).
-        let (done_tx, done_rx) = mpsc::channel();
-        let name = config.name.clone();
-        std::thread::spawn(move || {
-            let _ = done_tx.send(deadline::within(timeout, || check(&config)));
-        });
-        done_rx.recv_timeout(timeout + CHECK_GRACE).unwrap_or_else(|_| {
-            let e = Error::new(
-                ErrorCode::Timeout,
-                format!("no answer within {}", humantime::format_duration(timeout)),
-            );
-            CheckReport::failed(&name, e)
-        })
-    })
 }
 
 /// The original tool's summary of a `machine ls`.

@@ -342,34 +342,37 @@ fn send_view_line(stream: Stream, l: ViewLine, sink: &mut dyn Sink) -> Result<()
     sink.send(Response::Log(line)).map_err(client_gone)
 }
 
-/// Where a job stands, for its status: the last line of each stream and, for a failed job, the
-/// last Python traceback, all from the last [`STATUS_TAIL_BYTES`] of each log. A log that cannot
-/// be read gives nothing.
+/// Where a job stands, for its status: the last line of each stream from the last
+/// [`LAST_LINE_BYTES`] of its log and, for a failed job, the last Python traceback from the last
+/// [`STATUS_TAIL_BYTES`] of stderr. A log that cannot be read gives nothing.
 pub fn status_tails(store: &JobStore, job: &JobStatus) -> LogTails {
-    let lines = |stream: Stream| -> Vec<ViewLine> {
+    let lines = |stream: Stream, window: u64| -> Vec<ViewLine> {
         let read = || -> Result<Vec<ViewLine>> {
             let path = store.log_path(&job.exec_id, stream)?;
             let size = file_len(&path)?;
-            terminal_view::tail_within(&path, 0, size, u64::MAX, STATUS_TAIL_BYTES)
+            terminal_view::tail_within(&path, 0, size, u64::MAX, window)
         };
         read().unwrap_or_default()
     };
     let last = |lines: &[ViewLine]| {
         lines.iter().rev().find(|l| !l.text.trim().is_empty()).map(|l| l.text.clone())
     };
-    let stderr = lines(Stream::Stderr);
     let failed = matches!(job.state, JobState::Failed | JobState::Lost)
         || job.exit_code.is_some_and(|c| c != 0);
+    // A failed job's stderr is read once, with the traceback's window.
+    let stderr = lines(Stream::Stderr, if failed { STATUS_TAIL_BYTES } else { LAST_LINE_BYTES });
     LogTails {
-        last_stdout: last(&lines(Stream::Stdout)),
+        last_stdout: last(&lines(Stream::Stdout, LAST_LINE_BYTES)),
         last_stderr: last(&stderr),
         traceback: failed.then(|| last_traceback(&stderr)).flatten(),
     }
 }
 
-/// How much of each log the status reads from the end.
+/// How much of each log a status reads from the end for its last line: a status must stay
+/// cheap (every `exec_status`, `exec_wait` and `tasks/get` has one).
+pub const LAST_LINE_BYTES: u64 = 4 * 1024;
+/// How much of a failed job's stderr the status reads from the end for its traceback.
 pub const STATUS_TAIL_BYTES: u64 = 16 * 1024;
-/// The longest traceback a status carries (its end, where the error is).
 pub const TRACEBACK_CAP: usize = 4 * 1024;
 
 /// The last `Traceback (most recent call last):` and its lines up to the exception line (the

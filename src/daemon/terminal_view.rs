@@ -124,7 +124,7 @@ impl Renderer {
 
     /// A `\r`: the state since the last one becomes the shown one, unless it shows nothing.
     fn end_state(&mut self) {
-        if !strip_ansi(&self.current).is_empty() {
+        if shows_something(&self.current) {
             std::mem::swap(&mut self.shown, &mut self.current);
             self.shown_at = self.current_at;
         }
@@ -161,37 +161,59 @@ impl Renderer {
 /// two-byte `ESC x`) or other control characters but the tab.
 pub fn strip_ansi(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == 0x1b {
-            i += 1;
-            match bytes.get(i) {
-                Some(b'[') => {
-                    i += 1;
-                    while i < bytes.len() && !(0x40..=0x7e).contains(&bytes[i]) {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                Some(b']') => {
-                    while i < bytes.len() && bytes[i] != 0x07 && bytes[i] != 0x1b {
-                        i += 1;
-                    }
-                    // ESC \ ends it as BEL does.
-                    i += if bytes.get(i) == Some(&0x1b) { 2 } else { 1 };
-                }
-                Some(_) => i += 1,
-                None => {}
-            }
-            continue;
-        }
-        if b >= 0x20 || b == b'\t' {
-            out.push(b);
-        }
-        i += 1;
-    }
+    out.extend(Visible { bytes, i: 0 });
     out
+}
+
+/// Whether `bytes` show anything once escapes and control characters are gone (without
+/// building the stripped copy: a progress bar has one state per `\r`).
+fn shows_something(bytes: &[u8]) -> bool {
+    Visible { bytes, i: 0 }.next().is_some()
+}
+
+/// The bytes of `bytes` a terminal shows, in order (see [`strip_ansi`]).
+struct Visible<'a> {
+    bytes: &'a [u8],
+    i: usize,
+}
+
+impl Iterator for Visible<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        let bytes = self.bytes;
+        while self.i < bytes.len() {
+            let b = bytes[self.i];
+            if b == 0x1b {
+                self.i += 1;
+                match bytes.get(self.i) {
+                    Some(b'[') => {
+                        self.i += 1;
+                        while self.i < bytes.len() && !(0x40..=0x7e).contains(&bytes[self.i]) {
+                            self.i += 1;
+                        }
+                        self.i += 1;
+                    }
+                    Some(b']') => {
+                        while self.i < bytes.len() && bytes[self.i] != 0x07 && bytes[self.i] != 0x1b
+                        {
+                            self.i += 1;
+                        }
+                        // ESC \ ends it as BEL does.
+                        self.i += if bytes.get(self.i) == Some(&0x1b) { 2 } else { 1 };
+                    }
+                    Some(_) => self.i += 1,
+                    None => {}
+                }
+                continue;
+            }
+            self.i += 1;
+            if b >= 0x20 || b == b'\t' {
+                return Some(b);
+            }
+        }
+        None
+    }
 }
 
 /// The last `lines` lines of the view of `path` between `from` and `end`, read backwards in
@@ -241,7 +263,7 @@ fn render_from(
 ) -> Result<Vec<ViewLine>> {
     file.seek(SeekFrom::Start(start)).context(|| "seeking".into())?;
     let mut reader = (&mut *file).take(end - start);
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; (end - start).clamp(1, 64 * 1024) as usize];
     let mut lines = Vec::new();
     let mut renderer: Option<Renderer> = (start == from).then(|| Renderer::new(start));
     let mut pos = start;
@@ -309,6 +331,23 @@ mod tests {
         assert_eq!(texts(&lines), [("red", 1), ("x", 3), ("y", 1)]);
         assert!(lines[2].partial);
         assert_eq!(lines[1].offset, 13);
+    }
+
+    #[test]
+    fn shows_something_agrees_with_strip_ansi() {
+        for bytes in [
+            &b""[..],
+            b"\x1b[32m\x1b[0m",
+            b"\x1b]0;title\x07",
+            b"\x1b]0;t\x1b\\",
+            b"\x07\x08",
+            b"\x1b[1m x",
+            b"\t",
+            b"\x1b",
+            b"\x1b[",
+        ] {
+            assert_eq!(shows_something(bytes), !strip_ansi(bytes).is_empty(), "{bytes:?}");
+        }
     }
 
     #[test]

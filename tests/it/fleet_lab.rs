@@ -8,12 +8,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{CODEXD, TestEnv, skip, wait_until};
+use crate::support::{CODEXD, Sshd, TestEnv, skip, wait_until};
 
 /// The round trip of the lab's link.
 const RTT_MS: u32 = 20;
@@ -78,49 +78,26 @@ impl Lab {
 
     fn start_sshd(&mut self, hosts: &[&str], dead: &[&str]) {
         let d = self.dir.join("sshd");
-        std::fs::create_dir_all(&d).unwrap();
-        let _ = std::fs::create_dir_all("/run/sshd");
-        for key in ["host_key", "client_key"] {
-            let status = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(d.join(key))
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+        Sshd::keys(&d);
         let host = self.var("NETLAB_HOST").to_string();
         // The sessions' HOME is the lab's: the login shell reads no rc file of the real home
         // (which may run slow or locking tools), and codexd never sees the real ~/.codexd.
         let home = self.dir.join("home");
         std::fs::create_dir_all(&home).unwrap();
         let config = d.join("sshd_config");
+        let options = Sshd::server_options(&d);
         std::fs::write(
             &config,
             format!(
-                "Port 22\nListenAddress {host}\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-                 AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PermitRootLogin yes\nPubkeyAuthentication yes\nPrintMotd no\nLogLevel ERROR\n\
-                 MaxStartups 100\nMaxSessions 30\nSetEnv HOME={home}\n",
-                d = d.display(),
+                "Port 22\nListenAddress {host}\n{options}MaxStartups 100\nMaxSessions 30\n\
+                 SetEnv HOME={home}\n",
                 home = home.display()
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(d.join("sshd.log")).unwrap();
-        let sshd = Command::new(netlab())
-            .arg("exec")
-            .arg(&self.dir)
-            .arg(crate::support::Sshd::sshd_path())
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.sshd = Some(sshd);
+        let mut in_lab = Command::new(netlab());
+        in_lab.arg("exec").arg(&self.dir).arg(Sshd::sshd_path());
+        self.sshd = Some(Sshd::spawn_daemon(in_lab, &config, &d.join("sshd.log")));
         let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
         std::fs::write(d.join("known_hosts"), format!("{host} {host_pub}")).unwrap();
         let mut ssh = String::new();
@@ -285,18 +262,21 @@ fn lab_placement_starts_where_the_gpus_are_free_else_where_the_queue_is_shortest
 
     // g3 has both GPUs free: the job starts there, and says why.
     let cwd = env.dir.path().display().to_string();
-    let v = env.ok(&[
-        "exec",
-        "start",
-        "--machine",
-        "gpus",
-        "--gpus",
-        "2",
-        "--cwd",
-        &cwd,
-        "--cmd",
-        "true",
-    ]);
+    let place = |machines: &str| {
+        env.ok(&[
+            "exec",
+            "start",
+            "--machine",
+            machines,
+            "--gpus",
+            "2",
+            "--cwd",
+            &cwd,
+            "--cmd",
+            "true",
+        ])
+    };
+    let v = place("gpus");
     assert_eq!(v["machine"], "g3", "{v}");
     assert_eq!(v["placement"]["reason"], "free_gpus", "{v}");
     let free: Vec<(String, u64)> = v["placement"]["candidates"]
@@ -310,18 +290,9 @@ fn lab_placement_starts_where_the_gpus_are_free_else_where_the_queue_is_shortest
 
     // Nowhere two free: the shortest queue (all empty), then the most free GPUs: g2.
     std::fs::write(&files["g3"], gpus(2, 2)).unwrap();
-    let v = env.ok(&[
-        "exec",
-        "start",
-        "--machine",
-        "any",
-        "--gpus",
-        "2",
-        "--cwd",
-        &cwd,
-        "--cmd",
-        "true",
-    ]);
+    // codexd keeps nvidia-smi's last answer for a moment: drop it, so the change is seen now.
+    let _ = std::fs::remove_file(env.path("data-g3/gpus/nvidia-smi.json"));
+    let v = place("any");
     assert_eq!(
         (v["machine"].as_str(), v["placement"]["reason"].as_str()),
         (Some("g2"), Some("shortest_queue")),

@@ -36,6 +36,7 @@ fn every_frame_and_the_manifest_entry_round_trip() {
 fn requests() -> Vec<String> {
     vec![
         r#"{"id":1,"type":"hello","protocol":1,"client_version":"0.1.0"}"#.into(),
+        r#"{"type":"hello","gpus":true}"#.into(),
         r#"{"id":"a","type":"exec_start","cmd":"nvidia-smi","shell":"bash -lc","cwd":"~/w","env":{"A":"1"},"name":"n","labels":{"k":"v"},"idempotency_key":"k1"}"#.into(),
         r#"{"type":"exec_start","cmd":["python","train.py"]}"#.into(),
         r#"{"type":"exec_start","script":"echo hi\n"}"#.into(),
@@ -108,6 +109,9 @@ fn responses() -> Vec<String> {
         format!(r#"{{"type":"status",{STATUS},"scheduler":"local","resources":{{"gpus":1}},"gpu_ids":[1]}}"#),
         QUEUED_ON_SLURM.into(),
         r#"{"id":1,"type":"hello","protocol":1,"version":"0.1.0","capabilities":["exec"],"user":"u","host":"h","data_dir":"/d","scheduler":"local"}"#.into(),
+        format!(
+            r#"{{"type":"hello","protocol":1,"version":"0.1.0","capabilities":["gpus"],"user":"u","host":"h","data_dir":"/d","scheduler":"local","gpus":{{"gpus":[{GPU}],"free_memory_mib":1024,"free_util_percent":10,"queued":1}}}}"#
+        ),
         format!(
             r#"{{"type":"status",{STATUS},"last_stdout":"step 1","last_stderr":"ValueError: boom","traceback":"Traceback (most recent call last):\n..."}}"#
         ),

@@ -254,11 +254,10 @@ impl Sshd {
         Self::start_with(dir, "")
     }
 
-    /// Starts sshd; `extra` is appended to its config (e.g. `MaxSessions 2`).
-    pub fn start_with(dir: &Path, extra: &str) -> Sshd {
-        let sshd = Self::sshd_path();
-        let dir = dir.join("sshd");
-        std::fs::create_dir_all(&dir).unwrap();
+    /// Makes `dir` (an sshd's own) with a host key, a client key and the client key
+    /// authorized.
+    pub fn keys(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
         let _ = std::fs::create_dir_all("/run/sshd");
         for key in ["host_key", "client_key"] {
             let status = Command::new("ssh-keygen")
@@ -269,29 +268,45 @@ impl Sshd {
             assert!(status.success());
         }
         std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+    }
+
+    /// The sshd options of a test server whose keys are in `dir` (see [`Sshd::keys`]).
+    pub fn server_options(dir: &Path) -> String {
+        format!(
+            "HostKey {d}/host_key\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n\
+             StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin yes\nPubkeyAuthentication yes\nPrintMotd no\nLogLevel ERROR\n",
+            d = dir.display()
+        )
+    }
+
+    /// `CMD -D -e -f CONFIG` (CMD runs sshd, maybe through a wrapper), its stderr in `log`.
+    pub fn spawn_daemon(mut cmd: Command, config: &Path, log: &Path) -> Child {
+        let log = std::fs::File::create(log).unwrap();
+        cmd.args(["-D", "-e", "-f"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Starts sshd; `extra` is appended to its config (e.g. `MaxSessions 2`).
+    pub fn start_with(dir: &Path, extra: &str) -> Sshd {
+        let sshd = Self::sshd_path();
+        let dir = dir.join("sshd");
+        Self::keys(&dir);
         for attempt in 0..5 {
             let port = free_port();
             let config = dir.join("sshd_config");
+            let options = Self::server_options(&dir);
             std::fs::write(
                 &config,
-                format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-                     AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
-                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin yes\n\
-                     PubkeyAuthentication yes\nPrintMotd no\nLogLevel ERROR\n{extra}\n",
-                    d = dir.display()
-                ),
+                format!("Port {port}\nListenAddress 127.0.0.1\n{options}{extra}\n"),
             )
             .unwrap();
-            let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
-            let child = Command::new(&sshd)
-                .args(["-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
+            let child = Self::spawn_daemon(Command::new(&sshd), &config, &dir.join("sshd.log"));
             let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
             std::fs::write(dir.join("known_hosts"), format!("[127.0.0.1]:{port} {host_pub}"))
                 .unwrap();

@@ -273,6 +273,34 @@ fn again<T>(mut call: impl FnMut() -> Result<T>) -> Result<T> {
     }
 }
 
+/// How a protocol request (`tasks/*`, `resources/*`) answers that its job, id or machine is
+/// not there: `-32602` for a task, `-32002` for a resource.
+type NotFound = fn(String, Option<Value>) -> ErrorData;
+
+/// Runs `work` on the blocking pool for a protocol request: its error becomes a protocol error
+/// (`not_found`'s for a job, id or machine that is not there, else internal), the CLI's code and
+/// hint in `data`.
+async fn blocking_request<T: Send + 'static>(
+    not_found: NotFound,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> std::result::Result<T, ErrorData> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(protocol_error(e, not_found)),
+        Err(e) => Err(ErrorData::internal_error(format!("the call failed: {e}"), None)),
+    }
+}
+
+fn protocol_error(e: Error, not_found: NotFound) -> ErrorData {
+    let data = Some(json!({ "code": e.code, "hint": e.hint.as_deref().map(hints::for_mcp) }));
+    match e.code {
+        ErrorCode::JobNotFound | ErrorCode::InvalidId | ErrorCode::UnknownMachine => {
+            not_found(e.message, data)
+        }
+        _ => ErrorData::internal_error(e.message, data),
+    }
+}
+
 /// Reads the config (at every call, so edits apply) and finds the machine.
 fn machine(config: Option<&Path>, name: Option<&str>) -> Result<Machine> {
     Machine::from_config(&RemoteConfig::load(config)?.machine(name)?)

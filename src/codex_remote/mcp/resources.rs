@@ -27,7 +27,7 @@ use serde_json::json;
 
 use super::{again, machine, tasks};
 use crate::codex_remote::exec::resolve_id;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::Result;
 use crate::protocol::{JobRef, JobState, ListRequest, OnMachine, Request, RunStatus};
 use crate::remote::client;
 use crate::remote::config::RemoteConfig;
@@ -99,7 +99,8 @@ pub fn is_ours(uri: &str) -> bool {
 
 /// `resources/list`: each configured machine's listing.
 pub fn list(config: Option<PathBuf>) -> std::result::Result<Vec<Resource>, ErrorData> {
-    let config = RemoteConfig::load(config.as_deref()).map_err(protocol_error)?;
+    let config =
+        RemoteConfig::load(config.as_deref()).map_err(|e| super::protocol_error(e, NOT_FOUND))?;
     Ok(config
         .machine_names()
         .iter()
@@ -401,27 +402,14 @@ fn not_ours(uri: &str) -> ErrorData {
 }
 
 /// Runs `work` on the blocking pool; a job or machine that is not there is `-32002 Resource not
-/// found`, other errors are internal errors; the CLI's code is in `data`.
+/// found`.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> std::result::Result<T, ErrorData> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(protocol_error(e)),
-        Err(e) => Err(ErrorData::internal_error(format!("the resource call failed: {e}"), None)),
-    }
+    super::blocking_request(NOT_FOUND, work).await
 }
 
-fn protocol_error(e: Error) -> ErrorData {
-    let data =
-        Some(json!({ "code": e.code, "hint": e.hint.as_deref().map(super::hints::for_mcp) }));
-    match e.code {
-        ErrorCode::JobNotFound | ErrorCode::InvalidId | ErrorCode::UnknownMachine => {
-            ErrorData::resource_not_found(e.message, data)
-        }
-        _ => ErrorData::internal_error(e.message, data),
-    }
-}
+const NOT_FOUND: super::NotFound = ErrorData::resource_not_found;
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CreateTaskResult, DetailedTask, GetTaskResult, Task,
     TaskPayload, TaskStatus,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::inputs::{self, StartInput, WaitInput, argument_failure};
 use super::{McpServer, ToolFailure, again, failure_answer, status_line, tool_answer};
@@ -130,26 +130,11 @@ pub async fn cancel(server: &McpServer, task_id: String) -> std::result::Result<
     .await
 }
 
-/// Runs `work` on the blocking pool; its error is the protocol error `tasks/*` answer with
-/// (`-32602` for a task id that names no job), the CLI's code in `data`.
+/// Runs `work` on the blocking pool; a task id that names no job is `-32602`.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> std::result::Result<T, ErrorData> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => {
-            let data = Some(
-                json!({ "code": e.code, "hint": e.hint.as_deref().map(super::hints::for_mcp) }),
-            );
-            Err(match e.code {
-                ErrorCode::JobNotFound | ErrorCode::InvalidId | ErrorCode::UnknownMachine => {
-                    ErrorData::invalid_params(e.message, data)
-                }
-                _ => ErrorData::internal_error(e.message, data),
-            })
-        }
-        Err(e) => Err(ErrorData::internal_error(format!("the task call failed: {e}"), None)),
-    }
+    super::blocking_request(ErrorData::invalid_params, work).await
 }
 
 /// The task id of job `exec_id` on `machine`.

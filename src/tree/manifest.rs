@@ -65,6 +65,8 @@ fn walk_counting(root: &Path, filter: &TreeFilter, count_ignored: bool) -> Resul
     let excluded = overrides.clone();
     let include_git = filter.include_git;
     let gitignore = !filter.no_gitignore;
+    let gits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let gits_seen = gits.clone();
     let mut builder = WalkBuilder::new(root);
     builder
         .hidden(false)
@@ -79,9 +81,16 @@ fn walk_counting(root: &Path, filter: &TreeFilter, count_ignored: bool) -> Resul
         .sort_by_file_name(|a, b| a.cmp(b))
         .filter_entry(move |e| {
             let name = e.file_name().to_string_lossy();
-            let temp_dir =
-                name.starts_with(TEMP_PREFIX) && e.file_type().is_some_and(|t| t.is_dir());
-            (include_git || name != ".git") && !temp_dir
+            let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+            let temp_dir = name.starts_with(TEMP_PREFIX) && is_dir;
+            if !include_git && name == ".git" {
+                // Left out here, so counted here: no second look needed for `.git`.
+                if let Ok(mut seen) = gits_seen.lock() {
+                    seen.push((e.path().to_path_buf(), is_dir));
+                }
+                return false;
+            }
+            !temp_dir
         });
     for item in builder.build() {
         let entry = match item {
@@ -112,8 +121,22 @@ fn walk_counting(root: &Path, filter: &TreeFilter, count_ignored: bool) -> Resul
             Err(e) => manifest.skipped.push(Skipped { path, reason: e.to_string() }),
         }
     }
-    if count_ignored && !(filter.include_git && filter.no_gitignore) {
-        count_ignored_paths(root, &excluded, &mut manifest);
+    if count_ignored {
+        let gits = std::mem::take(&mut *gits.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut ignored: Vec<String> = gits
+            .into_iter()
+            .filter_map(|(abs, is_dir)| {
+                let rel = slash_path(abs.strip_prefix(root).ok()?)?;
+                Some(if is_dir { format!("{rel}/") } else { rel })
+            })
+            .collect();
+        if gitignore {
+            ignored.extend(gitignored_paths(root, &excluded, &manifest));
+        }
+        ignored.sort();
+        manifest.ignored = ignored.len() as u64;
+        ignored.truncate(IGNORED_SAMPLE);
+        manifest.ignored_sample = ignored;
     }
     Ok(manifest)
 }
@@ -134,23 +157,41 @@ fn walk_one(root: &Path, name: &str) -> Result<Manifest> {
     Ok(manifest)
 }
 
-/// Counts the paths the walk did not yield although they are there: the names in the root and
-/// in every directory the walk yielded that are neither an entry, nor skipped, nor a sync temp,
-/// nor excluded by the user's globs, were left out by `.git/` or a `.gitignore` rule. This
-/// reads each yielded directory once more (names only, no stat), which the `ignore` crate
-/// offers no hook to avoid.
-fn count_ignored_paths(root: &Path, excluded: &Override, manifest: &mut Manifest) {
+/// The paths `.gitignore` rules left out: the names in the directories the walk yielded under a
+/// directory with a `.gitignore` (all of them when `.git/info/exclude` exists) that are neither
+/// an entry, nor skipped, nor `.git` (counted as the walk met it), nor a sync temp, nor
+/// excluded by the user's globs. This reads those directories once more (names only, no stat),
+/// which the `ignore` crate offers no hook to avoid; a tree without ignore files pays nothing.
+fn gitignored_paths(root: &Path, excluded: &Override, manifest: &Manifest) -> Vec<String> {
+    let mut ruled: Vec<&str> = manifest
+        .entries
+        .iter()
+        .filter_map(|e| match e.path.as_str() {
+            ".gitignore" => Some(""),
+            path => path.strip_suffix("/.gitignore"),
+        })
+        .collect();
+    if root.join(".git/info/exclude").is_file() {
+        ruled.push("");
+    }
+    if ruled.is_empty() {
+        return Vec::new();
+    }
+    let under_rules = |dir: &str| {
+        ruled.iter().any(|r| r.is_empty() || dir == *r || dir.starts_with(&format!("{r}/")))
+    };
     let mut known: HashSet<&str> = manifest.entries.iter().map(|e| e.path.as_str()).collect();
     known.extend(manifest.skipped.iter().map(|s| s.path.as_str()));
     let dirs = std::iter::once("")
-        .chain(manifest.entries.iter().filter(|e| e.kind == FileKind::Dir).map(|e| &*e.path));
+        .chain(manifest.entries.iter().filter(|e| e.kind == FileKind::Dir).map(|e| &*e.path))
+        .filter(|dir| under_rules(dir));
     let mut ignored = Vec::new();
     for dir in dirs {
         let Ok(names) = std::fs::read_dir(root.join(dir)) else { continue };
         for child in names.flatten() {
             let Some(name) = child.file_name().to_str().map(str::to_string) else { continue };
             let path = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
-            if known.contains(path.as_str()) || name.starts_with(TEMP_PREFIX) {
+            if known.contains(path.as_str()) || name.starts_with(TEMP_PREFIX) || name == ".git" {
                 continue;
             }
             let is_dir = child.file_type().is_ok_and(|t| t.is_dir());
@@ -160,10 +201,7 @@ fn count_ignored_paths(root: &Path, excluded: &Override, manifest: &mut Manifest
             ignored.push(if is_dir { format!("{path}/") } else { path });
         }
     }
-    ignored.sort();
-    manifest.ignored = ignored.len() as u64;
-    ignored.truncate(IGNORED_SAMPLE);
-    manifest.ignored_sample = ignored;
+    ignored
 }
 
 /// `a/b/c` for a relative path, or `None` when a name is not UTF-8.

@@ -132,3 +132,25 @@ fn the_summary_counts_what_git_and_gitignore_left_out_and_text_says_so() {
     assert_eq!(v["ignored_sample"], json!([".git/", "src/run.log", "target/"]), "{v}");
     assert!(back.join("data/big.bin").is_file() && !back.join("target").exists());
 }
+
+#[test]
+fn a_nested_gitignore_counts_in_its_own_subtree_and_git_alone_is_counted_too() {
+    let env = TestEnv::new();
+    let tree = env.path("tree");
+    write(&tree.join(".git/HEAD"), "ref: refs/heads/main\n");
+    write(&tree.join("lib/.gitignore"), "*.tmp\n");
+    write(&tree.join("lib/x.tmp"), "x");
+    write(&tree.join("lib/deep/y.tmp"), "y");
+    write(&tree.join("other/z.tmp"), "z");
+    let out = env.path("out");
+    let args = ["sync", "push", "-m", "local", "--src", s(&tree), "--dst", s(&out)];
+    let v = env.ok(&args);
+    assert_eq!(v["ignored"], 3, "{v}");
+    assert_eq!(v["ignored_sample"], json!([".git/", "lib/deep/y.tmp", "lib/x.tmp"]), "{v}");
+    assert!(out.join("tree/other/z.tmp").is_file());
+    // No ignore file and no .git: nothing to count.
+    std::fs::remove_dir_all(tree.join(".git")).unwrap();
+    std::fs::remove_file(tree.join("lib/.gitignore")).unwrap();
+    let v = env.ok(&args);
+    assert_eq!((&v["ignored"], &v["ignored_sample"]), (&json!(0), &json!([])), "{v}");
+}

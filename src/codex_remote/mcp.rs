@@ -25,6 +25,7 @@ mod tasks;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -48,6 +49,7 @@ use crate::protocol::{
 };
 use crate::remote::client;
 use crate::remote::config::RemoteConfig;
+use crate::remote::mux::SessionPool;
 use crate::remote::transport::{Machine, Route};
 
 use inputs::{
@@ -72,8 +74,6 @@ pub struct McpArgs {}
 
 /// Runs the server until stdin closes. Only MCP messages go to stdout; problems go to stderr.
 pub fn run(config: Option<PathBuf>, _args: McpArgs) -> u8 {
-    // Every tool call of the agent goes on one shared session per machine.
-    crate::remote::mux::enable();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -97,6 +97,8 @@ pub fn run(config: Option<PathBuf>, _args: McpArgs) -> u8 {
 #[derive(Debug, Clone)]
 pub struct McpServer {
     config: Option<PathBuf>,
+    /// Every tool call of the agent goes on one shared session per machine.
+    sessions: Arc<SessionPool>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -106,7 +108,8 @@ type ToolResult = std::result::Result<CallToolResult, ErrorData>;
 #[tool_router]
 impl McpServer {
     pub fn new(config: Option<PathBuf>) -> Self {
-        McpServer { config, tool_router: Self::tool_router() + Self::files_tool_router() }
+        let tool_router = Self::tool_router() + Self::files_tool_router();
+        McpServer { config, sessions: SessionPool::new(), tool_router }
     }
 
     /// The configured machines, each checked with a `hello` call.
@@ -119,8 +122,8 @@ impl McpServer {
         annotations(title = "Machines", read_only_hint = true, open_world_hint = true)
     )]
     async fn machines(&self, Arguments(input): Arguments<MachinesInput>) -> ToolResult {
-        let config = self.config.clone();
-        on_blocking_pool(move || machines(config, input)).await
+        let (config, sessions) = (self.config.clone(), self.sessions.clone());
+        on_blocking_pool(move || machines(config, input, sessions)).await
     }
 
     #[tool(
@@ -435,8 +438,9 @@ impl McpServer {
     where
         F: FnOnce(&Machine) -> Outcome + Send + 'static,
     {
-        let config = self.config.clone();
-        on_blocking_pool(move || body(&machine(config.as_deref(), name.as_deref())?)).await
+        let (config, sessions) = (self.config.clone(), self.sessions.clone());
+        on_blocking_pool(move || body(&machine(config.as_deref(), name.as_deref(), sessions)?))
+            .await
     }
 }
 
@@ -502,9 +506,14 @@ fn again<T>(mut call: impl FnMut() -> Result<T>) -> Result<T> {
     }
 }
 
-/// Reads the config (at every call, so edits apply) and finds the machine.
-fn machine(config: Option<&Path>, name: Option<&str>) -> Result<Machine> {
-    Machine::from_config(&RemoteConfig::load(config)?.machine(name)?)
+/// Reads the config (at every call, so edits apply) and finds the machine, its calls on the
+/// server's `sessions`.
+fn machine(
+    config: Option<&Path>,
+    name: Option<&str>,
+    sessions: Arc<SessionPool>,
+) -> Result<Machine> {
+    Ok(Machine::from_config(&RemoteConfig::load(config)?.machine(name)?)?.with_sessions(sessions))
 }
 
 /// A failure as a tool answer: the CLI's error object, and optionally the job it is about.
@@ -699,7 +708,7 @@ fn status_line(job: &JobStatus, machine: &str) -> String {
 }
 
 /// The `machines` tool: the config's machines (and `local`), each checked in parallel.
-fn machines(config: Option<PathBuf>, input: MachinesInput) -> Outcome {
+fn machines(config: Option<PathBuf>, input: MachinesInput, sessions: Arc<SessionPool>) -> Outcome {
     let config = RemoteConfig::load(config.as_deref())?;
     let default = config.machine(None).map(|m| m.name).ok();
     let names: Vec<String> = match &input.machine {
@@ -712,8 +721,9 @@ fn machines(config: Option<PathBuf>, input: MachinesInput) -> Outcome {
             .iter()
             .map(|name| {
                 let config = &config;
-                let default = default.as_deref();
-                scope.spawn(move || machine_entry(config, name, default == Some(name), check))
+                let (default, sessions) = (default.as_deref(), sessions.clone());
+                let is_default = default == Some(name);
+                scope.spawn(move || machine_entry(config, name, is_default, check, sessions))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or(Value::Null)).collect()
@@ -750,9 +760,16 @@ fn gpu_summary(gpus: &Value) -> String {
     }
 }
 
-fn machine_entry(config: &RemoteConfig, name: &str, is_default: bool, check: bool) -> Value {
+fn machine_entry(
+    config: &RemoteConfig,
+    name: &str,
+    is_default: bool,
+    check: bool,
+    sessions: Arc<SessionPool>,
+) -> Value {
     let mut entry = json!({ "name": name, "default": is_default });
     let machine = config.machine(Some(name)).and_then(|m| Machine::from_config(&m));
+    let machine = machine.map(|m| m.with_sessions(sessions));
     let m = match machine {
         Ok(m) => m,
         Err(e) => {

@@ -24,7 +24,8 @@ use serde::Serialize;
 use super::{Ctx, emit};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::remote::config::{LOCAL, MachineConfig, RemoteConfig};
-use crate::remote::transport::Machine;
+use crate::remote::mux::SessionPool;
+use crate::remote::transport::{Machine, SharedSessions};
 
 const PAGE: &str = include_str!("dashboard/page.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
@@ -50,6 +51,8 @@ pub struct Dashboard {
     machines: Vec<MachineConfig>,
     guard: guard::Guard,
     health: Mutex<BTreeMap<String, MachineHealth>>,
+    /// The pages' polling goes on one shared session per machine, not one ssh session a read.
+    sessions: Arc<SessionPool>,
 }
 
 /// What the page shows for one machine.
@@ -87,6 +90,7 @@ impl Dashboard {
             machines,
             guard: guard::Guard::new(addr)?,
             health: Mutex::new(health),
+            sessions: SessionPool::new(),
         }))
     }
 
@@ -97,7 +101,7 @@ impl Dashboard {
 
     fn machine(&self, name: &str) -> Result<Machine> {
         let config = self.machine_config(name)?;
-        Machine::from_config(&config)
+        Ok(Machine::from_config(&config)?.with_sessions(self.sessions.clone()))
     }
 
     fn machine_config(&self, name: &str) -> Result<MachineConfig> {
@@ -114,8 +118,6 @@ impl Dashboard {
 
 /// `codex-remote dashboard`: binds, prints the URL, serves until Ctrl-C.
 pub fn run(ctx: &Ctx, args: DashboardArgs) -> Result<u8> {
-    // The pages' polling goes on one shared session per machine, not one ssh session a read.
-    crate::remote::mux::enable();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -213,10 +215,11 @@ async fn machine_up(State(d): State<Arc<Dashboard>>, Path(name): Path<String>) -
         let name = name.clone();
         tokio::spawn(async move {
             let up_name = name.clone();
+            let sessions = d.sessions.clone();
             let report = blocking(move || {
                 let report = machine_up_report(&config);
                 // The next calls go to the codexd that `up` may have replaced.
-                crate::remote::mux::close(&up_name);
+                sessions.close(&up_name);
                 Ok(report)
             })
             .await;
@@ -256,7 +259,8 @@ async fn check_forever(d: Arc<Dashboard>) {
 async fn check_one(d: &Arc<Dashboard>, name: &str) {
     let Ok(config) = d.machine_config(name) else { return };
     d.update_health(name, |h| h.checking = true);
-    let report = blocking(move || Ok(machine_check_report(&config))).await;
+    let sessions = d.sessions.clone();
+    let report = blocking(move || Ok(machine_check_report(&config, sessions))).await;
     let report = report.unwrap_or_else(|e| serde_json::json!({"ok": false, "error": e.message}));
     d.update_health(name, |h| {
         h.checking = false;
@@ -265,8 +269,9 @@ async fn check_one(d: &Arc<Dashboard>, name: &str) {
 }
 
 /// `machine check`'s report as JSON.
-fn machine_check_report(config: &MachineConfig) -> serde_json::Value {
-    serde_json::to_value(crate::remote::machine::check(config)).unwrap_or_default()
+fn machine_check_report(config: &MachineConfig, sessions: Arc<SessionPool>) -> serde_json::Value {
+    let report = crate::remote::machine::check_on(config, Some(sessions));
+    serde_json::to_value(report).unwrap_or_default()
 }
 
 /// `machine up`'s report as JSON: the last stage reached, its message and hint.

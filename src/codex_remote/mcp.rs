@@ -33,6 +33,7 @@ mod tools;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -47,11 +48,12 @@ use rmcp::model::{
 };
 use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool_handler};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::JobStatus;
 use crate::remote::config::RemoteConfig;
+use crate::remote::mux::SessionPool;
 use crate::remote::transport::Machine;
 
 use inputs::argument_failure;
@@ -72,8 +74,6 @@ pub struct McpArgs {}
 
 /// Runs the server until stdin closes. Only MCP messages go to stdout; problems go to stderr.
 pub fn run(config: Option<PathBuf>, _args: McpArgs) -> u8 {
-    // Every tool call of the agent goes on one shared session per machine.
-    crate::remote::mux::enable();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -97,6 +97,8 @@ pub fn run(config: Option<PathBuf>, _args: McpArgs) -> u8 {
 #[derive(Debug, Clone)]
 pub struct McpServer {
     config: Option<PathBuf>,
+    /// Every tool call of the agent goes on one shared session per machine.
+    sessions: Arc<SessionPool>,
     tool_router: ToolRouter<Self>,
     /// The resource subscriptions and their watchers, one per machine.
     watchers: resources::Watchers,
@@ -108,7 +110,8 @@ type ToolResult = std::result::Result<CallToolResult, ErrorData>;
 impl McpServer {
     pub fn new(config: Option<PathBuf>) -> Self {
         let tool_router = Self::tool_router() + Self::files_tool_router();
-        McpServer { config, tool_router, watchers: resources::Watchers::default() }
+        let sessions = SessionPool::new();
+        McpServer { config, sessions, tool_router, watchers: resources::Watchers::default() }
     }
 }
 
@@ -187,7 +190,9 @@ impl ServerHandler for McpServer {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> std::result::Result<ReadResourceResponse, ErrorData> {
-        resources::read(self.config.clone(), request.uri).await.map(Into::into)
+        resources::read(self.config.clone(), self.sessions.clone(), request.uri)
+            .await
+            .map(Into::into)
     }
 
     /// `subscriptions/listen` (2026-07-28): the URIs of this server's resources are accepted.
@@ -206,7 +211,7 @@ impl ServerHandler for McpServer {
         let mut ids = Vec::new();
         for uri in uris {
             let to = resources::Notify::Listen(context.sink().clone());
-            match self.watchers.add(self.config.clone(), uri, to).await {
+            match self.watchers.add(self.config.clone(), self.sessions.clone(), uri, to).await {
                 Ok(id) => ids.push(id),
                 Err(e) => {
                     self.watchers.remove(&ids);
@@ -226,7 +231,10 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> std::result::Result<(), ErrorData> {
         let to = resources::Notify::Session(context.peer.clone());
-        self.watchers.add(self.config.clone(), request.uri, to).await.map(|_| ())
+        self.watchers
+            .add(self.config.clone(), self.sessions.clone(), request.uri, to)
+            .await
+            .map(|_| ())
     }
 
     #[allow(deprecated)]
@@ -259,8 +267,9 @@ impl McpServer {
     where
         F: FnOnce(&Machine) -> Outcome + Send + 'static,
     {
-        let config = self.config.clone();
-        on_blocking_pool(move || body(&machine(config.as_deref(), name.as_deref())?)).await
+        let (config, sessions) = (self.config.clone(), self.sessions.clone());
+        on_blocking_pool(move || body(&machine(config.as_deref(), name.as_deref(), sessions)?))
+            .await
     }
 }
 
@@ -301,9 +310,14 @@ fn protocol_error(e: Error, not_found: NotFound) -> ErrorData {
     }
 }
 
-/// Reads the config (at every call, so edits apply) and finds the machine.
-fn machine(config: Option<&Path>, name: Option<&str>) -> Result<Machine> {
-    Machine::from_config(&RemoteConfig::load(config)?.machine(name)?)
+/// Reads the config (at every call, so edits apply) and finds the machine, its calls on the
+/// server's `sessions`.
+fn machine(
+    config: Option<&Path>,
+    name: Option<&str>,
+    sessions: Arc<SessionPool>,
+) -> Result<Machine> {
+    Ok(Machine::from_config(&RemoteConfig::load(config)?.machine(name)?)?.with_sessions(sessions))
 }
 
 /// A failure as a tool answer: the CLI's error object, and optionally the job it is about.

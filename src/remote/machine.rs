@@ -87,9 +87,20 @@ impl CheckReport {
 
 /// `daemon_ok` is `hello` answered (over `rpc` for ssh machines, after `/health` for HTTP ones).
 pub fn check(config: &MachineConfig) -> CheckReport {
+    check_on(config, None)
+}
+
+/// [`check`], its calls on a long-lived client's shared sessions when it passes them in.
+pub fn check_on(
+    config: &MachineConfig,
+    sessions: Option<std::sync::Arc<dyn super::transport::SharedSessions>>,
+) -> CheckReport {
     let mut report = CheckReport::new(&config.name);
     let machine = match Machine::from_config(config) {
-        Ok(m) => m,
+        Ok(m) => match sessions {
+            Some(sessions) => m.with_sessions(sessions),
+            None => m,
+        },
         Err(e) => return CheckReport::failed(&config.name, e),
     };
     if let Route::Http(h) = &machine.route {

@@ -1,7 +1,7 @@
 //! Shared sessions for long-lived clients (`codex-remote mcp`, `dashboard`, `exec run`): one
 //! `codexd rpc` child per machine (`ssh HOST codexd rpc` over the master connection, or a local
-//! `codexd rpc` where `local` is not answered in-process), kept open and shared by every thread
-//! of the process.
+//! `codexd rpc` where `local` is not answered in-process), kept open in the [`SessionPool`] the
+//! client owns and passes to its machines, shared by every thread of the client.
 //!
 //! A session starts with a `hello` that asks for `concurrent`; codexd then serves the session's
 //! requests on threads of its own and each answer line carries its request's `id`. A reader
@@ -28,7 +28,7 @@ use super::answer::{MAX_ANSWER_LINE, new_call_id};
 use super::compat;
 use super::pipe::{self, CURRENT_CHILD};
 use super::ssh::{CallKind, Connection, classify_failure, read_temp};
-use super::transport::{self, Machine, Route};
+use super::transport::{self, Link, Machine, Route, SharedSessions};
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{HelloRequest, Request, RequestLine, Response, ResponseLine, capability};
 use crate::wire::{self, Line};
@@ -45,70 +45,79 @@ const RECHECK_OLD_CODEXD: Duration = Duration::from_secs(600);
 /// How long the `hello` of a new session may take beyond ssh's `ConnectTimeout`.
 const HELLO_GRACE: Duration = Duration::from_secs(20);
 
-static POOL: OnceLock<Pool> = OnceLock::new();
-
-/// Turns shared sessions on for this process (long-lived clients call it once at start).
-pub fn enable() {
-    let idle = std::env::var(IDLE_ENV)
-        .ok()
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map_or(IDLE_CLOSE, Duration::from_secs_f64);
-    let _ = POOL.set(Pool { idle, machines: Mutex::default(), reaper: OnceLock::new() });
-    transport::set_session_door(call);
-}
-
-/// Sends `request` on the machine's shared session; `None` when this call does not use one
-/// (sessions off, a payload, an HTTP machine, an older codexd, a session full): the caller
-/// makes a call of its own. An `error` answer is returned as it came, `Ok(Response::Error)`.
-pub fn call(
-    m: &Machine,
-    request: &Request,
-    on_line: &mut dyn FnMut(Response) -> Result<()>,
-) -> Option<Result<Response>> {
-    let pool = POOL.get().filter(|p| !p.idle.is_zero())?;
-    if request.has_payload() || matches!(m.route, Route::Http(_)) {
-        return None;
-    }
-    // A request not written (the session had ended unnoticed) goes on a new session once.
-    for _ in 0..2 {
-        let session = match pool.session(m) {
-            Ok(Some(session)) => session,
-            Ok(None) => return None,
-            Err(e) => return Some(Err(e)),
-        };
-        let sent = session.call(m, request, on_line);
-        session.release();
-        if let Some(answer) = sent {
-            return Some(answer);
-        }
-    }
-    None
-}
-
-/// Closes the sessions of machine `name` (after `machine up` replaced its codexd): calls in flight
-/// get their answers, the next call opens a session with the new codexd.
-pub fn close(name: &str) {
-    let Some(pool) = POOL.get() else { return };
-    let slots: Vec<Arc<Slot>> = lock(&pool.machines)
-        .iter()
-        .filter(|(m, _)| m.name == name)
-        .map(|(_, slot)| slot.clone())
-        .collect();
-    for slot in slots {
-        let mut state = lock(&slot.state);
-        state.old_codexd_since = None;
-        if let Some(session) = state.session.take() {
-            session.close();
-        }
-    }
-}
-
-/// Every machine's slot, and how long an idle session lives.
-struct Pool {
+/// The shared sessions of one long-lived client: every machine's slot, and how long an idle
+/// session lives. The client makes one ([`SessionPool::new`]) and hands it to the machines it
+/// calls ([`Machine::with_sessions`]); a process without one makes one call per request.
+pub struct SessionPool {
     idle: Duration,
     machines: Mutex<Vec<(Machine, Arc<Slot>)>>,
     reaper: OnceLock<()>,
+}
+
+impl std::fmt::Debug for SessionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionPool").field("idle", &self.idle).finish_non_exhaustive()
+    }
+}
+
+impl SessionPool {
+    /// A pool whose sessions close after [`IDLE_CLOSE`] without a call ([`IDLE_ENV`] says
+    /// otherwise; `0`: no sessions, one call per request).
+    pub fn new() -> Arc<SessionPool> {
+        let idle = std::env::var(IDLE_ENV)
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map_or(IDLE_CLOSE, Duration::from_secs_f64);
+        Arc::new(SessionPool { idle, machines: Mutex::default(), reaper: OnceLock::new() })
+    }
+}
+
+impl SharedSessions for SessionPool {
+    /// Sends `request` on the machine's shared session; `None` when this call does not use one
+    /// (sessions off, a payload, an HTTP machine, an older codexd, a session full): the caller
+    /// makes a call of its own. An `error` answer is returned as it came, `Ok(Response::Error)`.
+    fn call(
+        self: Arc<Self>,
+        m: &Machine,
+        request: &Request,
+        on_line: &mut dyn FnMut(Response) -> Result<()>,
+    ) -> Option<Result<Response>> {
+        if self.idle.is_zero() || request.has_payload() || matches!(m.route, Route::Http(_)) {
+            return None;
+        }
+        // A request not written (the session had ended unnoticed) goes on a new session once.
+        for _ in 0..2 {
+            let session = match self.session(m) {
+                Ok(Some(session)) => session,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            let sent = session.call(m, request, on_line);
+            session.release();
+            if let Some(answer) = sent {
+                return Some(answer);
+            }
+        }
+        None
+    }
+
+    /// Closes the sessions of machine `name` (after `machine up` replaced its codexd): calls in
+    /// flight get their answers, the next call opens a session with the new codexd.
+    fn close(&self, name: &str) {
+        let slots: Vec<Arc<Slot>> = lock(&self.machines)
+            .iter()
+            .filter(|(m, _)| m.name == name)
+            .map(|(_, slot)| slot.clone())
+            .collect();
+        for slot in slots {
+            let mut state = lock(&slot.state);
+            state.old_codexd_since = None;
+            if let Some(session) = state.session.take() {
+                session.close();
+            }
+        }
+    }
 }
 
 /// One machine's session, or the note that its codexd cannot serve one.
@@ -119,14 +128,14 @@ struct Slot {
 
 #[derive(Default)]
 struct SlotState {
-    session: Option<Arc<Session>>,
+    session: Option<Arc<SharedSession>>,
     old_codexd_since: Option<Instant>,
 }
 
-impl Pool {
+impl SessionPool {
     /// The machine's live session with one more call counted in flight, opened if needed
     /// (callers of the same machine wait for one open); `None`: a call of its own.
-    fn session(&'static self, m: &Machine) -> Result<Option<Arc<Session>>> {
+    fn session(self: &Arc<Self>, m: &Machine) -> Result<Option<Arc<SharedSession>>> {
         let slot = {
             let mut machines = lock(&self.machines);
             match machines.iter().find(|(known, _)| known == m) {
@@ -147,9 +156,10 @@ impl Pool {
         }
         if state.session.is_none() {
             self.reaper.get_or_init(|| {
-                std::thread::spawn(move || self.close_idle_forever());
+                let pool = Arc::downgrade(self);
+                std::thread::spawn(move || close_idle_forever(pool));
             });
-            match Session::open(m)? {
+            match SharedSession::open(m)? {
                 Some(session) => state.session = Some(session),
                 None => {
                     state.old_codexd_since = Some(Instant::now());
@@ -164,23 +174,28 @@ impl Pool {
         }
         Ok(Some(session))
     }
+}
 
-    /// Closes sessions without a call in flight for `idle`, and forgets ended ones.
-    fn close_idle_forever(&self) {
-        let tick = (self.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        loop {
-            std::thread::sleep(tick);
+/// Closes sessions without a call in flight for the pool's `idle`, and forgets ended ones, as
+/// long as the pool lives.
+fn close_idle_forever(pool: std::sync::Weak<SessionPool>) {
+    let Some(idle) = pool.upgrade().map(|p| p.idle) else { return };
+    let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        std::thread::sleep(tick);
+        let Some(pool) = pool.upgrade() else { return };
+        {
             let slots: Vec<Arc<Slot>> =
-                lock(&self.machines).iter().map(|(_, slot)| slot.clone()).collect();
+                lock(&pool.machines).iter().map(|(_, slot)| slot.clone()).collect();
             for slot in slots {
                 // A slot busy opening a session is not idle.
                 let Ok(mut state) = slot.state.try_lock() else { continue };
-                let idle = state.session.as_ref().is_some_and(|s| {
+                let quiet = state.session.as_ref().is_some_and(|s| {
                     s.ended()
                         || (s.in_flight.load(Ordering::SeqCst) == 0
-                            && lock(&s.last_used).elapsed() >= self.idle)
+                            && lock(&s.last_used).elapsed() >= idle)
                 });
-                if idle && let Some(session) = state.session.take() {
+                if quiet && let Some(session) = state.session.take() {
                     session.close();
                 }
             }
@@ -198,7 +213,7 @@ enum Reply {
 }
 
 /// One `codexd rpc` child shared by the process's callers.
-struct Session {
+struct SharedSession {
     stdin: Mutex<Option<ChildStdin>>,
     waiting: Mutex<Waiting>,
     in_flight: AtomicUsize,
@@ -215,10 +230,10 @@ struct Waiting {
     ended: Option<(Error, bool)>,
 }
 
-impl Session {
+impl SharedSession {
     /// Starts the child and says `hello`, retrying failures that may pass as a call does.
     /// `None`: the codexd does not serve sessions concurrently.
-    fn open(m: &Machine) -> Result<Option<Arc<Session>>> {
+    fn open(m: &Machine) -> Result<Option<Arc<SharedSession>>> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -232,17 +247,19 @@ impl Session {
         }
     }
 
-    fn open_once(m: &Machine) -> std::result::Result<Option<Arc<Session>>, (Error, bool)> {
+    fn open_once(m: &Machine) -> std::result::Result<Option<Arc<SharedSession>>, (Error, bool)> {
         let final_error = |e| (e, false);
-        let (mut conn, kind) = m
-            .pipe_connection(CallKind::Long)
-            .map_err(final_error)?
-            .ok_or_else(|| final_error(Error::internal("session", "an HTTP machine")))?;
+        let (mut conn, kind) = match m.link(CallKind::Long).map_err(final_error)? {
+            Link::Pipe(conn, kind) => (conn, kind),
+            Link::Http(_) => {
+                return Err(final_error(Error::internal("session", "an HTTP machine")));
+            }
+        };
         let (mut child, stderr) = pipe::spawn(&mut conn, &kind).map_err(final_error)?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let pid = child.id();
-        let session = Arc::new(Session {
+        let session = Arc::new(SharedSession {
             stdin: Mutex::new(Some(stdin)),
             waiting: Mutex::default(),
             in_flight: AtomicUsize::new(0),
@@ -270,13 +287,13 @@ impl Session {
         // of a session that did not open is killed and reaped.
         let quick = m.deadline(Some(&hello), None);
         let limit = quick.total().map_or(opening, |t| t.min(opening));
-        let refused = |session: &Session, e: Error| {
+        let refused = |session: &SharedSession, e: Error| {
             session.kill();
             (e, false)
         };
         match answers.recv_timeout(limit) {
             Ok(Reply::Final(Response::Hello(hello))) => {
-                if let Err(e) = compat::check_hello(&m.name, &m.key, &hello) {
+                if let Err(e) = m.check_hello(&hello, None) {
                     return Err(refused(&session, e));
                 }
                 if !hello.capabilities.iter().any(|c| c == capability::CONCURRENT) {

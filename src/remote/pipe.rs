@@ -1,6 +1,6 @@
 //! The child-process doors: `ssh HOST codexd rpc` for ssh machines, and `codexd rpc` itself for
 //! the `local` machine. A call writes its request line (after a `hello` when the version check
-//! asks for one), closes stdin and reads answer lines until the final one. A [`Session`] keeps
+//! asks for one), closes stdin and reads answer lines until the final one. A [`PipeSession`] keeps
 //! stdin and stdout open for several requests in turn, each with the bytes that follow its line
 //! and those that come before its answer (files and sync: [`crate::protocol::files`]).
 
@@ -192,7 +192,7 @@ pub type Payload<'a> = &'a mut dyn FnMut(&mut dyn Write) -> Result<()>;
 pub type Body<'a> = &'a mut dyn FnMut(&mut dyn BufRead) -> Result<()>;
 
 /// One `codexd rpc` child kept open for several requests (one ssh session).
-pub struct Session {
+pub struct PipeSession {
     child: Child,
     stdin: Option<BufWriter<ChildStdin>>,
     stdout: BufReader<TimedReader<ChildStdout>>,
@@ -201,7 +201,7 @@ pub struct Session {
     _conn: Connection,
 }
 
-impl Session {
+impl PipeSession {
     /// Starts the child; with `hello`, says hello and checks the answer first. Every read
     /// gives up when `deadline` runs out (a long call's: after a silence).
     pub fn open(
@@ -213,7 +213,7 @@ impl Session {
         let (mut child, stderr) = spawn(&mut conn, kind)?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
-        let mut session = Session {
+        let mut session = PipeSession {
             child,
             stdin: Some(BufWriter::with_capacity(256 * 1024, stdin)),
             stdout: BufReader::with_capacity(256 * 1024, TimedReader::new(stdout, deadline)),
@@ -312,7 +312,7 @@ impl Session {
     }
 }
 
-impl Drop for Session {
+impl Drop for PipeSession {
     fn drop(&mut self) {
         self.stdin = None;
         if matches!(self.child.try_wait(), Ok(None)) {

@@ -7,6 +7,7 @@
 //! because `exec_start` always carries an idempotency key.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::cache::RouteKey;
@@ -14,10 +15,10 @@ use super::compat;
 use super::config::{LOCAL, MachineConfig};
 use super::deadline::{self, Deadline};
 use super::http::{HttpTarget, TokenSource};
-use super::pipe::{self, PipeKind};
+use super::pipe::{self, PipeKind, PipeSession};
 use super::ssh::{CallKind, Connection, DEFAULT_CONNECT_TIMEOUT_SECS, SshTarget};
 use crate::error::{Error, ErrorCode, Result};
-use crate::protocol::{Request, Response, capability};
+use crate::protocol::{HelloResponse, Request, Response, capability};
 
 pub use super::answer::CallError;
 pub use super::pipe::CURRENT_CHILD;
@@ -33,19 +34,35 @@ pub(super) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + jitter)
 }
 
-/// A door that may answer a call on a shared session ([`super::mux::call`]): `None` when the
-/// call is not for a session.
-pub type SessionDoor =
-    fn(&Machine, &Request, &mut dyn FnMut(Response) -> Result<()>) -> Option<Result<Response>>;
+/// Shared sessions a long-lived client owns and hands to its machines
+/// ([`Machine::with_sessions`]; [`super::mux::SessionPool`] is the one kind): mux sits above
+/// this module (it opens sessions with a [`Machine`]), so the machine holds it as this trait.
+pub trait SharedSessions: Send + Sync + std::fmt::Debug {
+    /// Answers `request` on the machine's shared session; `None`: not a call for a session
+    /// (the caller makes a call of its own).
+    fn call(
+        self: Arc<Self>,
+        m: &Machine,
+        request: &Request,
+        on_line: &mut dyn FnMut(Response) -> Result<()>,
+    ) -> Option<Result<Response>>;
 
-/// Set once by [`super::mux::enable`]: mux sits above this module (it opens sessions with a
-/// [`Machine`]), so it hands its door down instead of being called by name.
-static SESSION_DOOR: std::sync::OnceLock<SessionDoor> = std::sync::OnceLock::new();
-
-/// Sends this process's calls through `door` first (shared sessions on).
-pub(super) fn set_session_door(door: SessionDoor) {
-    let _ = SESSION_DOOR.set(door);
+    /// Closes the sessions of machine `name` (its codexd was replaced, or a Ctrl-C ended one).
+    fn close(&self, name: &str);
 }
+
+/// The shared sessions a machine's calls go on, if its client passed any in. Machines are the
+/// same machine whatever sessions they carry.
+#[derive(Debug, Clone, Default)]
+pub struct Sessions(Option<Arc<dyn SharedSessions>>);
+
+impl PartialEq for Sessions {
+    fn eq(&self, _: &Sessions) -> bool {
+        true
+    }
+}
+
+impl Eq for Sessions {}
 
 /// How a machine is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +111,8 @@ pub struct Machine {
     /// How long a quick call waits for its answer, a long one for a sign of life
     /// ([`super::deadline`]).
     pub call_timeout: Duration,
+    /// The shared sessions of a long-lived client (none: one call per request).
+    pub sessions: Sessions,
 }
 
 impl Machine {
@@ -175,7 +194,21 @@ impl Machine {
                 ));
             }
         };
-        Ok(Machine { name: m.name.clone(), route, ssh, key, call_timeout })
+        let sessions = Sessions::default();
+        Ok(Machine { name: m.name.clone(), route, ssh, key, call_timeout, sessions })
+    }
+
+    /// This machine with its calls on `sessions` (the client's [`super::mux::SessionPool`]).
+    pub fn with_sessions(mut self, sessions: Arc<dyn SharedSessions>) -> Self {
+        self.sessions = Sessions(Some(sessions));
+        self
+    }
+
+    /// Closes this machine's shared sessions, if it has any ([`SharedSessions::close`]).
+    pub fn close_sessions(&self) {
+        if let Some(sessions) = &self.sessions.0 {
+            sessions.close(&self.name);
+        }
     }
 
     /// This machine with the ssh agent forwarded (`-A`) on its ssh calls (`--forward-agent`).
@@ -189,8 +222,8 @@ impl Machine {
 
     /// Sends `request` and returns its final answer; `log`/`chunk` lines before it go to
     /// `on_line` as they arrive. An `error` answer becomes `Err`. The `local` machine answers
-    /// in this process (on Linux); in a process that turned shared sessions on
-    /// ([`super::mux::enable`]) the call goes on the machine's session.
+    /// in this process (on Linux); a machine with shared sessions ([`Machine::with_sessions`])
+    /// sends it on its session.
     pub fn call(
         &self,
         request: &Request,
@@ -208,7 +241,8 @@ impl Machine {
         {
             return answer.map_err(|e| self.explained(request, e));
         }
-        match SESSION_DOOR.get().and_then(|door| door(self, request, on_line)) {
+        let shared = self.sessions.0.clone();
+        match shared.and_then(|sessions| sessions.call(self, request, on_line)) {
             Some(Ok(Response::Error(body))) => {
                 return Err(self.explained(request, self.checked(body.into())));
             }
@@ -324,20 +358,21 @@ impl Machine {
         Deadline::long(self.call_timeout, known)
     }
 
-    /// The child process of a pipe route (`None`: an HTTP route).
-    pub(super) fn pipe_connection(&self, kind: CallKind) -> Result<Option<(Connection, PipeKind)>> {
+    /// How a call of `kind` reaches codexd: the child process of a pipe route (not started
+    /// yet), or the HTTP target.
+    pub(super) fn link(&self, kind: CallKind) -> Result<Link<'_>> {
         Ok(match &self.route {
-            Route::Http(_) => None,
+            Route::Http(target) => Link::Http(target),
             Route::Local { codexd, data_dir, .. } => {
                 let mut cmd = std::process::Command::new(codexd);
                 cmd.arg("rpc");
                 if let Some(dir) = data_dir {
                     cmd.arg("--data-dir").arg(dir);
                 }
-                Some((Connection::plain(cmd), PipeKind::Local { codexd: codexd.clone() }))
+                Link::Pipe(Connection::plain(cmd), PipeKind::Local { codexd: codexd.clone() })
             }
             Route::Ssh(target) => {
-                Some((target.connect(&target.remote_command(), kind)?, PipeKind::Ssh))
+                Link::Pipe(target.connect(&target.remote_command(), kind)?, PipeKind::Ssh)
             }
         })
     }
@@ -349,28 +384,50 @@ impl Machine {
     ) -> Result<Response, CallError> {
         let call_kind = call_kind(request);
         let deadline = self.deadline(Some(request), None);
-        let (conn, kind) = match self.pipe_connection(call_kind).map_err(CallError::Final)? {
-            Some(pipe) => pipe,
-            None => match &self.route {
-                Route::Http(target) => return target.call_once(request, deadline, on_line),
-                _ => unreachable!("only HTTP routes have no pipe"),
-            },
+        let (conn, kind) = match self.link(call_kind).map_err(CallError::Final)? {
+            Link::Pipe(conn, kind) => (conn, kind),
+            Link::Http(target) => return target.call_once(request, deadline, on_line),
         };
-        // The version check: from a fresh cached `hello`, else a `hello` on this call's session.
-        let needs = request.needs();
-        if let Some(seen) = compat::cached(&self.name, &self.key) {
-            compat::require(&self.name, &seen.capabilities, needs).map_err(CallError::Final)?;
-            return pipe::call_once(conn, &kind, deadline, None, request, on_line);
+        match self.version_check(request.needs()).map_err(CallError::Final)? {
+            None => pipe::call_once(conn, &kind, deadline, None, request, on_line),
+            Some(mut check) => {
+                // A request that changes nothing goes with the hello (one write, no round trip
+                // waited): a refused hello only discards its answer.
+                let hello = Some((&mut check as pipe::HelloCheck, changes_nothing(request)));
+                pipe::call_once(conn, &kind, deadline, hello, request, on_line)
+            }
         }
-        let mut check = |hello: &crate::protocol::HelloResponse| {
-            compat::check_hello(&self.name, &self.key, hello)?;
-            compat::require(&self.name, &hello.capabilities, needs)
-        };
-        // A request that changes nothing goes with the hello (one write, no round trip waited):
-        // a refused hello only discards its answer.
-        let hello = Some((&mut check as pipe::HelloCheck, changes_nothing(request)));
-        pipe::call_once(conn, &kind, deadline, hello, request, on_line)
     }
+
+    /// The version check before a request that needs `needs`, the one for every door:
+    /// `Ok(None)` when a fresh cached `hello` passed it already, else the check of the `hello`
+    /// answer this call gets ([`Machine::check_hello`]).
+    fn version_check(
+        &self,
+        needs: Option<&'static str>,
+    ) -> Result<Option<impl FnMut(&HelloResponse) -> Result<()> + '_>> {
+        if let Some(seen) = compat::cached(&self.name, &self.key) {
+            compat::require(&self.name, &seen.capabilities, needs)?;
+            return Ok(None);
+        }
+        Ok(Some(move |hello: &HelloResponse| self.check_hello(hello, needs)))
+    }
+
+    /// Checks a `hello` answer of this machine's codexd for a request that needs `needs`
+    /// (another protocol, a missing capability: `protocol_mismatch`) and caches it.
+    pub(super) fn check_hello(&self, hello: &HelloResponse, needs: Option<&str>) -> Result<()> {
+        compat::check_hello(&self.name, &self.key, hello)?;
+        compat::require(&self.name, &hello.capabilities, needs)
+    }
+}
+
+/// How a call reaches codexd: a child process (`ssh HOST codexd rpc`, or `codexd rpc`), or
+/// HTTP.
+// One per call, taken apart at once: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Link<'m> {
+    Pipe(Connection, PipeKind),
+    Http(&'m HttpTarget),
 }
 
 /// Whether answering `request` leaves the machine as it was.
@@ -406,11 +463,12 @@ fn call_kind(request: &Request) -> CallKind {
 /// one `codexd rpc` child (one ssh session), or posts to an HTTP machine's `/v1/rpc`.
 pub struct Session<'m> {
     machine: &'m Machine,
-    door: Door,
+    door: TransferDoor,
 }
 
-enum Door {
-    Pipe(Box<pipe::Session>),
+/// The door a transfer [`Session`] goes through.
+enum TransferDoor {
+    Pipe(Box<PipeSession>),
     Http(Box<super::http::HttpSession>),
 }
 
@@ -422,23 +480,19 @@ impl Machine {
         Ok(Session { machine: self, door })
     }
 
-    fn open_door(&self, capability: &'static str) -> Result<Door> {
-        let Some((conn, kind)) = self.pipe_connection(CallKind::Long)? else {
-            let Route::Http(target) = &self.route else { unreachable!("a pipe route") };
-            return target.session(self.deadline(None, None)).map(|s| Door::Http(Box::new(s)));
-        };
+    fn open_door(&self, capability: &'static str) -> Result<TransferDoor> {
         let deadline = self.deadline(None, None);
-        if let Some(seen) = compat::cached(&self.name, &self.key) {
-            compat::require(&self.name, &seen.capabilities, Some(capability))?;
-            let session = pipe::Session::open(conn, &kind, deadline, None);
-            return session.map(|s| Door::Pipe(Box::new(s)));
-        }
-        let mut check = |hello: &crate::protocol::HelloResponse| {
-            compat::check_hello(&self.name, &self.key, hello)?;
-            compat::require(&self.name, &hello.capabilities, Some(capability))
+        let (conn, kind) = match self.link(CallKind::Long)? {
+            Link::Pipe(conn, kind) => (conn, kind),
+            Link::Http(target) => {
+                return target.session(deadline).map(|s| TransferDoor::Http(Box::new(s)));
+            }
         };
-        pipe::Session::open(conn, &kind, deadline, Some(&mut check))
-            .map(|s| Door::Pipe(Box::new(s)))
+        let session = match self.version_check(Some(capability))? {
+            None => PipeSession::open(conn, &kind, deadline, None),
+            Some(mut check) => PipeSession::open(conn, &kind, deadline, Some(&mut check)),
+        };
+        session.map(|s| TransferDoor::Pipe(Box::new(s)))
     }
 
     /// [`Machine::explained`] for errors that are not about one request.
@@ -457,8 +511,8 @@ impl Session<'_> {
         body: pipe::Body,
     ) -> Result<Response> {
         let answer = match &mut self.door {
-            Door::Pipe(s) => s.exchange(request, payload, body),
-            Door::Http(s) => s.exchange(request, payload, body),
+            TransferDoor::Pipe(s) => s.exchange(request, payload, body),
+            TransferDoor::Http(s) => s.exchange(request, payload, body),
         };
         answer.map_err(|e| self.machine.explained(request, self.machine.checked(e)))
     }
@@ -471,8 +525,8 @@ impl Session<'_> {
     /// Ends the session (codexd exits).
     pub fn close(self) -> Result<()> {
         match self.door {
-            Door::Pipe(s) => s.close(),
-            Door::Http(_) => Ok(()),
+            TransferDoor::Pipe(s) => s.close(),
+            TransferDoor::Http(_) => Ok(()),
         }
     }
 

@@ -13,6 +13,7 @@ use crate::protocol::{
     Request, Response, RunEvent, StatusResponse, StreamOffsets, StreamSel, Summary, capability,
 };
 use crate::remote::client;
+use crate::remote::mux::SessionPool;
 use crate::remote::transport::Machine;
 
 /// `exec run`: start, follow both streams as NDJSON, exit with the job's code. Ctrl-C cancels
@@ -26,7 +27,7 @@ pub(super) fn run_job(ctx: &Ctx, run: RunArgs) -> Result<u8> {
         run_in_one_call(&m, req, &detached)?
     } else {
         // The start and the follow share one session (one ssh session, not two).
-        crate::remote::mux::enable();
+        let m = m.clone().with_sessions(SessionPool::new());
         start_then_follow(&m, req, &detached)?
     };
     let job = match ran {
@@ -296,7 +297,7 @@ fn cancel_interrupted(m: &Machine, id: &ExecId) -> Result<Option<JobStatus>> {
     }
     // The first Ctrl-C ended the follow's session and marked in-process calls interrupted.
     crate::remote::pipe::INTERRUPTED.store(false, Ordering::SeqCst);
-    crate::remote::mux::close(&m.name);
+    m.close_sessions();
     let (tx, rx) = std::sync::mpsc::channel();
     let (machine, exec_id) = (m.clone(), id.clone());
     std::thread::spawn(move || {

@@ -1,6 +1,7 @@
 //! The `machines` tool: each configured machine checked with a `hello` call, in parallel.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -10,10 +11,15 @@ use super::inputs::MachinesInput;
 use crate::protocol::PROTOCOL_VERSION;
 use crate::remote::client;
 use crate::remote::config::RemoteConfig;
+use crate::remote::mux::SessionPool;
 use crate::remote::transport::{Machine, Route};
 
 /// The `machines` tool: the config's machines (and `local`), each checked in parallel.
-pub(super) fn machines(config: Option<PathBuf>, input: MachinesInput) -> Outcome {
+pub(super) fn machines(
+    config: Option<PathBuf>,
+    input: MachinesInput,
+    sessions: Arc<SessionPool>,
+) -> Outcome {
     let config = RemoteConfig::load(config.as_deref())?;
     let default = config.machine(None).map(|m| m.name).ok();
     let names: Vec<String> = match &input.machine {
@@ -26,8 +32,9 @@ pub(super) fn machines(config: Option<PathBuf>, input: MachinesInput) -> Outcome
             .iter()
             .map(|name| {
                 let config = &config;
-                let default = default.as_deref();
-                scope.spawn(move || machine_entry(config, name, default == Some(name), check))
+                let (default, sessions) = (default.as_deref(), sessions.clone());
+                let is_default = default == Some(name);
+                scope.spawn(move || machine_entry(config, name, is_default, check, sessions))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or(Value::Null)).collect()
@@ -64,9 +71,16 @@ fn gpu_summary(gpus: &Value) -> String {
     }
 }
 
-fn machine_entry(config: &RemoteConfig, name: &str, is_default: bool, check: bool) -> Value {
+fn machine_entry(
+    config: &RemoteConfig,
+    name: &str,
+    is_default: bool,
+    check: bool,
+    sessions: Arc<SessionPool>,
+) -> Value {
     let mut entry = json!({ "name": name, "default": is_default });
     let machine = config.machine(Some(name)).and_then(|m| Machine::from_config(&m));
+    let machine = machine.map(|m| m.with_sessions(sessions));
     let m = match machine {
         Ok(m) => m,
         Err(e) => {

@@ -31,6 +31,7 @@ use crate::error::Result;
 use crate::protocol::{JobRef, JobState, ListRequest, OnMachine, Request, RunStatus};
 use crate::remote::client;
 use crate::remote::config::RemoteConfig;
+use crate::remote::mux::SessionPool;
 use crate::remote::transport::Machine;
 
 /// How often a machine's watcher looks at its jobs.
@@ -137,11 +138,12 @@ pub fn templates() -> Vec<ResourceTemplate> {
 /// `resources/read`.
 pub async fn read(
     config: Option<PathBuf>,
+    sessions: Arc<SessionPool>,
     uri: String,
 ) -> std::result::Result<ReadResourceResult, ErrorData> {
     let target = Target::parse(&uri).ok_or_else(|| not_ours(&uri))?;
     let text = blocking(move || {
-        let m = machine(config.as_deref(), Some(target.machine()))?;
+        let m = machine(config.as_deref(), Some(target.machine()), sessions)?;
         let value = match &target {
             Target::Job { exec_id, .. } => {
                 let exec_id = again(|| resolve_id(&m, exec_id))?;
@@ -242,14 +244,15 @@ impl Watchers {
     pub async fn add(
         &self,
         config: Option<PathBuf>,
+        sessions: Arc<SessionPool>,
         uri: String,
         to: Notify,
     ) -> std::result::Result<u64, ErrorData> {
         let target = Target::parse(&uri).ok_or_else(|| not_ours(&uri))?;
         let machine_name = target.machine().to_string();
-        let look_config = config.clone();
+        let (look_config, look_sessions) = (config.clone(), sessions.clone());
         let seen = blocking(move || {
-            let m = machine(look_config.as_deref(), Some(target.machine()))?;
+            let m = machine(look_config.as_deref(), Some(target.machine()), look_sessions)?;
             Ok(match &target {
                 Target::Job { exec_id, .. } => {
                     let exec_id = again(|| resolve_id(&m, exec_id))?;
@@ -271,7 +274,7 @@ impl Watchers {
             (id, registry.watched.insert(machine_name.clone()))
         };
         if first {
-            tokio::spawn(self.clone().watch(config, machine_name));
+            tokio::spawn(self.clone().watch(config, sessions, machine_name));
         }
         Ok(id)
     }
@@ -295,7 +298,12 @@ impl Watchers {
     }
 
     /// The watcher of `machine`: looks every [`TICK`] while a subscription there waits.
-    async fn watch(self, config: Option<PathBuf>, machine_name: String) {
+    async fn watch(
+        self,
+        config: Option<PathBuf>,
+        sessions: Arc<SessionPool>,
+        machine_name: String,
+    ) {
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -317,9 +325,9 @@ impl Watchers {
                 }
                 (jobs, listing)
             };
-            let (config, name) = (config.clone(), machine_name.clone());
+            let (config, name, sessions) = (config.clone(), machine_name.clone(), sessions.clone());
             let found = tokio::task::spawn_blocking(move || {
-                look(&machine(config.as_deref(), Some(&name))?, jobs || listing, listing)
+                look(&machine(config.as_deref(), Some(&name), sessions)?, jobs || listing, listing)
             })
             .await;
             // A look that failed (the machine is unreachable for now) is tried at the next tick.

@@ -37,7 +37,7 @@ pub const TASK_TOOLS: [&str; 2] = ["exec_run", "exec_wait"];
 
 /// `exec_run` or `exec_wait` as a task: the job started (or found), answered with its task.
 pub async fn create(server: &McpServer, request: CallToolRequestParams) -> CallToolResponse {
-    let config = server.config.clone();
+    let (config, sessions) = (server.config.clone(), server.sessions.clone());
     let mut arguments = request.arguments.unwrap_or_default();
     let run = request.name == "exec_run";
     let work = move || -> std::result::Result<CreateTaskResult, Box<ToolFailure>> {
@@ -50,7 +50,7 @@ pub async fn create(server: &McpServer, request: CallToolRequestParams) -> CallT
             let input: WaitInput = parse(arguments)?;
             (input.machine.clone(), None, Some(input.exec_id))
         };
-        let m = super::machine(config.as_deref(), machine_name.as_deref())?;
+        let m = super::machine(config.as_deref(), machine_name.as_deref(), sessions.clone())?;
         let answer = match (start, wait) {
             (Some(req), _) => super::tools::start_job(&m, req)?,
             (None, Some(id)) => {
@@ -91,10 +91,10 @@ pub async fn get(
     server: &McpServer,
     task_id: String,
 ) -> std::result::Result<GetTaskResult, ErrorData> {
-    let config = server.config.clone();
+    let (config, sessions) = (server.config.clone(), server.sessions.clone());
     blocking(move || {
         let (name, id) = split(&task_id)?;
-        let m = super::machine(config.as_deref(), Some(name))?;
+        let m = super::machine(config.as_deref(), Some(name), sessions.clone())?;
         let exec_id = again(|| resolve_id(&m, id))?;
         let req = Request::ExecStatus(JobRef { exec_id: exec_id.clone() });
         let answer = again(|| client::status(&m, req.clone()))?;
@@ -119,10 +119,10 @@ pub async fn get(
 
 /// `tasks/cancel`: cancels the job (TERM, 5 s, KILL); a job that ended is left as it was.
 pub async fn cancel(server: &McpServer, task_id: String) -> std::result::Result<(), ErrorData> {
-    let config = server.config.clone();
+    let (config, sessions) = (server.config.clone(), server.sessions.clone());
     blocking(move || {
         let (name, id) = split(&task_id)?;
-        let m = super::machine(config.as_deref(), Some(name))?;
+        let m = super::machine(config.as_deref(), Some(name), sessions.clone())?;
         let exec_id = again(|| resolve_id(&m, id))?;
         let req = Request::ExecCancel(CancelRequest { exec_id, grace_ms: Some(5000) });
         again(|| client::status(&m, req.clone())).map(|_| ())

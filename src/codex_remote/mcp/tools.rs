@@ -41,8 +41,8 @@ impl McpServer {
         annotations(title = "Machines", read_only_hint = true, open_world_hint = true)
     )]
     async fn machines(&self, Arguments(input): Arguments<MachinesInput>) -> ToolResult {
-        let config = self.config.clone();
-        on_blocking_pool(move || machines(config, input)).await
+        let (config, sessions) = (self.config.clone(), self.sessions.clone());
+        on_blocking_pool(move || machines(config, input, sessions)).await
     }
 
     #[tool(

@@ -180,7 +180,7 @@ fn a_src_that_is_a_socket_or_a_device_is_refused() {
         let e = env.err(&["file", "write", "--dst", s(&dst), "--src", src], "usage", 2);
         assert!(e["message"].as_str().unwrap().contains("not a regular file"), "{e}");
         let e = env.err(&["sync", "push", "--src", src, "--dst", s(&dst)], "usage", 2);
-        assert!(e["message"].as_str().unwrap().contains("not a directory"), "{e}");
+        assert!(e["message"].as_str().unwrap().contains("a socket, fifo or device"), "{e}");
     }
     assert!(!dst.exists());
 }

@@ -38,15 +38,14 @@ pub enum PipeKind {
 pub type HelloCheck<'a> = &'a mut dyn FnMut(&HelloResponse) -> Result<()>;
 
 /// One call through `conn`. With `hello`, a `hello` request goes first on the same session and
-/// its answer is checked; a request that changes nothing (`pipelined`) goes in the same write,
-/// else it is written once the check passed. Everything written before an answer is awaited
-/// goes in one write: each small write costs a round trip over TCP with Nagle. When `deadline`
-/// runs out the child is killed and reaped, and the call is a `timeout`.
+/// its answer is checked before the request is written. Each line goes in one write (the last
+/// with stdin closed at once): each small write costs a round trip over TCP with Nagle. When
+/// `deadline` runs out the child is killed and reaped, and the call is a `timeout`.
 pub fn call_once(
     mut conn: Connection,
     kind: &PipeKind,
     deadline: Deadline,
-    hello: Option<(HelloCheck, bool)>,
+    hello: Option<HelloCheck>,
     request: &Request,
     on_line: &mut dyn FnMut(Response) -> Result<()>,
 ) -> Result<Response, CallError> {
@@ -60,10 +59,9 @@ pub fn call_once(
     let request_line = RequestLine { id: Some(call_id.clone()), request: request.clone() };
     let request_bytes = wire::line_bytes(&request_line)
         .map_err(|e| CallError::Final(Error::internal("encoding a request", e)))?;
-    let (check, pipelined) = match hello {
-        Some((check, pipelined)) => (Some(check), pipelined),
-        None => (None, true),
-    };
+    let check = hello;
+    // Without a hello the request is the first write; with one, it waits for the check.
+    let pipelined = check.is_none();
     let hello_id = check.as_ref().map(|_| hello_id(&call_id));
     let mut first = hello_id.as_ref().map(hello_bytes).unwrap_or_default();
     if pipelined {

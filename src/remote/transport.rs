@@ -390,11 +390,9 @@ impl Machine {
         };
         match self.version_check(request.needs()).map_err(CallError::Final)? {
             None => pipe::call_once(conn, &kind, deadline, None, request, on_line),
+            // No request reaches a codexd before its hello passed the check.
             Some(mut check) => {
-                // A request that changes nothing goes with the hello (one write, no round trip
-                // waited): a refused hello only discards its answer.
-                let hello = Some((&mut check as pipe::HelloCheck, changes_nothing(request)));
-                pipe::call_once(conn, &kind, deadline, hello, request, on_line)
+                pipe::call_once(conn, &kind, deadline, Some(&mut check), request, on_line)
             }
         }
     }
@@ -428,24 +426,6 @@ impl Machine {
 pub(super) enum Link<'m> {
     Pipe(Connection, PipeKind),
     Http(&'m HttpTarget),
-}
-
-/// Whether answering `request` leaves the machine as it was.
-fn changes_nothing(request: &Request) -> bool {
-    matches!(
-        request,
-        Request::Hello(_)
-            | Request::ExecStatus(_)
-            | Request::ExecLogs(_)
-            | Request::ExecWait(_)
-            | Request::ExecList(_)
-            | Request::ExecResolve(_)
-            | Request::Doctor(_)
-            | Request::Gpus(_)
-            | Request::FileRead(_)
-            | Request::FileStat(_)
-            | Request::FileLs(_)
-    )
 }
 
 /// Long calls (a follow, a wait, a cancel's grace) may hold a session for hours, alive by

@@ -1,6 +1,6 @@
 //! What one command costs on the wire: how many `codexd rpc` processes it starts (each is an
-//! ssh session, two round trips at least) and how many writes reach codexd's stdin before the
-//! first answer (each small write is a round trip over TCP with Nagle), counted by a `codexd:`
+//! ssh session, two round trips at least) and how many writes reach codexd's stdin (each small
+//! write is a round trip over TCP with Nagle), counted by a `codexd:`
 //! wrapper that logs its start and relays stdin; and a follow that gets a line as it lands,
 //! not at the next poll.
 
@@ -83,10 +83,10 @@ fn ssh_env() -> Option<(TestEnv, Sshd, PathBuf)> {
 }
 
 #[test]
-fn exec_result_sends_hello_and_request_in_one_write() {
+fn exec_result_sends_each_line_in_one_write() {
     let Some((env, _sshd, log)) = ssh_env() else { return };
     let id = env.start("gpu", "true");
-    // No cached hello: the call says hello first, and the request goes in the same write.
+    // No cached hello: the hello in one write, then (once checked) the request in one.
     let cache = env.home.join(".cache/codex-remote/hello");
     std::fs::remove_dir_all(&cache).unwrap();
     let from = log_len(&log);
@@ -94,7 +94,7 @@ fn exec_result_sends_hello_and_request_in_one_write() {
     assert_eq!(status["exec_id"], id.as_str());
     let (rpcs, reads) = logged(&log, from);
     assert_eq!(rpcs, 1, "one codexd rpc per exec result");
-    assert_eq!(reads.len(), 1, "hello and request arrive in one write: {reads:?}");
+    assert_eq!(reads.len(), 2, "a hello, then the request, each whole: {reads:?}");
     // With the hello cached, the request alone, in one write.
     let from = log_len(&log);
     env.ok(&["exec", "result", "--machine", "gpu", "--id", &id]);

@@ -271,7 +271,10 @@ fn a_full_disk_still_lists_and_reads_jobs_and_the_worker_records_why() {
     disk.fill();
 
     // The victim's worker dies while the disk is full: reads still answer, `lost` derived.
-    signal(victim_status["worker_pid"].as_i64().unwrap() as i32, rustix::process::Signal::KILL);
+    let worker = victim_status["worker_pid"].as_i64().unwrap() as i32;
+    signal(worker, rustix::process::Signal::KILL);
+    // SIGKILL is delivered asynchronously: the list below must find the worker gone.
+    assert!(wait_until(Duration::from_secs(10), || !alive(worker)), "the worker died");
     let job = victim_status["pid"].as_i64().unwrap() as i32;
     let list = env.ok(&["exec", "list"]);
     let states: Vec<(&str, &str)> = list["jobs"]

@@ -13,7 +13,7 @@ use clap_complete::engine::{CompletionCandidate, PathCompleter, ValueCompleter};
 use crate::error::{Error, Result, exit};
 use crate::protocol::{JobState, ListRequest};
 use crate::remote::config::RemoteConfig;
-use crate::remote::transport::Machine;
+use crate::remote::machine::Machine;
 
 /// The shells with a registration script.
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -24,8 +24,8 @@ use serde::Serialize;
 use super::{Ctx, emit};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::remote::config::{LOCAL, MachineConfig, RemoteConfig};
+use crate::remote::machine::{Machine, SharedSessions};
 use crate::remote::mux::SessionPool;
-use crate::remote::transport::{Machine, SharedSessions};
 
 const PAGE: &str = include_str!("dashboard/page.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
@@ -270,13 +270,13 @@ async fn check_one(d: &Arc<Dashboard>, name: &str) {
 
 /// `machine check`'s report as JSON.
 fn machine_check_report(config: &MachineConfig, sessions: Arc<SessionPool>) -> serde_json::Value {
-    let report = crate::remote::machine::check_on(config, Some(sessions));
+    let report = crate::remote::provision::check_on(config, Some(sessions));
     serde_json::to_value(report).unwrap_or_default()
 }
 
 /// `machine up`'s report as JSON: the last stage reached, its message and hint.
 fn machine_up_report(config: &MachineConfig) -> serde_json::Value {
-    serde_json::to_value(crate::remote::machine::up(config, &mut |_| {})).unwrap_or_default()
+    serde_json::to_value(crate::remote::provision::up(config, &mut |_| {})).unwrap_or_default()
 }
 
 /// Runs a blocking transport call on tokio's blocking pool.

@@ -24,7 +24,7 @@ use super::output;
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::remote::config::{ANY, MachineConfig, RemoteConfig};
 use crate::remote::deadline;
-use crate::remote::machine::{CheckReport, check};
+use crate::remote::provision::{CheckReport, check};
 
 /// The commands that fan out, by their names.
 const FANS_OUT: &[[&str; 2]] = &[

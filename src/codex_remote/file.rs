@@ -17,7 +17,8 @@ use crate::protocol::{
     FileData, FileReadRequest, FileWriteRequest, PathRequest, Request, Response, capability,
 };
 use crate::remote::client::unexpected;
-use crate::remote::transport::{Machine, Session};
+use crate::remote::machine::Machine;
+use crate::remote::transport::Session;
 
 #[derive(Debug, Subcommand)]
 pub enum FileCommand {

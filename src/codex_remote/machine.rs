@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use super::exec::MachineArg;
 use super::{Ctx, emit, output, parse_duration, usage};
 use crate::error::{Error, ErrorCode, Result, exit};
-use crate::remote::machine::{CheckReport, check, up};
-use crate::remote::transport::{Machine, Route};
+use crate::remote::machine::{Machine, Route};
+use crate::remote::provision::{CheckReport, check, up};
 
 #[derive(Debug, Subcommand)]
 pub enum MachineCommand {

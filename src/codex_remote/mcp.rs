@@ -53,8 +53,8 @@ use serde_json::{Value, json};
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::JobStatus;
 use crate::remote::config::RemoteConfig;
+use crate::remote::machine::Machine;
 use crate::remote::mux::SessionPool;
-use crate::remote::transport::Machine;
 
 use inputs::argument_failure;
 

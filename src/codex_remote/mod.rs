@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::error::{Error, ErrorCode, Result, exit};
 use crate::protocol::{ErrorBody, OnMachine};
 use crate::remote::config::RemoteConfig;
-use crate::remote::transport::Machine;
+use crate::remote::machine::Machine;
 
 #[derive(Debug, Parser)]
 #[command(

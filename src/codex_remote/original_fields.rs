@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use super::{emit, emit_on, output};
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{DoctorReport, OnMachine};
-use crate::remote::transport::{Machine, Route};
+use crate::remote::machine::{Machine, Route};
 
 /// [`emit_on`] with `add` putting the original's fields into the object.
 pub fn emit_on_with(

@@ -25,7 +25,8 @@ use crate::protocol::{
     capability,
 };
 use crate::remote::client::unexpected;
-use crate::remote::transport::{Machine, Session};
+use crate::remote::machine::Machine;
+use crate::remote::transport::Session;
 use crate::tree::apply::Applier;
 use crate::tree::frames::{Sent, read_frame, send_entry, write_frame};
 use crate::tree::manifest::{Manifest, entry_of, hash_file, walk, walk_source};

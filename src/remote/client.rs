@@ -1,7 +1,7 @@
 //! Typed calls to a machine's `codexd`: one function per request kind, shared by the `exec`
 //! commands and the MCP server so both build requests and read answers the same way.
 
-use super::transport::Machine;
+use super::machine::Machine;
 use crate::error::Result;
 use crate::protocol::{
     ExecStartRequest, HelloRequest, HelloResponse, ListRequest, ListResponse, LogsEnd, LogsRequest,

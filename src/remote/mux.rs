@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 
 use super::answer::{MAX_ANSWER_LINE, new_call_id};
 use super::compat;
+use super::machine::{Machine, Route, SharedSessions};
 use super::pipe::{self, CURRENT_CHILD};
 use super::ssh::{CallKind, Connection, classify_failure, read_temp};
-use super::transport::{self, Link, Machine, Route, SharedSessions};
+use super::transport::{self, Link};
 use crate::error::{Error, ErrorCode, Result};
 use crate::protocol::{HelloRequest, Request, RequestLine, Response, ResponseLine, capability};
 use crate::wire::{self, Line};

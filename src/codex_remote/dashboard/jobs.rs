@@ -29,7 +29,7 @@ use crate::protocol::{
     LogsRequest, Request, Response as Answer, RunStatus, StreamOffsets, StreamSel,
 };
 use crate::remote::client;
-use crate::remote::transport::Machine;
+use crate::remote::machine::Machine;
 
 /// Jobs listed per machine.
 const LIST_LIMIT: usize = 200;

@@ -35,7 +35,7 @@ pub(super) fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<u8> {
         checks.push(check("codexd", same, detail, hint));
         // `local` in-process: the handlers are this binary's; the worker is codexd's.
         #[cfg(target_os = "linux")]
-        if let crate::remote::transport::Route::Local { codexd, in_process: true, .. } = &m.route {
+        if let crate::remote::machine::Route::Local { codexd, in_process: true, .. } = &m.route {
             let (ok, detail) = crate::remote::in_process::worker_check(codexd);
             let hint = "install codexd from the same release as codex-remote, next to it";
             checks.push(check("worker", ok, detail, Some(hint.into())));

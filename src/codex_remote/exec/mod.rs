@@ -21,7 +21,7 @@ use crate::protocol::{
     RunEvent, Stream, StreamOffsets, StreamSel, WaitRequest, capability, parse_log_time,
 };
 use crate::remote::client;
-use crate::remote::transport::Machine;
+use crate::remote::machine::Machine;
 
 impl JobArg {
     fn given(&self) -> &str {

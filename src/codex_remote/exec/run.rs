@@ -13,8 +13,8 @@ use crate::protocol::{
     Request, Response, RunEvent, StatusResponse, StreamOffsets, StreamSel, Summary, capability,
 };
 use crate::remote::client;
+use crate::remote::machine::Machine;
 use crate::remote::mux::SessionPool;
-use crate::remote::transport::Machine;
 
 /// `exec run`: start, follow both streams as NDJSON, exit with the job's code. Ctrl-C cancels
 /// the job (as `srun` and `docker run` do), or detaches with `--detach-on-interrupt`.

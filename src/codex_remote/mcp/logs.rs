@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::{MAX_LOG_LINES, Outcome};
 use crate::protocol::{LogsRequest, Response, RunStatus, Stream, StreamOffsets};
 use crate::remote::client;
-use crate::remote::transport::Machine;
+use crate::remote::machine::Machine;
 
 /// One `exec_logs` page: each stream's text from its offset, cut to `max_bytes` of log over both
 /// streams and `MAX_LOG_LINES` lines, and where the next page starts per stream.

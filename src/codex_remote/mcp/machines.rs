@@ -11,8 +11,8 @@ use super::inputs::MachinesInput;
 use crate::protocol::PROTOCOL_VERSION;
 use crate::remote::client;
 use crate::remote::config::RemoteConfig;
+use crate::remote::machine::{Machine, Route};
 use crate::remote::mux::SessionPool;
-use crate::remote::transport::{Machine, Route};
 
 /// The `machines` tool: the config's machines (and `local`), each checked in parallel.
 pub(super) fn machines(
@@ -114,7 +114,7 @@ fn machine_entry(
             entry["host"] = hello.host.into();
             entry["user"] = hello.user.into();
             entry["data_dir"] = hello.data_dir.into();
-            if let Some(gpus) = crate::remote::machine::gpu_report(&m, &hello.capabilities) {
+            if let Some(gpus) = crate::remote::provision::gpu_report(&m, &hello.capabilities) {
                 entry["gpus"] = json!(gpus);
             }
         }

@@ -31,8 +31,8 @@ use crate::error::Result;
 use crate::protocol::{JobRef, JobState, ListRequest, OnMachine, Request, RunStatus};
 use crate::remote::client;
 use crate::remote::config::RemoteConfig;
+use crate::remote::machine::Machine;
 use crate::remote::mux::SessionPool;
-use crate::remote::transport::Machine;
 
 /// How often a machine's watcher looks at its jobs.
 pub const TICK: Duration = Duration::from_millis(250);

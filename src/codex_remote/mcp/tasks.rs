@@ -25,7 +25,7 @@ use crate::protocol::{
     StatusResponse, StreamSel,
 };
 use crate::remote::client;
-use crate::remote::transport::Machine;
+use crate::remote::machine::Machine;
 
 /// How often a client should ask `tasks/get` (ms).
 const POLL_MS: u64 = 2000;

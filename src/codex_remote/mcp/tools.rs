@@ -27,7 +27,7 @@ use crate::protocol::{
     StatusResponse, WaitRequest,
 };
 use crate::remote::client;
-use crate::remote::transport::Machine;
+use crate::remote::machine::Machine;
 
 #[tool_router(vis = "pub(super)")]
 impl McpServer {

@@ -310,6 +310,12 @@ fn protocol_error(e: Error, not_found: NotFound) -> ErrorData {
     }
 }
 
+/// The URI of job `exec_id` on `machine` as a resource ([`resources`]; named in `exec_start`'s
+/// answer line).
+fn job_uri(machine: &str, exec_id: &str) -> String {
+    format!("codex-remote://{machine}/jobs/{exec_id}")
+}
+
 /// Reads the config (at every call, so edits apply) and finds the machine, its calls on the
 /// server's `sessions`.
 fn machine(

@@ -84,11 +84,6 @@ impl Target {
     }
 }
 
-/// The URI of job `exec_id` on `machine` (named in `exec_start`'s answer line).
-pub fn job_uri(machine: &str, exec_id: &str) -> String {
-    format!("{SCHEME}{machine}/jobs/{exec_id}")
-}
-
 fn listing_uri(machine: &str) -> String {
     format!("{SCHEME}{machine}/jobs")
 }
@@ -427,7 +422,7 @@ mod tests {
     fn uris_name_jobs_and_listings() {
         let job = |m: &str, id: &str| Target::Job { machine: m.into(), exec_id: id.into() };
         assert_eq!(Target::parse("codex-remote://gpu1/jobs/last"), Some(job("gpu1", "last")));
-        assert_eq!(Target::parse(&job_uri("a", "0193")), Some(job("a", "0193")));
+        assert_eq!(Target::parse(&super::super::job_uri("a", "0193")), Some(job("a", "0193")));
         let listing = Target::Listing { machine: "gpu1".into() };
         assert_eq!(Target::parse(&listing_uri("gpu1")), Some(listing.clone()));
         assert_eq!(Target::parse("codex-remote://gpu1/jobs/"), Some(listing));

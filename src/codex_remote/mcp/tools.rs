@@ -15,7 +15,6 @@ use super::inputs::{
 };
 use super::logs::{logs_page, logs_text};
 use super::machines::machines;
-use super::resources;
 use super::{
     McpServer, Outcome, PROGRESS_EVERY, ToolFailure, ToolResult, again, on_blocking_pool, outputs,
     status_line,
@@ -74,7 +73,7 @@ impl McpServer {
                 answer.job.exec_id,
                 m.name,
                 answer.job.state.as_str(),
-                resources::job_uri(&m.name, &answer.job.exec_id)
+                super::job_uri(&m.name, &answer.job.exec_id)
             );
             Ok((OnMachine::new(&answer, &m.name).to_value(), line))
         })

@@ -289,9 +289,17 @@ fn lab_placement_starts_where_the_gpus_are_free_else_where_the_queue_is_shortest
     assert!(v["exec_id"].is_string(), "{v}");
 
     // Nowhere two free: the shortest queue (all empty), then the most free GPUs: g2.
+    // The job on g3 ends first (its worker reads nvidia-smi and may write codexd's cache of it).
+    let id = v["exec_id"].as_str().unwrap();
+    env.ok(&["exec", "wait", "--machine", "g3", "--id", id, "--timeout", "30s"]);
     std::fs::write(&files["g3"], gpus(2, 2)).unwrap();
-    // codexd keeps nvidia-smi's last answer for a moment: drop it, so the change is seen now.
-    let _ = std::fs::remove_file(env.path("data-g3/gpus/nvidia-smi.json"));
+    // codexd keeps nvidia-smi's last answer for a moment: drop it until g3 reports the change.
+    let g3_busy = wait_until(Duration::from_secs(10), || {
+        let _ = std::fs::remove_file(env.path("data-g3/gpus/nvidia-smi.json"));
+        let check = env.ok(&["machine", "check", "--machine", "g3"]);
+        check["gpus"]["gpus"].as_array().is_some_and(|g| g.iter().all(|g| g["free"] == false))
+    });
+    assert!(g3_busy, "g3 still reports a free GPU after its nvidia-smi says both are busy");
     let v = place("any");
     assert_eq!(
         (v["machine"].as_str(), v["placement"]["reason"].as_str()),
